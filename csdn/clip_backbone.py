@@ -1,0 +1,227 @@
+"""Build a CSDN model from OpenAI CLIP weights.
+
+CLIP's RN50 becomes CSDN's image and text towers: both modality stems start as
+CLIP's stem, the trunk is CLIP's layer1-4 (layer4 at stride 1), the attention
+pool's positional embedding is resized to the trunk's feature grid, and the
+prompt template's token embeddings come from CLIP's token table. Heads, identity
+prompts and the fusion module keep their random initialisation.
+
+Weight sources: the name ``"RN50"`` (downloaded from OpenAI, SHA-256 checked), a
+TorchScript archive as OpenAI distributes it, or a plain state dict
+(``.pt``/``.bin``/``.safetensors``) with OpenAI or open_clip key names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from tqdm.auto import tqdm
+
+from csdn._openai_clip import tokenize
+from csdn.config import CSDNConfig
+from csdn.model import CSDN
+from csdn.modules import resize_positional_embedding
+
+# OpenAI publishes each checkpoint under a URL whose second-to-last part is the file's SHA-256.
+OPENAI_URLS = {
+    "RN50": "https://openaipublic.azureedge.net/clip/models/"
+    "afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762/RN50.pt",
+}
+
+_STEM_KEYS = ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3")
+
+
+class CLIPWeightsError(RuntimeError):
+    """CLIP weights that are missing, corrupted or of the wrong architecture."""
+
+
+def cache_dir() -> Path:
+    """Where downloaded CLIP weights are kept: ``$CSDN_CACHE`` or ``~/.cache/csdn``."""
+    root = os.environ.get("CSDN_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "csdn"
+    return Path(root)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download_openai(name: str = "RN50", *, root: str | Path | None = None, progress: bool = True) -> Path:
+    """Download OpenAI's checkpoint ``name`` into the cache, verifying the SHA-256 its URL names.
+
+    A cached file is reused only if its checksum matches; the download goes to a
+    temporary file that is renamed into place after verification, so an
+    interrupted or corrupted download never poisons the cache.
+    """
+    if name not in OPENAI_URLS:
+        raise ValueError(f"unknown CLIP model {name!r}; known: {', '.join(OPENAI_URLS)}")
+    url = OPENAI_URLS[name]
+    expected = url.split("/")[-2]
+    target = Path(root or cache_dir() / "clip") / Path(url).name
+    if target.is_file() and _sha256(target) == expected:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            try:
+                response = urllib.request.urlopen(url, timeout=30)
+            except (urllib.error.URLError, OSError) as err:
+                raise CLIPWeightsError(
+                    f"could not download CLIP {name} from {url} ({err}). Without network access, "
+                    f"download {Path(url).name} elsewhere and pass its local path instead of {name!r}"
+                ) from err
+            with response, tqdm(
+                total=int(response.headers.get("Content-Length") or 0) or None,
+                unit="B", unit_scale=True, desc=f"CLIP {name}", disable=not progress,
+            ) as bar:
+                for block in iter(lambda: response.read(1 << 20), b""):
+                    out.write(block)
+                    bar.update(len(block))
+        actual = _sha256(Path(temp))
+        if actual != expected:
+            raise CLIPWeightsError(
+                f"downloaded CLIP {name} has SHA-256 {actual}, expected {expected}; the file was discarded, try again"
+            )
+        os.replace(temp, target)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+    return target
+
+
+def read_clip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read CLIP weights from a TorchScript archive or a plain state dict, as float32 tensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"CLIP weights not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    elif zipfile.is_zipfile(path) and _is_torchscript(path):
+        state = torch.jit.load(str(path), map_location="cpu").state_dict()
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises several types for non-checkpoint files
+            raise CLIPWeightsError(f"cannot read CLIP weights from {path}: {err}") from err
+    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping):
+        raise CLIPWeightsError(f"{path} does not hold a state dict")
+    return _canonical_names({k: v for k, v in state.items() if isinstance(v, torch.Tensor)})
+
+
+def _is_torchscript(path: Path) -> bool:
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
+
+
+def _canonical_names(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """OpenAI key names from OpenAI, open_clip or DataParallel-saved checkpoints."""
+    out = {}
+    for key, value in state.items():
+        for prefix in ("module.", "text."):
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+        out[key] = value.float() if value.is_floating_point() else value
+    return out
+
+
+def config_from_clip(state: Mapping[str, torch.Tensor], **overrides) -> CSDNConfig:
+    """The CSDN config whose towers have the sizes of a CLIP ModifiedResNet state dict."""
+    required = ("visual.layer1.0.conv1.weight", "visual.attnpool.c_proj.weight", "token_embedding.weight",
+                "ln_final.weight", "text_projection", "positional_embedding")
+    missing = [key for key in required if key not in state]
+    if missing:
+        hint = " (a ViT CLIP model? CSDN needs a ResNet one such as RN50)" if "visual.proj" in state else ""
+        raise CLIPWeightsError(f"not a CLIP ResNet state dict{hint}: missing {', '.join(missing)}")
+    layers = tuple(
+        len({key.split(".")[2] for key in state if key.startswith(f"visual.layer{index}.")}) for index in range(1, 5)
+    )
+    width = state["visual.layer1.0.conv1.weight"].shape[0]
+    text_width = state["ln_final.weight"].shape[0]
+    settings = dict(
+        vision_layers=layers,
+        vision_width=width,
+        vision_heads=width * 32 // 64,
+        embed_dim=state["visual.attnpool.c_proj.weight"].shape[0],
+        context_length=state["positional_embedding"].shape[0],
+        vocab_size=state["token_embedding.weight"].shape[0],
+        text_width=text_width,
+        text_heads=text_width // 64,
+        text_layers=len({key.split(".")[2] for key in state if key.startswith("transformer.resblocks.")}),
+    )
+    settings.update(overrides)
+    return CSDNConfig(**settings)
+
+
+def clip_to_csdn_state(state: Mapping[str, torch.Tensor], config: CSDNConfig) -> dict[str, torch.Tensor]:
+    """Map CLIP tensors onto CSDN names: stems, trunk, attention pool, text encoder and prompt templates."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key.startswith("visual.layer"):
+            out["trunk." + key[len("visual."):]] = value
+        elif key.startswith("visual.attnpool."):
+            name = key[len("visual.attnpool."):]
+            if name == "positional_embedding":
+                value = resize_positional_embedding(value, config.feature_grid)
+            out["attnpool." + name] = value
+        elif key.startswith("visual.") and key.split(".")[1] in _STEM_KEYS:
+            for stem in ("stem_visible", "stem_infrared"):
+                out[f"{stem}.{key[len('visual.'):]}"] = value.clone()
+        elif key.startswith(("transformer.", "ln_final.")) or key in ("positional_embedding", "text_projection"):
+            out["text_encoder." + key] = value
+    tokens = torch.tensor(tokenize(config.prompt_template, config.context_length))
+    embedded = state["token_embedding.weight"][tokens].unsqueeze(0)
+    split = 5 + config.num_prompt_tokens
+    for learner in ("prompt_visible", "prompt_infrared"):
+        out[f"{learner}.token_prefix"] = embedded[:, :5].clone()
+        out[f"{learner}.token_suffix"] = embedded[:, split:].clone()
+    return out
+
+
+def from_clip(
+    weights: str | Path = "RN50",
+    *,
+    num_classes: int = 395,
+    image_size: tuple[int, int] = (288, 144),
+    progress: bool = True,
+    **config_overrides,
+) -> CSDN:
+    """A CSDN model initialised from CLIP ResNet weights (``"RN50"`` or a local file).
+
+    Everything CLIP provides is loaded and checked by name; only the parts CLIP
+    has no counterpart for (heads, identity prompts, SII fusion) stay random.
+    """
+    path = download_openai(str(weights), progress=progress) if str(weights) in OPENAI_URLS else Path(weights)
+    state = read_clip_state_dict(path)
+    config = config_from_clip(state, num_classes=num_classes, image_size=image_size, **config_overrides)
+    model = CSDN(config)
+    mapped = clip_to_csdn_state(state, config)
+    own = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in mapped.items() if k in own and v.shape != own[k].shape]
+    unknown = sorted(set(mapped) - set(own))
+    if wrong or unknown:
+        raise CLIPWeightsError(f"CLIP weights do not fit the CSDN model: {'; '.join(wrong + unknown)}")
+    expected_from_clip = {k for k in own if k.startswith(("stem_", "trunk.", "attnpool.", "text_encoder.", "prompt_"))}
+    expected_from_clip -= {f"{p}.cls_ctx" for p in ("prompt_visible", "prompt_infrared")}
+    expected_from_clip = {k for k in expected_from_clip if not k.endswith("num_batches_tracked")}
+    missing = sorted(expected_from_clip - set(mapped))
+    if missing:
+        raise CLIPWeightsError(f"CLIP weights lack {len(missing)} tensors CSDN needs, e.g. {', '.join(missing[:5])}")
+    model.load_state_dict(mapped, strict=False)
+    model.config.meta.setdefault("init", f"CLIP {weights}")
+    return model

@@ -1,0 +1,170 @@
+"""Architecture and preprocessing settings of a CSDN model.
+
+Every size that shapes a tensor lives here, so the full CLIP-RN50 model and the
+tiny models used in tests and demos are built by the very same code. The config
+round-trips through JSON (``config.json`` and the safetensors metadata), which is
+what makes a saved model self-describing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PROMPT_TEMPLATE = "A photo of a X X X X person."
+
+CONFIG_FORMAT_VERSION = 1
+
+
+@dataclass
+class CSDNConfig:
+    """Sizes of the CSDN image tower, text tower and heads, plus test-time preprocessing.
+
+    The defaults are the paper's model: OpenAI CLIP RN50 with layer4 at stride 1,
+    288x144 inputs and 395 identities (SYSU-MM01 training set).
+    """
+
+    # image tower (CLIP ModifiedResNet)
+    image_size: tuple[int, int] = (288, 144)  # (height, width)
+    vision_layers: tuple[int, int, int, int] = (3, 4, 6, 3)
+    vision_width: int = 64
+    vision_heads: int = 32
+    last_stride: int = 1
+    embed_dim: int = 1024  # attention-pool projection = text feature size
+    # text tower (CLIP transformer)
+    context_length: int = 77
+    vocab_size: int = 49408
+    text_width: int = 512
+    text_heads: int = 8
+    text_layers: int = 12
+    prompt_template: str = PROMPT_TEMPLATE
+    num_prompt_tokens: int = 4  # learnable identity tokens (the X positions)
+    # heads
+    num_classes: int = 395
+    gem_p: float = 3.0
+    gem_eps: float = 1e-6
+    fusion_dropout: float = 0.1
+    # preprocessing (ImageNet statistics, as in the paper's code, not CLIP's)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "lanczos"  # resize filter of the test transform
+    # free-form provenance (dataset, source checkpoint, ...); not architecture
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.image_size = tuple(int(v) for v in self.image_size)  # type: ignore[assignment]
+        self.vision_layers = tuple(int(v) for v in self.vision_layers)  # type: ignore[assignment]
+        self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
+        self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
+        self.validate()
+
+    # ------------------------------------------------------------------ derived sizes
+    @property
+    def feature_dim(self) -> int:
+        """Channels of the trunk's last feature map (2048 for RN50)."""
+        return self.vision_width * 32
+
+    @property
+    def downsample(self) -> int:
+        """Total stride of the trunk: stem 4, layer2 2, layer3 2, layer4 ``last_stride``."""
+        return 16 * self.last_stride
+
+    @property
+    def feature_grid(self) -> tuple[int, int]:
+        """(height, width) of the trunk's output map: 18x9 for 288x144 inputs."""
+        h, w = self.image_size
+        return h // self.downsample, w // self.downsample
+
+    @property
+    def test_feature_dim(self) -> int:
+        """Size of f(x): GeM half plus projection half (3072 for RN50)."""
+        return self.feature_dim + self.embed_dim
+
+    def validate(self) -> None:
+        """Reject inconsistent sizes with a message that names the field."""
+        h, w = self.image_size
+        if self.last_stride not in (1, 2):
+            raise ValueError(f"last_stride must be 1 or 2, got {self.last_stride}")
+        if h % self.downsample or w % self.downsample or h <= 0 or w <= 0:
+            raise ValueError(
+                f"image_size {self.image_size} must be positive multiples of the trunk "
+                f"stride {self.downsample}"
+            )
+        if len(self.vision_layers) != 4 or min(self.vision_layers) < 1:
+            raise ValueError(f"vision_layers needs four positive block counts, got {self.vision_layers}")
+        if self.vision_heads < 1 or self.text_heads < 1:
+            raise ValueError(f"vision_heads and text_heads must be at least 1, got {self.vision_heads}, {self.text_heads}")
+        if self.feature_dim % self.vision_heads:
+            raise ValueError(
+                f"vision_heads ({self.vision_heads}) must divide the feature width {self.feature_dim}"
+            )
+        if self.text_width % self.text_heads:
+            raise ValueError(f"text_heads ({self.text_heads}) must divide text_width {self.text_width}")
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be at least 1, got {self.num_classes}")
+        if self.prompt_template.split().count("X") != self.num_prompt_tokens:
+            raise ValueError(
+                f"prompt_template {self.prompt_template!r} must hold num_prompt_tokens="
+                f"{self.num_prompt_tokens} 'X' placeholders"
+            )
+
+    # ------------------------------------------------------------------ presets
+    @classmethod
+    def rn50(cls, num_classes: int = 395, **overrides: Any) -> "CSDNConfig":
+        """The paper's CLIP-RN50 model."""
+        return cls(num_classes=num_classes, **overrides)
+
+    @classmethod
+    def tiny(cls, num_classes: int = 8, **overrides: Any) -> "CSDNConfig":
+        """A few-hundred-kilobyte model with the same structure, for tests and demos."""
+        settings: dict[str, Any] = dict(
+            image_size=(64, 32),
+            vision_layers=(1, 1, 1, 1),
+            vision_width=8,
+            vision_heads=2,
+            embed_dim=32,
+            vocab_size=49408,
+            text_width=32,
+            text_heads=2,
+            text_layers=1,
+            num_classes=num_classes,
+        )
+        settings.update(overrides)
+        return cls(**settings)
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        for key, value in data.items():
+            if isinstance(value, tuple):
+                data[key] = list(value)
+        return {"model_type": "csdn", "format_version": CONFIG_FORMAT_VERSION, **data}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CSDNConfig":
+        data = dict(data)
+        model_type = data.pop("model_type", "csdn")
+        if model_type != "csdn":
+            raise ValueError(f"this is a config for model_type={model_type!r}, not a CSDN model")
+        version = data.pop("format_version", CONFIG_FORMAT_VERSION)
+        if version > CONFIG_FORMAT_VERSION:
+            raise ValueError(
+                f"config format_version {version} is newer than this csdn-reid understands "
+                f"({CONFIG_FORMAT_VERSION}); upgrade with `pip install -U csdn-reid`"
+            )
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown CSDN config field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "CSDNConfig":
+        return cls.from_dict(json.loads(text))

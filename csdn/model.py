@@ -1,0 +1,235 @@
+"""The CSDN network: modality-specific stems, a shared CLIP-RN50 trunk, two heads, and the text side."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from csdn._openai_clip import tokenize
+from csdn.config import CSDNConfig
+from csdn.modality import normalize_modality
+from csdn.modules import (
+    BNNeckHead,
+    GeMHead,
+    PromptLearner,
+    SemanticFusion,
+    Stem,
+    TextEncoder,
+    Trunk,
+    attention_pool,
+)
+
+
+@dataclass
+class TrainOutput:
+    """What the training losses need from one forward pass (rows follow the input order)."""
+
+    gem: torch.Tensor  # [N, feature_dim] GeM-pooled trunk features, before the BNNeck
+    gem_logits: torch.Tensor  # [N, num_classes]
+    projection: torch.Tensor  # [N, embed_dim] attention-pool projection
+    proj_logits: torch.Tensor  # [N, num_classes]
+
+
+class CSDN(nn.Module):
+    """CLIP-Driven Semantic Discovery Network for visible-infrared person re-identification.
+
+    Build with random weights from a :class:`CSDNConfig`; load trained weights with
+    :func:`csdn.load`, or start from CLIP with :func:`csdn.clip_backbone.from_clip`.
+    """
+
+    def __init__(self, config: CSDNConfig | None = None):
+        super().__init__()
+        self.config = config = config or CSDNConfig()
+        self.stem_visible = Stem(config.vision_width)
+        self.stem_infrared = Stem(config.vision_width)
+        self.trunk = Trunk(config)
+        self.attnpool = attention_pool(config)
+        self.gem_head = GeMHead(config.feature_dim, config.num_classes, config.gem_p, config.gem_eps)
+        self.proj_head = BNNeckHead(config.embed_dim, config.num_classes)
+
+        tokens = tokenize(config.prompt_template, config.context_length)
+        eot_index = max(range(len(tokens)), key=tokens.__getitem__)  # <eot> has the largest id
+        learner = PromptLearner(config.num_classes, config.num_prompt_tokens, config.text_width, config.context_length)
+        self.prompt_visible = learner
+        self.prompt_infrared = copy.deepcopy(learner)
+        self.text_encoder = TextEncoder(config, eot_index)
+        self.fusion = SemanticFusion(config.embed_dim, config.fusion_dropout)
+        self.reset_parameters()
+
+    # ------------------------------------------------------------------ initialisation
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Random initialisation following CLIP's recipe for the shared parts.
+
+        Residual branches start as identities (zeroed last BatchNorm of each block),
+        and the prompt template's token embeddings are drawn like a fresh CLIP
+        token table, so a model trained from scratch has a usable text side.
+        """
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d)):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        for name, param in self.trunk.named_parameters():
+            if name.endswith("bn3.weight"):
+                nn.init.zeros_(param)
+        pool = self.attnpool
+        std = pool.c_proj.in_features**-0.5
+        nn.init.normal_(pool.positional_embedding, std=std)
+        for proj in (pool.q_proj, pool.k_proj, pool.v_proj, pool.c_proj):
+            nn.init.normal_(proj.weight, std=std)
+            nn.init.zeros_(proj.bias)
+        for head in (self.gem_head, self.proj_head):
+            nn.init.normal_(head.classifier.weight, std=0.001)
+        self.gem_head.gem.p.fill_(self.config.gem_p)
+
+        width, layers = self.config.text_width, self.config.text_layers
+        for learner in (self.prompt_visible, self.prompt_infrared):
+            nn.init.normal_(learner.cls_ctx, std=0.02)
+        nn.init.normal_(self.prompt_visible.token_prefix, std=0.02)
+        nn.init.normal_(self.prompt_visible.token_suffix, std=0.02)
+        self.prompt_infrared.token_prefix.copy_(self.prompt_visible.token_prefix)
+        self.prompt_infrared.token_suffix.copy_(self.prompt_visible.token_suffix)
+        text = self.text_encoder
+        nn.init.normal_(text.positional_embedding, std=0.01)
+        nn.init.normal_(text.text_projection, std=width**-0.5)
+        for block in text.transformer.resblocks:
+            nn.init.normal_(block.attn.in_proj_weight, std=width**-0.5)
+            nn.init.normal_(block.attn.out_proj.weight, std=(width**-0.5) * ((2 * layers) ** -0.5))
+            nn.init.normal_(block.mlp.c_fc.weight, std=(2 * width) ** -0.5)
+            nn.init.normal_(block.mlp.c_proj.weight, std=(width**-0.5) * ((2 * layers) ** -0.5))
+
+    # ------------------------------------------------------------------ image side
+    def _check_images(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"expected a preprocessed image tensor [N,3,H,W], got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(
+                f"preprocessed images must be a float tensor, got {x.dtype}; "
+                "pass raw images to embed_image() to have them decoded and normalised"
+            )
+        height, width = self.config.image_size
+        if x.dim() != 4 or x.shape[1] != 3 or tuple(x.shape[2:]) != (height, width):
+            raise ValueError(
+                f"expected preprocessed images of shape [N,3,{height},{width}], got {list(x.shape)}; "
+                "pass raw images to embed_image() to have them resized"
+            )
+
+    def _stem(self, modality: str) -> Stem:
+        return self.stem_visible if normalize_modality(modality) == "visible" else self.stem_infrared
+
+    def feature_map(self, x: torch.Tensor, modality: str) -> torch.Tensor:
+        """Trunk output ``[N, feature_dim, rows, cols]`` of preprocessed images of one modality."""
+        self._check_images(x)
+        return self.trunk(self._stem(modality)(x))
+
+    def _features_from_map(self, fmap: torch.Tensor) -> torch.Tensor:
+        gem = self.gem_head.bn(self.gem_head.gem(fmap))
+        projection = self.attnpool(fmap)
+        return torch.cat([F.normalize(gem, dim=1), F.normalize(projection, dim=1)], dim=1)
+
+    def image_features(self, x: torch.Tensor, modality: str) -> torch.Tensor:
+        """The test feature f(x) ``[N, feature_dim + embed_dim]``.
+
+        ``concat(l2norm(BN(GeM(map))), l2norm(projection))``: each half has unit norm.
+        Uses the module's mode, so call ``.eval()`` first for the inference feature.
+        """
+        return self._features_from_map(self.feature_map(x, modality))
+
+    def image_projection(self, x: torch.Tensor, modality: str) -> torch.Tensor:
+        """The attention-pool projection ``[N, embed_dim]`` (the image side of the text losses)."""
+        return self.attnpool(self.feature_map(x, modality))
+
+    def forward_train(
+        self, visible: torch.Tensor | None = None, infrared: torch.Tensor | None = None
+    ) -> TrainOutput:
+        """One training pass over a visible and an infrared batch.
+
+        Each batch goes through its own stem; the two are concatenated (visible
+        rows first) before the shared trunk, so BatchNorm statistics are those of
+        the mixed batch, as in the reference training.
+        """
+        stems = []
+        for x, modality in ((visible, "visible"), (infrared, "infrared")):
+            if x is not None:
+                self._check_images(x)
+                stems.append(self._stem(modality)(x))
+        if not stems:
+            raise ValueError("forward_train needs a visible batch, an infrared batch, or both")
+        fmap = self.trunk(torch.cat(stems, dim=0))
+        gem = self.gem_head.gem(fmap)
+        projection = self.attnpool(fmap)
+        return TrainOutput(
+            gem=gem,
+            gem_logits=self.gem_head.classifier(self.gem_head.bn(gem)),
+            projection=projection,
+            proj_logits=self.proj_head.classifier(self.proj_head.bn(projection)),
+        )
+
+    # ------------------------------------------------------------------ text side
+    def _check_labels(self, labels: torch.Tensor | Sequence[int]) -> torch.Tensor:
+        device = self.prompt_visible.cls_ctx.device
+        labels = torch.as_tensor(labels, device=device)
+        if labels.dim() != 1 or labels.dtype not in (torch.int32, torch.int64):
+            raise ValueError(f"labels must be a 1-d integer tensor of identity indices, got {labels.dtype} {list(labels.shape)}")
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.config.num_classes):
+            raise ValueError(
+                f"identity labels must lie in [0, {self.config.num_classes}); "
+                f"got values from {int(labels.min())} to {int(labels.max())}"
+            )
+        return labels.long()
+
+    def text_features(self, labels: torch.Tensor | Sequence[int], modality: str) -> torch.Tensor:
+        """Prompt text features ``[B, embed_dim]`` of identities ``labels`` in one modality."""
+        labels = self._check_labels(labels)
+        learner = self.prompt_visible if normalize_modality(modality) == "visible" else self.prompt_infrared
+        return self.text_encoder(learner(labels))
+
+    def fused_text_features(self, labels: torch.Tensor | Sequence[int]) -> torch.Tensor:
+        """SII fusion of the visible and infrared text features ``[B, embed_dim]``."""
+        return self.fusion(self.text_features(labels, "visible"), self.text_features(labels, "infrared"))
+
+    # ------------------------------------------------------------------ parameter groups
+    def prompt_parameters(self) -> Iterator[nn.Parameter]:
+        yield self.prompt_visible.cls_ctx
+        yield self.prompt_infrared.cls_ctx
+
+    def fusion_parameters(self) -> Iterator[nn.Parameter]:
+        yield from self.fusion.parameters()
+
+    def text_encoder_parameters(self) -> Iterator[nn.Parameter]:
+        yield from self.text_encoder.parameters()
+
+    def image_parameters(self) -> Iterator[nn.Parameter]:
+        """Stems, trunk and attention pool."""
+        for module in (self.stem_visible, self.stem_infrared, self.trunk, self.attnpool):
+            yield from module.parameters()
+
+    def head_parameters(self) -> Iterator[nn.Parameter]:
+        """Both BNNeck classifiers and the GeM exponent (trained at twice the base rate)."""
+        yield from self.gem_head.parameters()
+        yield from self.proj_head.parameters()
+
+    # ------------------------------------------------------------------ inference and I/O
+    def embed_image(self, images, modality: str, **options) -> torch.Tensor:
+        """Modality-invariant, L2-normalised embeddings; see :func:`csdn.inference.embed_images`."""
+        from csdn.inference import embed_images
+
+        return embed_images(self, images, modality, **options)
+
+    def save_pretrained(self, directory: str | Path, **options) -> Path:
+        """Write ``model.safetensors``, ``config.json`` and a model card; see :func:`csdn.hub.save_pretrained`."""
+        from csdn.hub import save_pretrained
+
+        return save_pretrained(self, directory, **options)
+
+    def extra_repr(self) -> str:
+        cfg = self.config
+        return f"image_size={cfg.image_size}, num_classes={cfg.num_classes}, embed_dim={cfg.embed_dim}"

@@ -1,0 +1,1 @@
+"""Training: the three-stage CSDN recipe."""
