@@ -18,6 +18,7 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Mapping
@@ -111,7 +112,9 @@ def read_clip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
         state = load_file(str(path))
     elif zipfile.is_zipfile(path) and _is_torchscript(path):
-        state = torch.jit.load(str(path), map_location="cpu").state_dict()
+        with warnings.catch_warnings():  # OpenAI ships TorchScript; torch now flags jit.load as deprecated
+            warnings.simplefilter("ignore", DeprecationWarning)
+            state = torch.jit.load(str(path), map_location="cpu").state_dict()
     else:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
