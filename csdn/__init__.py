@@ -1,7 +1,51 @@
-"""csdn-reid: CSDN models for visible-infrared person re-identification."""
+"""csdn-reid: CSDN models for visible-infrared person re-identification.
+
+    import csdn
+    model = csdn.load("synthetic-tiny")                    # or "sysu", "hf-hub:org/repo", a local dir
+    query = model.embed_image(ir_images, modality="infrared")
+    gallery = model.embed_image(rgb_images, modality="visible")
+    ranked = csdn.match(query, gallery, topk=10)
+
+Submodules that pull in more code (training, evaluation, datasets, conversion)
+are imported on first use, so ``import csdn`` stays quick.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from csdn.config import CSDNConfig
+from csdn.model import CSDN
 
 __version__ = "0.1.0"
 
-__all__ = ["CSDNConfig", "__version__"]
+# public name -> module that defines it (loaded on first access)
+_LAZY_ATTRIBUTES = {
+    "load": "csdn.hub",
+    "list_models": "csdn.hub",
+    "save_pretrained": "csdn.hub",
+    "push_to_hub": "csdn.hub",
+    "match": "csdn.matching",
+    "Matches": "csdn.matching",
+    "evaluate": "csdn.evaluation",
+    "from_clip": "csdn.clip_backbone",
+}
+_LAZY_MODULES = ("convert", "train", "data", "losses", "evaluation", "hub", "matching", "clip_backbone", "preprocess")
+
+__all__ = ["CSDN", "CSDNConfig", "__version__", *_LAZY_ATTRIBUTES, *_LAZY_MODULES]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_ATTRIBUTES:
+        value = getattr(importlib.import_module(_LAZY_ATTRIBUTES[name]), name)
+    elif name in _LAZY_MODULES:
+        value = importlib.import_module(f"csdn.{name}")
+    else:
+        raise AttributeError(f"module 'csdn' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
