@@ -26,6 +26,8 @@ _LAZY_ATTRIBUTES = {
     "list_models": "csdn.hub",
     "save_pretrained": "csdn.hub",
     "push_to_hub": "csdn.hub",
+    "model_info": "csdn.hub",
+    "load_config": "csdn.hub",
     "match": "csdn.matching",
     "Matches": "csdn.matching",
     "evaluate": "csdn.evaluation",

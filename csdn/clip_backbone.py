@@ -13,9 +13,7 @@ TorchScript archive as OpenAI distributes it, or a plain state dict
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 import warnings
@@ -28,6 +26,7 @@ from tqdm.auto import tqdm
 
 from csdn._openai_clip import tokenize
 from csdn.config import CSDNConfig
+from csdn.fileio import atomic_write, sha256_file
 from csdn.model import CSDN
 from csdn.modules import resize_positional_embedding
 
@@ -50,14 +49,6 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def download_openai(name: str = "RN50", *, root: str | Path | None = None, progress: bool = True) -> Path:
     """Download OpenAI's checkpoint ``name`` into the cache, verifying the SHA-256 its URL names.
 
@@ -70,35 +61,32 @@ def download_openai(name: str = "RN50", *, root: str | Path | None = None, progr
     url = OPENAI_URLS[name]
     expected = url.split("/")[-2]
     target = Path(root or cache_dir() / "clip") / Path(url).name
-    if target.is_file() and _sha256(target) == expected:
+    if target.is_file() and sha256_file(target) == expected:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            try:
-                response = urllib.request.urlopen(url, timeout=30)
-            except (urllib.error.URLError, OSError) as err:
-                raise CLIPWeightsError(
-                    f"could not download CLIP {name} from {url} ({err}). Without network access, "
-                    f"download {Path(url).name} elsewhere and pass its local path instead of {name!r}"
-                ) from err
-            with response, tqdm(
-                total=int(response.headers.get("Content-Length") or 0) or None,
-                unit="B", unit_scale=True, desc=f"CLIP {name}", disable=not progress,
-            ) as bar:
-                for block in iter(lambda: response.read(1 << 20), b""):
-                    out.write(block)
-                    bar.update(len(block))
-        actual = _sha256(Path(temp))
+
+    def fetch(temp: Path) -> None:
+        try:
+            response = urllib.request.urlopen(url, timeout=30)
+        except (urllib.error.URLError, OSError) as err:
+            raise CLIPWeightsError(
+                f"could not download CLIP {name} from {url} ({err}). Without network access, "
+                f"download {Path(url).name} elsewhere and pass its local path instead of {name!r}"
+            ) from err
+        with response, open(temp, "wb") as out, tqdm(
+            total=int(response.headers.get("Content-Length") or 0) or None,
+            unit="B", unit_scale=True, desc=f"CLIP {name}", disable=not progress,
+        ) as bar:
+            for block in iter(lambda: response.read(1 << 20), b""):
+                out.write(block)
+                bar.update(len(block))
+        actual = sha256_file(temp)
         if actual != expected:
             raise CLIPWeightsError(
                 f"downloaded CLIP {name} has SHA-256 {actual}, expected {expected}; the file was discarded, try again"
             )
-        os.replace(temp, target)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
+
+    atomic_write(target, fetch)
     return target
 
 

@@ -9,7 +9,6 @@ random weights behind.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 from typing import Mapping
@@ -17,6 +16,7 @@ from typing import Mapping
 import torch
 
 from csdn.config import CSDNConfig
+from csdn.fileio import sha256_file
 from csdn.model import CSDN
 
 _STEM_LAYERS = ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3")
@@ -164,7 +164,7 @@ def from_official(
     """
     state = read_official(path)
     config = config_from_official(state, image_size)
-    config.meta.update(source=Path(path).name, source_sha256=_sha256(Path(path)), init="official checkpoint")
+    config.meta.update(source=Path(path).name, source_sha256=sha256_file(path), init="official checkpoint")
     if dataset:
         config.meta["dataset"] = dataset
     model = CSDN(config)
@@ -182,10 +182,3 @@ def to_official_state_dict(model: CSDN) -> dict[str, torch.Tensor]:
         out[name] = value.clone()
     return out
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from csdn.fileio import atomic_write
 from csdn.preprocess import load_image
 
 GREEN = (40, 170, 60)
@@ -92,7 +93,5 @@ def draw_ranking(
     if output is not None:
         output = Path(output)
         output.parent.mkdir(parents=True, exist_ok=True)
-        temp = output.with_name(f".{output.name}.tmp")
-        sheet.save(temp, format="PNG")
-        os.replace(temp, output)
+        atomic_write(output, lambda temp: sheet.save(temp, format="PNG"))
     return sheet

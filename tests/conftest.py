@@ -1,12 +1,15 @@
-"""Shared fixtures: small random-weight models built through the same code as the full model."""
+"""Shared fixtures: small random-weight models built through the same code as the full model,
+and a local stand-in for the Hugging Face Hub."""
 
 from __future__ import annotations
 
+import huggingface_hub.constants as hf_constants
 import pytest
 import torch
 
 from csdn import CSDNConfig
 from csdn.model import CSDN
+from hub_server import FakeHub
 
 
 @pytest.fixture
@@ -28,3 +31,39 @@ def rn50_model() -> CSDN:
     """The full-size CSDN-RN50 (random weights), built once per session."""
     torch.manual_seed(0)
     return CSDN(CSDNConfig.rn50()).eval()
+
+
+@pytest.fixture
+def fake_hub(monkeypatch, tmp_path):
+    """A :class:`FakeHub` on 127.0.0.1 that huggingface_hub talks to, with an empty Hub cache.
+
+    huggingface_hub reads ``HF_ENDPOINT``, ``HF_HUB_CACHE`` and ``HF_HUB_OFFLINE`` once, at
+    import, into ``huggingface_hub.constants``; its download and upload code reads those
+    module attributes on every call, so they are patched here. The environment variables
+    are set as well, for subprocesses started by the test. Files huggingface_hub keeps
+    beside its cache (e.g. the agent-harness list it fetches from the endpoint) go to
+    ``tmp_path`` too, never to the real home folder.
+    """
+    hub = FakeHub()
+    cache = tmp_path / "hf-cache"
+    monkeypatch.setattr(hf_constants, "AGENT_HARNESSES_PATH", str(tmp_path / "hf-home" / ".agent_harnesses.json"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setattr(hf_constants, "ENDPOINT", hub.endpoint)
+    monkeypatch.setattr(
+        hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+    )
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    yield hub
+    hub.close()
+
+
+@pytest.fixture
+def hub_offline(monkeypatch):
+    """Switch huggingface_hub to offline mode, as ``HF_HUB_OFFLINE=1`` at import would."""
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")

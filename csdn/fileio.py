@@ -1,0 +1,37 @@
+"""File helpers shared by everything that writes what users keep: atomic writes and checksums."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from pathlib import Path
+from typing import Callable
+
+
+def atomic_write(target: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(temp_path)`` and move the result onto ``target`` in one step.
+
+    The temporary file sits in the target's folder (so ``os.replace`` is atomic) and
+    is flushed to disk first: a crash or a full disk never leaves a half-written
+    file under the real name, and a failed write leaves the old file untouched.
+    """
+    target = Path(target)
+    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(temp)
+        with open(temp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
+    return target
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

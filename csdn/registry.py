@@ -1,0 +1,154 @@
+"""The model registry: the short names users type (``"sysu"``) and where their weights live.
+
+The registry is a data file, ``weights/registry.json``, installed with the package
+as ``csdn.weights``, so adding or re-pinning a model never touches code. Each entry
+names a Hugging Face Hub file (repo, filename, pinned revision, SHA-256) and/or a
+``bundled`` folder next to the registry that holds a ``save_pretrained`` model and
+loads without network. ``$CSDN_REGISTRY`` (or the ``registry=`` argument of the
+functions here) points at another registry file, e.g. an organisation's mirror.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Union
+
+REGISTRY_ENV = "CSDN_REGISTRY"
+REGISTRY_FILENAME = "registry.json"
+REGISTRY_FORMAT_VERSION = 1
+AUTHORS_RELEASE = "https://github.com/nengdong96/CSDN"
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    """One registered model.
+
+    ``repo_id``/``filename``/``revision`` locate the weights on the Hub; ``sha256``
+    (when known) is checked against every file before it is loaded; ``bundled`` is
+    a folder, relative to the registry file, holding a ``save_pretrained`` model
+    shipped with the package; ``official_checkpoint`` names the authors' released
+    file that ``csdn convert`` turns into these weights.
+    """
+
+    name: str
+    dataset: str
+    description: str
+    repo_id: str | None = None
+    filename: str = "model.safetensors"
+    revision: str = "main"
+    sha256: str | None = None
+    bundled: str | None = None
+    official_checkpoint: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Registry:
+    """A parsed, validated registry file."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"model registry not found: {self.path}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"model registry {self.path} is not valid JSON: {err}") from err
+        if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
+            raise ValueError(f"model registry {self.path} must be an object with a 'models' object")
+        version = data.get("format_version", REGISTRY_FORMAT_VERSION)
+        if version != REGISTRY_FORMAT_VERSION:
+            raise ValueError(
+                f"model registry {self.path} has format_version {version}; this csdn-reid reads "
+                f"version {REGISTRY_FORMAT_VERSION} (upgrade with `pip install -U csdn-reid`)"
+            )
+        self.entries = {name: self._entry(name, fields) for name, fields in data["models"].items()}
+
+    def _entry(self, name: str, fields: Any) -> RegistryEntry:
+        where = f"model registry {self.path}, entry {name!r}"
+        if not isinstance(fields, dict):
+            raise ValueError(f"{where}: must be an object")
+        known = {f.name for f in dataclasses.fields(RegistryEntry)} - {"name"}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        try:
+            entry = RegistryEntry(name=name, **fields)
+        except TypeError as err:  # a required field is missing
+            raise ValueError(f"{where}: {err}") from None
+        if entry.repo_id is None and entry.bundled is None:
+            raise ValueError(f"{where}: needs a 'repo_id' (Hub) or a 'bundled' folder")
+        if entry.repo_id is not None and not _REPO_ID.fullmatch(entry.repo_id):
+            raise ValueError(f"{where}: repo_id {entry.repo_id!r} is not of the form 'org/name'")
+        if entry.sha256 is not None and not _SHA256.fullmatch(entry.sha256):
+            raise ValueError(f"{where}: sha256 must be 64 lowercase hex digits or null")
+        if entry.bundled is not None and (Path(entry.bundled).is_absolute() or ".." in Path(entry.bundled).parts):
+            raise ValueError(f"{where}: 'bundled' must be a folder inside {self.path.parent}")
+        return entry
+
+    def names(self) -> list[str]:
+        return sorted(self.entries)
+
+    def get(self, name: str) -> RegistryEntry:
+        if name not in self.entries:
+            raise KeyError(name)
+        return self.entries[name]
+
+    def bundled_dir(self, entry: RegistryEntry) -> Path:
+        """The folder of a bundled model (``bundled`` is relative to the registry file)."""
+        if entry.bundled is None:
+            raise ValueError(f"model {entry.name!r} has no bundled weights")
+        return self.path.parent / entry.bundled
+
+
+RegistryLike = Union[Registry, str, Path, None]
+
+
+def default_registry_path() -> Path:
+    """``$CSDN_REGISTRY``, else the registry installed with the package.
+
+    An installed package reads it from ``csdn.weights``; a bare source checkout
+    (or an editable install, whose finder does not map data-only packages) from
+    ``<repository>/weights``.
+    """
+    override = os.environ.get(REGISTRY_ENV)
+    if override:
+        return Path(override)
+    try:
+        installed = Path(str(resources.files("csdn.weights") / REGISTRY_FILENAME))
+    except ModuleNotFoundError:
+        installed = None
+    if installed is not None and installed.is_file():
+        return installed
+    return Path(__file__).resolve().parent.parent / "weights" / REGISTRY_FILENAME
+
+
+def open_registry(registry: RegistryLike = None) -> Registry:
+    """A :class:`Registry` from an instance, a path to a registry file, or ``None`` (the default one)."""
+    if isinstance(registry, Registry):
+        return registry
+    return Registry(default_registry_path() if registry is None else registry)
+
+
+def list_models(registry: RegistryLike = None) -> list[str]:
+    """Names of the registered models, sorted."""
+    return open_registry(registry).names()
+
+
+def model_info(name: str, registry: RegistryLike = None) -> RegistryEntry:
+    """The registry entry of ``name``; ``ValueError`` listing the known names if there is none."""
+    opened = open_registry(registry)
+    try:
+        return opened.get(name)
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; registered models: {', '.join(opened.names())}") from None
