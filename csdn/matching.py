@@ -1,0 +1,405 @@
+"""Rank a gallery of embeddings for each query by cosine similarity.
+
+``match`` is exact and memory-bounded: the gallery is read chunk by chunk (a
+``numpy.memmap`` on disk works, so a gallery larger than RAM can be searched)
+and only a running top-k per query is kept, so no ``Q x G`` score matrix is
+ever built. ``FaissIndex`` (optional extra ``csdn-reid[faiss]``) trades exactness
+for low latency on small query batches against a gallery that is searched many times.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any, Iterator, Union
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+__all__ = ["FaissIndex", "Matches", "UNIT_NORM_TOLERANCE", "match"]
+
+ArrayLike = Union[torch.Tensor, np.ndarray]
+
+BACKENDS = ("exact", "faiss")
+FAISS_METHODS = ("ivf", "hnsw")
+
+# Sizes chosen automatically: float32 bytes of one gallery chunk and of one query x
+# gallery score block. Small enough to bound memory (a float32 chunk of a tensor or
+# memmap is a view, not a copy), large enough that few, large operations run per chunk.
+_CHUNK_BYTES = 128 * 2**20
+_SCORE_BYTES = 64 * 2**20
+# Rows whose L2 norm is this close to 1 count as unit rows and are used as they are:
+# float32 normalisation leaves norms within ~5e-7 of 1 at D=6144, and a relative error of
+# this size is below the rounding of a float32 dot product over thousands of terms.
+UNIT_NORM_TOLERANCE = 2e-6
+
+
+@dataclass(frozen=True)
+class Matches:
+    """Top-k gallery matches per query, best first.
+
+    ``indices[q, j]`` is the gallery row of the j-th best match of query ``q`` and
+    ``scores[q, j]`` its cosine similarity. Equal scores are ordered by smaller
+    gallery index (exact backend).
+    """
+
+    indices: torch.Tensor  # [Q, k] int64
+    scores: torch.Tensor  # [Q, k] float32
+
+    def __len__(self) -> int:
+        return self.indices.shape[0]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield ``(indices, scores)`` of one query at a time."""
+        return zip(self.indices, self.scores)
+
+    def to_list(self) -> list[list[tuple[int, float]]]:
+        """Plain Python ``[[(gallery_index, score), ...], ...]``, one list per query."""
+        return [list(zip(i.tolist(), s.tolist())) for i, s in zip(self.indices.cpu(), self.scores.cpu())]
+
+
+def match(
+    query: ArrayLike,
+    gallery: ArrayLike,
+    topk: int = 10,
+    *,
+    backend: str = "exact",
+    chunk_size: int | None = None,
+    query_chunk_size: int | None = None,
+    progress: bool = False,
+    faiss_options: dict[str, Any] | None = None,
+) -> Matches:
+    """Find the ``topk`` most cosine-similar gallery rows for every query row.
+
+    Args:
+        query: ``[Q, D]`` (or one vector ``[D]``, treated as ``Q = 1``; the result is
+            still ``[1, k]``) torch tensor or numpy array of floats.
+        gallery: ``[G, D]`` torch tensor or numpy array; a ``numpy.memmap`` (e.g.
+            ``np.load(path, mmap_mode="r")``) is read one chunk at a time.
+        topk: matches per query; more than ``G`` returns all ``G``.
+        backend: ``"exact"`` (default) or ``"faiss"`` (approximate, see ``FaissIndex``;
+            it builds an index for this one call, so build a ``FaissIndex`` yourself to
+            search the same gallery many times).
+        chunk_size: gallery rows per chunk (exact backend); default: 128 MiB of float32 rows.
+        query_chunk_size: query rows per score block (exact backend); default: a
+            ``query_chunk_size x chunk_size`` float32 block of 64 MiB.
+        progress: show a tqdm bar over the gallery.
+        faiss_options: keyword arguments for ``FaissIndex`` (faiss backend only).
+
+    Returns:
+        ``Matches`` with ``indices`` ``[Q, k]`` int64 and ``scores`` ``[Q, k]`` float32,
+        ``k = min(topk, G)``, on the query's device (CPU for numpy input).
+
+    Scores are cosine similarities: rows are scaled to unit L2 norm here, so inputs
+    need not be normalised. Rows already of unit norm (within ``UNIT_NORM_TOLERANCE``,
+    as ``embed_image`` output is) are used as they are: their scores are plain inner
+    products. Work is done in float32. Exactly equal scores are ranked by smaller
+    gallery index, whatever the chunk sizes. Queries are held in memory as float32;
+    only the gallery is streamed.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(map(repr, BACKENDS))}")
+    k = _check_topk(topk)
+    queries = _prepare_queries(query)
+    num_gallery, dim = _check_gallery(gallery, queries.shape[1])
+    if backend == "faiss":
+        if chunk_size is not None or query_chunk_size is not None:
+            raise ValueError("chunk_size/query_chunk_size apply to the exact backend; use faiss_options for faiss")
+        options = dict(faiss_options or {})
+        options.setdefault("progress", progress)
+        return FaissIndex(gallery, **options).search(queries, k)
+    if faiss_options:
+        raise ValueError('faiss_options only apply with backend="faiss"')
+
+    k = min(k, num_gallery)
+    num_queries = queries.shape[0]
+    chunk = _positive_int(chunk_size, "chunk_size") or max(1, _CHUNK_BYTES // (4 * dim))
+    query_chunk = _positive_int(query_chunk_size, "query_chunk_size") or max(1, _SCORE_BYTES // (4 * chunk))
+
+    device = queries.device
+    if num_queries == 0:
+        return Matches(torch.empty(0, k, dtype=torch.int64, device=device), torch.empty(0, k, device=device))
+    best_scores = torch.empty(num_queries, 0, device=device)
+    best_indices = torch.empty(num_queries, 0, dtype=torch.int64, device=device)
+    with torch.no_grad():
+        for start, rows, norms in _gallery_chunks(gallery, chunk, progress, "match"):
+            rows, norms = rows.to(device), norms.to(device)
+            unit = bool(torch.all(norms == 1))
+            parts = []
+            for first in range(0, num_queries, query_chunk):
+                block = slice(first, first + query_chunk)
+                scores = queries[block] @ rows.T
+                if not unit:
+                    scores /= norms
+                cand_scores, cand_indices = _chunk_topk(scores, k)
+                parts.append(_merge(best_scores[block], best_indices[block], cand_scores, cand_indices + start, k))
+            best_scores = torch.cat([part[0] for part in parts])
+            best_indices = torch.cat([part[1] for part in parts])
+    return Matches(indices=best_indices, scores=best_scores)
+
+
+def _chunk_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` best columns of each row under (score desc, column asc), ordered by column.
+
+    ``torch.topk`` picks arbitrarily among values tied with the k-th best. Asking it
+    for one more shows where that matters (the extra value equals the k-th) without
+    another pass over ``scores``; those rows are redone with a stable sort.
+    """
+    rows, width = scores.shape
+    if width <= k:
+        return scores, torch.arange(width, device=scores.device).expand(rows, width)
+    values, indices = torch.topk(scores, k + 1, dim=1)
+    ambiguous = values[:, k] == values[:, k - 1]
+    values, indices = values[:, :k], indices[:, :k]
+    if ambiguous.any():
+        redo = ambiguous.nonzero().squeeze(1)
+        order = torch.sort(scores[redo], dim=1, descending=True, stable=True).indices[:, :k]
+        indices[redo] = order
+        values[redo] = scores[redo].gather(1, order)
+    indices, perm = indices.sort(dim=1)
+    return values.gather(1, perm), indices
+
+
+def _merge(
+    best_scores: torch.Tensor,
+    best_indices: torch.Tensor,
+    cand_scores: torch.Tensor,
+    cand_indices: torch.Tensor,
+    k: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge a running top-k with a later chunk's candidates, best first.
+
+    Running entries all have smaller gallery indices than the candidates and ties
+    inside each part are in index order, so a stable sort on score alone breaks ties
+    by gallery index.
+    """
+    scores = torch.cat([best_scores, cand_scores], dim=1)
+    indices = torch.cat([best_indices, cand_indices], dim=1)
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
+    return scores.gather(1, order), indices.gather(1, order)
+
+
+def _check_topk(topk: int) -> int:
+    if isinstance(topk, bool) or not isinstance(topk, (int, np.integer)):
+        raise TypeError(f"topk must be an int, got {type(topk).__name__}")
+    if topk < 1:
+        raise ValueError(f"topk must be at least 1, got {topk}")
+    return int(topk)
+
+
+def _positive_int(value: int | None, name: str) -> int | None:
+    """``value`` as an int, or None (meaning: choose automatically)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive int or None (automatic), got {value!r}")
+    return int(value)
+
+
+def _check_array(array: Any, name: str, ndims: tuple[int, ...]) -> None:
+    if not isinstance(array, (torch.Tensor, np.ndarray)):
+        raise TypeError(
+            f"{name} must be a torch.Tensor or numpy array, got {type(array).__name__}; "
+            "convert it with torch.as_tensor(...) or np.asarray(...)"
+        )
+    floating = array.is_floating_point() if isinstance(array, torch.Tensor) else array.dtype.kind == "f"
+    if not floating:
+        raise TypeError(f"{name} must hold floating-point embeddings, got dtype {array.dtype}")
+    if array.ndim not in ndims:
+        shapes = " or ".join({1: "[D]", 2: "[N, D]"}[n] for n in ndims)
+        raise ValueError(f"{name} must have shape {shapes}, got {list(array.shape)}")
+
+
+def _check_gallery(gallery: ArrayLike, dim: int | None = None) -> tuple[int, int]:
+    """``(G, D)`` of a usable gallery; ``dim`` is the query width it must equal, if known."""
+    _check_array(gallery, "gallery", (2,))
+    num, gallery_dim = gallery.shape
+    if num == 0:
+        raise ValueError("gallery is empty: there is nothing to match against")
+    if dim is not None and gallery_dim != dim:
+        raise ValueError(
+            f"query rows have {dim} dimensions but gallery rows have {gallery_dim}: embed both with the "
+            "same model and the same flip setting (flip=True doubles the width)"
+        )
+    return num, gallery_dim
+
+
+def _as_float32(block: ArrayLike) -> torch.Tensor:
+    """A float32 tensor of ``block``, sharing memory when it already is float32 and contiguous."""
+    if isinstance(block, torch.Tensor):
+        return block.detach().to(torch.float32)
+    if block.dtype != np.float32 or not block.flags.c_contiguous:
+        block = np.ascontiguousarray(block, dtype=np.float32)
+    with warnings.catch_warnings():
+        # A read-only memmap is shared, not copied; nothing here ever writes to it.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(block)
+
+
+def _checked_norms(rows: torch.Tensor, name: str, row_ids: int | np.ndarray) -> torch.Tensor:
+    """Row L2 norms (exactly 1 for unit rows), refusing rows that cannot be scaled to unit length.
+
+    ``row_ids`` names rows in errors: the input row number of ``rows[0]``, or of every row.
+    """
+    norms = torch.linalg.vector_norm(rows, dim=1)
+    norms = torch.where((norms - 1).abs() <= UNIT_NORM_TOLERANCE, 1.0, norms)
+    bad = ~torch.isfinite(norms) | (norms == 0)
+    if bad.any():
+        row = int(bad.nonzero()[0, 0])
+        if not torch.isfinite(rows[row]).all():
+            problem = "contains NaN or infinite values"
+        elif norms[row] == 0:
+            problem = "is all zeros, so its cosine similarity is undefined"
+        else:
+            problem = "has values too large to normalise in float32"
+        row_id = row_ids + row if isinstance(row_ids, int) else int(row_ids[row])
+        raise ValueError(f"{name} row {row_id} {problem}; check the embeddings that produced it")
+    return norms
+
+
+def _prepare_queries(query: ArrayLike) -> torch.Tensor:
+    """Queries as a float32 ``[Q, D]`` tensor with unit rows (one vector ``[D]`` -> ``[1, D]``)."""
+    _check_array(query, "query", (1, 2))
+    rows = _as_float32(query)
+    if rows.ndim == 1:
+        rows = rows.unsqueeze(0)
+    if rows.shape[1] == 0:
+        raise ValueError("query rows have 0 dimensions")
+    return rows / _checked_norms(rows, "query", 0).unsqueeze(1)
+
+
+def _gallery_chunks(
+    gallery: ArrayLike, chunk_size: int, progress: bool, desc: str
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """Yield ``(first_row, float32 rows, row norms)`` chunk by chunk, validating as it reads."""
+    num = gallery.shape[0]
+    with tqdm(total=num, disable=not progress, desc=desc, unit="row") as bar:
+        for start in range(0, num, chunk_size):
+            rows = _as_float32(gallery[start : start + chunk_size])
+            yield start, rows, _checked_norms(rows, "gallery", start)
+            bar.update(rows.shape[0])
+
+
+def _import_faiss() -> Any:
+    try:
+        import faiss
+    except ImportError as error:
+        raise ImportError(
+            'the faiss backend needs faiss: pip install "csdn-reid[faiss]" (or pip install faiss-cpu)'
+        ) from error
+    return faiss
+
+
+class FaissIndex:
+    """An approximate inner-product index over unit-normalised gallery rows (faiss).
+
+    Build it once and call ``search`` many times: building dominates the cost, so
+    ``match(..., backend="faiss")``, which builds one per call, seldom pays off. It
+    wins on latency for a few queries at a time (the exact backend reads the whole
+    gallery per call); for batches of ~100+ queries of 3072-d embeddings the exact
+    backend's one matrix product per chunk is as fast or faster on CPU (see
+    ``benchmarks/bench_match.py``). The index keeps a float32 copy of the gallery in
+    memory.
+
+    Methods:
+        ``"ivf"`` (default): ``IndexIVFFlat``. k-means splits the gallery into ``nlist``
+        lists (default ``sqrt(G)``, at most ``G / 39`` so every centroid gets enough
+        training rows), trained on ``train_size`` random rows (default ``64 * nlist``);
+        a search scans the ``nprobe`` nearest lists (default ``nlist // 8``, at least 8 or
+        all).
+        More probes: higher recall, slower.
+        ``"hnsw"``: ``IndexHNSWFlat`` graph with ``hnsw_m`` links per node (default 32),
+        built with ``ef_construction`` (default 40); searches keep ``ef_search``
+        candidates (default 64, at least ``topk``).
+        No training, slow to build for wide embeddings, fast and accurate to search.
+
+    Results are ``Matches`` like ``match``. Where a search finds fewer than ``k``
+    rows (too few probes), the missing entries are index ``-1`` with score ``-inf``
+    and a warning is given.
+    """
+
+    def __init__(
+        self,
+        gallery: ArrayLike,
+        *,
+        method: str = "ivf",
+        nlist: int | None = None,
+        nprobe: int | None = None,
+        train_size: int | None = None,
+        hnsw_m: int | None = None,
+        ef_construction: int | None = None,
+        ef_search: int | None = None,
+        seed: int = 0,
+        chunk_size: int | None = None,
+        progress: bool = False,
+    ) -> None:
+        faiss = _import_faiss()
+        if method not in FAISS_METHODS:
+            raise ValueError(f"unknown faiss method {method!r}; choose one of {', '.join(map(repr, FAISS_METHODS))}")
+        num, dim = _check_gallery(gallery)
+        self.method = method
+        self.dim = dim
+        chunk = _positive_int(chunk_size, "chunk_size") or max(1, _CHUNK_BYTES // (4 * dim))
+        metric = faiss.METRIC_INNER_PRODUCT
+        if method == "hnsw":
+            self._index = faiss.IndexHNSWFlat(dim, _positive_int(hnsw_m, "hnsw_m") or 32, metric)
+            self._index.hnsw.efConstruction = _positive_int(ef_construction, "ef_construction") or 40
+            self._effort = _positive_int(ef_search, "ef_search") or 64
+        else:
+            nlist = _positive_int(nlist, "nlist") or max(1, min(round(math.sqrt(num)), num // 39))
+            if nlist > num:
+                raise ValueError(f"nlist={nlist} is more lists than the gallery has rows ({num})")
+            self._effort = _positive_int(nprobe, "nprobe") or min(nlist, max(8, nlist // 8))
+            self._index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, metric)
+            self._index.cp.seed = seed
+            sample = max(nlist, _positive_int(train_size, "train_size") or 64 * nlist)
+            self._index.train(_unit_sample(gallery, sample, seed))
+        for _, rows, norms in _gallery_chunks(gallery, chunk, progress, f"faiss {method}"):
+            self._index.add(np.ascontiguousarray((rows / norms.unsqueeze(1)).cpu().numpy()))
+
+    @property
+    def ntotal(self) -> int:
+        """Number of gallery rows in the index."""
+        return int(self._index.ntotal)
+
+    def search(self, query: ArrayLike, topk: int = 10, *, effort: int | None = None) -> Matches:
+        """Approximate top-k gallery rows per query (CPU tensors).
+
+        ``effort`` overrides ``nprobe`` (ivf) or ``ef_search`` (hnsw) for this call.
+        """
+        k = min(_check_topk(topk), self.ntotal)
+        queries = _prepare_queries(query).cpu()
+        if queries.shape[1] != self.dim:
+            raise ValueError(
+                f"query rows have {queries.shape[1]} dimensions but the index holds {self.dim}: embed both "
+                "with the same model and the same flip setting (flip=True doubles the width)"
+            )
+        effort = _positive_int(effort, "effort") or self._effort
+        if self.method == "hnsw":
+            self._index.hnsw.efSearch = max(effort, k)
+        else:
+            self._index.nprobe = min(effort, self._index.nlist)
+        scores, indices = self._index.search(np.ascontiguousarray(queries.numpy()), k)
+        missing = indices < 0
+        if missing.any():
+            scores[missing] = -np.inf
+            warnings.warn(
+                f"faiss found fewer than {k} matches for {int(missing.any(axis=1).sum())} queries "
+                "(index -1, score -inf); raise effort (nprobe / ef_search)",
+                stacklevel=2,
+            )
+        return Matches(indices=torch.from_numpy(indices.astype(np.int64)), scores=torch.from_numpy(scores))
+
+
+def _unit_sample(gallery: ArrayLike, size: int, seed: int) -> np.ndarray:
+    """Unit-normalised float32 rows drawn without replacement (all rows if ``size >= G``)."""
+    num = gallery.shape[0]
+    if size >= num:
+        picked = np.arange(num)
+    else:
+        picked = np.sort(np.random.default_rng(seed).choice(num, size=size, replace=False))
+    rows = _as_float32(gallery[torch.from_numpy(picked)] if isinstance(gallery, torch.Tensor) else gallery[picked])
+    rows = rows / _checked_norms(rows, "gallery", picked).unsqueeze(1)
+    return np.ascontiguousarray(rows.numpy())
