@@ -1,1 +1,11 @@
-"""Training: the three-stage CSDN recipe."""
+"""Training: the three-stage CSDN recipe (prompts, SII fusion, image model).
+
+``fit`` runs it end to end, ``TrainConfig`` holds the paper's hyper-parameters
+and ``learning_rate`` gives each stage's schedule in closed form.
+"""
+
+from csdn.train.config import TrainConfig
+from csdn.train.schedule import learning_rate
+from csdn.train.trainer import fit
+
+__all__ = ["TrainConfig", "fit", "learning_rate"]

@@ -1,0 +1,52 @@
+"""Training checkpoints: everything needed to continue a run bit-for-bit, written atomically.
+
+A checkpoint is taken at the end of every epoch and records the position
+(stage, epochs done in it), the model, optimiser and gradient-scaler states,
+and the sampler, scheduler and random-number positions. Those last three are
+pure functions of (seed, stage, epoch, rank) in this trainer - every epoch
+seeds its own generators - so the epoch number *is* their complete state, and
+a resumed run replays exactly the draws an uninterrupted one makes. The file is
+written to a temporary name in the same folder and renamed into place, so a
+crash never leaves a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from csdn.fileio import atomic_write
+
+CHECKPOINT_FORMAT = 1
+LAST, BEST = "last.pt", "best.pt"
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write ``state`` to ``path`` atomically (temporary file in the same folder, then ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, lambda temp: torch.save({"format": CHECKPOINT_FORMAT, **state}, temp))
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write a small text file (config, summary) atomically."""
+    return atomic_write(Path(path), lambda temp: temp.write_text(text, encoding="utf-8"))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (tensors and plain data only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no training checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for damaged or foreign files
+        raise ValueError(f"{path} is not a readable csdn training checkpoint: {err}") from err
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"{path} is not a csdn training checkpoint of format {CHECKPOINT_FORMAT} "
+            f"(found format {state.get('format') if isinstance(state, dict) else None!r})"
+        )
+    return state

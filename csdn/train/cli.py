@@ -1,0 +1,120 @@
+"""``csdn train`` / ``python -m csdn.train``: the command-line face of :func:`csdn.train.fit`.
+
+Every :class:`TrainConfig` field is an option (``stage3_lr`` -> ``--stage3-lr``);
+``--epochs-stage1/2/3`` are short aliases for the stage lengths. Under
+``torchrun --nproc_per_node=K -m csdn.train ...`` each process joins the group
+from the environment and trains its shard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from csdn.train.config import PRECISIONS, TrainConfig
+
+DATASETS = ("sysu", "regdb", "llcm", "folder")
+_ALIASES = {"stage1_epochs": "--epochs-stage1", "stage2_epochs": "--epochs-stage2", "stage3_epochs": "--epochs-stage3"}
+
+
+def _config_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("hyper-parameters (default: the paper's)")
+    for field in dataclasses.fields(TrainConfig):
+        flags = [f"--{field.name.replace('_', '-')}"] + ([_ALIASES[field.name]] if field.name in _ALIASES else [])
+        default = field.default
+        kwargs: dict[str, Any] = {"dest": field.name, "default": None, "help": f"default: {default}"}
+        if isinstance(default, tuple):
+            kwargs.update(nargs="*", type=int)
+        elif field.name == "precision":
+            kwargs.update(choices=PRECISIONS)
+        elif default is None or isinstance(default, int):
+            kwargs.update(type=int)
+        else:
+            kwargs.update(type=type(default))
+        group.add_argument(*flags, **kwargs)
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the training options to ``parser`` and make :func:`run_train` its handler."""
+    parser.add_argument("--dataset", required=True, choices=DATASETS,
+                        help="benchmark reader, or 'folder' for ROOT/visible/<pid>/ + ROOT/infrared/<pid>/")
+    parser.add_argument("--root", required=True, help="dataset directory")
+    parser.add_argument("--output", required=True, help="run directory (checkpoints, log.jsonl, final model)")
+    parser.add_argument("--init", default="RN50",
+                        help="RN50 (OpenAI CLIP), a local CLIP weight file, 'tiny', or a saved CSDN model")
+    parser.add_argument("--trial", type=int, default=None, help="RegDB split (1-10)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
+    parser.add_argument("--stop-after", type=int, default=None, help="train at most N epochs in this call")
+    parser.add_argument("--workers", type=int, default=0, help="data-loading worker processes (default: 0)")
+    parser.add_argument("--eval-every", type=int, default=0,
+                        help="evaluate on the dataset's test protocol every N stage-3 epochs (0: never)")
+    parser.add_argument("--config", default=None, help="JSON file of TrainConfig fields (options override it)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars or summary")
+    _config_options(parser)
+    parser.set_defaults(func=run_train)
+    return parser
+
+
+def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``train`` on an ``argparse`` sub-command set (``csdn train ...``)."""
+    parser = subparsers.add_parser("train", help="train CSDN's three stages on a dataset",
+                                   description="Train CSDN (prompts, SII fusion, image model) on a dataset.")
+    return configure_parser(parser)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig | None:
+    """The TrainConfig the options describe; None when none is given (paper defaults, or a resumed run's own)."""
+    values: dict[str, Any] = {}
+    if args.config:
+        values.update(json.loads(Path(args.config).read_text()))
+    for field in dataclasses.fields(TrainConfig):
+        value = getattr(args, field.name)
+        if value is not None:
+            values[field.name] = tuple(value) if isinstance(field.default, tuple) else value
+    return TrainConfig.from_dict(values) if values else None
+
+
+def _protocol_evaluator(dataset: str, root: str, options: Mapping[str, Any]) -> Callable:
+    """``model -> {"rank1", "mAP", "mINP"}`` on the dataset's standard test protocol."""
+    if dataset == "folder":
+        raise ValueError("--eval-every needs a benchmark dataset (sysu, regdb, llcm); a folder has no test protocol")
+    from csdn.evaluation import evaluate
+
+    def run(model) -> dict[str, float]:
+        result = evaluate(model, dataset, root=root, progress=False, **options)
+        return {name: float(getattr(result, name)) for name in ("rank1", "mAP", "mINP")}
+
+    return run
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from csdn.train import distributed
+    from csdn.train.trainer import fit
+
+    config = config_from_args(args)
+    options = {"trial": args.trial} if args.trial is not None else {}
+    protocol = {"trials": [args.trial]} if args.trial is not None else {}
+    evaluate = _protocol_evaluator(args.dataset, args.root, protocol) if args.eval_every > 0 else None
+    distributed.init_from_environment(args.device)
+    try:
+        fit(args.dataset, config, root=args.root, output_dir=args.output, init=args.init, evaluate=evaluate,
+            eval_every=max(1, args.eval_every), device=args.device, resume=args.resume, num_workers=args.workers,
+            progress=not args.no_progress, stop_after=args.stop_after, dataset_options=options)
+    finally:
+        distributed.shutdown()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = configure_parser(argparse.ArgumentParser(prog="python -m csdn.train", description=__doc__))
+    args = parser.parse_args(argv)
+    from csdn.cli import USER_ERRORS  # the errors a user can fix from the message alone
+
+    try:
+        return args.func(args)
+    except USER_ERRORS as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")

@@ -1,0 +1,132 @@
+"""Hyper-parameters of the three-stage CSDN training, with the paper's values as defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that changes the arithmetic of a training run (and nothing that does not).
+
+    Defaults reproduce the reference training: 8 identities x 4 images per
+    modality, stage 1/2 at lr 3e-4 (cosine to 1e-6, 5 warm-up epochs from 1e-5)
+    for 60 epochs each, stage 3 at lr 3e-4 (heads x2), 10 warm-up epochs from
+    0.01x, x0.1 at epochs 40 and 70, 120 epochs. A stage with 0 epochs is skipped.
+    """
+
+    seed: int = 1
+    # identity sampler (stage 3): P identities x K images per modality and rank
+    ids_per_batch: int = 8
+    images_per_id: int = 4
+    steps_per_epoch: int | None = None  # default: the larger modality's image count // (P*K*world)
+    # stage 1: prompt learners
+    stage1_epochs: int = 60
+    stage1_lr: float = 3e-4
+    stage1_weight_decay: float = 1e-4
+    stage1_batch_size: int = 32  # features per modality and step
+    # stage 2: SII fusion
+    stage2_epochs: int = 60
+    stage2_lr: float = 3e-4
+    stage2_weight_decay: float = 1e-4
+    stage2_batch_size: int = 64  # features (both modalities pooled) per step
+    # stage 1/2 schedule
+    warmup_epochs: int = 5
+    warmup_lr: float = 1e-5
+    min_lr: float = 1e-6
+    # stage 3: image model
+    stage3_epochs: int = 120
+    stage3_lr: float = 3e-4
+    stage3_weight_decay: float = 5e-4
+    head_lr_factor: float = 2.0
+    stage3_warmup_epochs: int = 10
+    stage3_warmup_factor: float = 0.01
+    milestones: tuple[int, ...] = (40, 70)
+    gamma: float = 0.1
+    # stage 3 loss weights (0 disables a term)
+    id_weight: float = 1.0
+    msel_weight: float = 1.0
+    triplet_weight: float = 0.15
+    visible_i2t_weight: float = 0.05
+    infrared_i2t_weight: float = 0.1
+    label_smoothing: float = 0.0
+    # augmentation (stage 3)
+    pad: int = 10
+    flip_prob: float = 0.5
+    erasing_prob: float = 0.5
+    gray_prob: float = 0.5
+    # numerics
+    precision: str = "fp32"  # "bf16" / "fp16" autocast on CUDA only
+    feature_batch_size: int = 64  # batch size of the one-off feature extraction
+
+    def __post_init__(self) -> None:
+        self.milestones = tuple(int(m) for m in self.milestones)
+        self.validate()
+
+    @property
+    def stage_epochs(self) -> tuple[int, int, int]:
+        return (self.stage1_epochs, self.stage2_epochs, self.stage3_epochs)
+
+    def epochs(self, stage: int) -> int:
+        if stage not in (1, 2, 3):
+            raise ValueError(f"stage must be 1, 2 or 3, got {stage!r}")
+        return self.stage_epochs[stage - 1]
+
+    def validate(self) -> None:
+        """Reject values that cannot train, naming the field."""
+        positive_ints = ("ids_per_batch", "stage1_batch_size", "stage2_batch_size", "feature_batch_size")
+        for name in positive_ints:
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.images_per_id < 2:
+            raise ValueError(
+                f"images_per_id must be at least 2 (MSEL and triplet need positives), got {self.images_per_id}"
+            )
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be at least 1 or None, got {self.steps_per_epoch}")
+        for name in ("stage1_epochs", "stage2_epochs", "stage3_epochs", "warmup_epochs", "stage3_warmup_epochs", "pad"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("stage1_lr", "stage2_lr", "stage3_lr", "warmup_lr", "min_lr", "head_lr_factor", "gamma",
+                     "stage1_weight_decay", "stage2_weight_decay", "stage3_weight_decay", "stage3_warmup_factor",
+                     "id_weight", "msel_weight", "triplet_weight", "visible_i2t_weight", "infrared_i2t_weight"):
+            if float(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("flip_prob", "erasing_prob", "gray_prob", "label_smoothing"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        weights = (self.id_weight, self.msel_weight, self.triplet_weight, self.visible_i2t_weight,
+                   self.infrared_i2t_weight)
+        if self.stage3_epochs and not any(weights):
+            raise ValueError("every stage-3 loss weight is 0, so stage 3 would not train; set stage3_epochs=0 instead")
+        if list(self.milestones) != sorted(self.milestones):
+            raise ValueError(f"milestones must be increasing, got {self.milestones}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["milestones"] = list(self.milestones)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def differences(self, other: "TrainConfig") -> list[str]:
+        """Fields whose values differ, as ``name: self -> other`` lines."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return [f"{key}: {mine[key]!r} -> {theirs[key]!r}" for key in mine if mine[key] != theirs[key]]

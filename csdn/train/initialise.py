@@ -1,0 +1,57 @@
+"""The model a training run starts from: CLIP weights, a tiny random model, or an existing CSDN."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Union
+
+from csdn.config import CSDNConfig
+from csdn.model import CSDN
+
+Init = Union[str, os.PathLike, CSDN, None]
+
+
+def _is_csdn_file(path: Path) -> bool:
+    """A saved CSDN model (``save_pretrained`` folder or its safetensors file), not CLIP weights."""
+    if path.is_dir():
+        return True
+    if path.suffix != ".safetensors":
+        return False
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return any(key.startswith("trunk.") for key in handle.keys())
+
+
+def initial_model(init: Init, num_classes: int, *, image_size: tuple[int, int] | None = None,
+                  progress: bool = True) -> CSDN:
+    """Build the starting model for a training set with ``num_classes`` identities.
+
+    ``init``: ``"RN50"`` (OpenAI CLIP, downloaded and verified) or a local CLIP
+    weight file; ``"tiny"`` for a small random model (tests, demos); a
+    :class:`CSDN` instance (trained in place) or the path of a saved CSDN model.
+    """
+    if isinstance(init, CSDN):
+        model = init
+    elif init is not None and str(init).lower() == "tiny":
+        overrides = {"image_size": image_size} if image_size else {}
+        return CSDN(CSDNConfig.tiny(num_classes=num_classes, **overrides))
+    elif init is not None and Path(init).exists() and _is_csdn_file(Path(init)):
+        from csdn.hub import load
+
+        model = load(str(init))
+    else:
+        from csdn.clip_backbone import from_clip
+
+        weights = "RN50" if init is None or str(init).upper() == "RN50" else init
+        return from_clip(weights, num_classes=num_classes, image_size=image_size or (288, 144),
+                         progress=progress)
+    if model.config.num_classes != num_classes:
+        raise ValueError(
+            f"the initial model classifies {model.config.num_classes} identities but the training set has "
+            f"{num_classes}; start from CLIP weights (init='RN50') or a model trained on the same identities"
+        )
+    if image_size and tuple(image_size) != tuple(model.config.image_size):
+        raise ValueError(f"image_size {tuple(image_size)} differs from the initial model's {model.config.image_size}")
+    return model

@@ -1,0 +1,75 @@
+"""Batches of decoded, augmented images, optionally assembled in worker processes.
+
+Each image's augmentation generator is seeded from (seed, epoch, rank, step,
+slot), so a batch is the same whether it is built in the main process or in
+any worker, in any order: data loading needs no checkpointed RNG state.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from csdn.train.augment import TrainAugment
+from csdn.train.data import TrainImages
+from csdn.train.sampler import IdentityBatch
+
+_AUGMENT_STREAM = 0xA06  # separates augmentation streams from the sampler's
+
+
+class _Stage3Steps(Dataset):
+    """Item ``i`` = the fully augmented batch of step ``i``."""
+
+    def __init__(self, train_set: TrainImages, batches: Sequence[IdentityBatch], augment: TrainAugment,
+                 seed: int, epoch: int, rank: int):
+        self.train_set, self.batches, self.augment = train_set, batches, augment
+        self.key = (seed, _AUGMENT_STREAM, epoch, rank)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
+        batch = self.batches[step]
+        count = len(batch.labels)
+        views: dict[str, list[torch.Tensor]] = {"visible": [], "exchange": [], "infrared": []}
+        for slot in range(count):
+            pixels = self.augment.resized(self.train_set.visible_images[batch.visible[slot]])
+            for offset, view in ((0, "visible"), (count, "exchange")):
+                rng = np.random.default_rng([*self.key, step, slot + offset])
+                views[view].append(self.augment(pixels, view, rng))
+            pixels = self.augment.resized(self.train_set.infrared_images[batch.infrared[slot]])
+            rng = np.random.default_rng([*self.key, step, slot + 2 * count])
+            views["infrared"].append(self.augment(pixels, "infrared", rng))
+        out = {name: torch.stack(tensors) for name, tensors in views.items()}
+        out["labels"] = torch.from_numpy(batch.labels)
+        return out
+
+
+class _PlainViews(Dataset):
+    def __init__(self, images: Sequence[Any], augment: TrainAugment):
+        self.images, self.augment = images, augment
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.augment.plain_view(self.images[index])
+
+
+def stage3_batches(train_set: TrainImages, batches: Sequence[IdentityBatch], augment: TrainAugment, *,
+                   seed: int, epoch: int, rank: int = 0, num_workers: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+    """Iterate this rank's augmented stage-3 batches of ``epoch`` in step order."""
+    steps = _Stage3Steps(train_set, batches, augment, seed, epoch, rank)
+    if num_workers <= 0:
+        return (steps[i] for i in range(len(steps)))
+    return iter(DataLoader(steps, batch_size=None, shuffle=False, num_workers=num_workers))
+
+
+def plain_view_batches(images: Sequence[Any], augment: TrainAugment, batch_size: int, *,
+                      num_workers: int = 0) -> DataLoader:
+    """Test-transformed ``images`` (paths or pixels) in order, ``batch_size`` at a time."""
+    return DataLoader(_PlainViews(images, augment), batch_size=batch_size, shuffle=False,
+                      num_workers=max(0, num_workers))
