@@ -144,7 +144,8 @@ def _check_suffix(path: Path, suffixes: tuple[str, ...], what: str) -> None:
 
 def save_embeddings(path: Path, embeddings: torch.Tensor, manifest: dict[str, Any]) -> None:
     """Write the embeddings file and its manifest, each atomically."""
-    from csdn.hub import atomic_write, write_safetensors
+    from csdn.fileio import atomic_write
+    from csdn.hub import write_safetensors
 
     _check_suffix(path, EMBEDDINGS_SUFFIXES, "embeddings file")
     array = embeddings.detach().cpu().float().contiguous()
@@ -238,7 +239,7 @@ def _side(path: str, modality: str, args: argparse.Namespace, cache: dict[str, A
 
 
 def run_match(args: argparse.Namespace) -> int:
-    from csdn.hub import atomic_write
+    from csdn.fileio import atomic_write
     from csdn.matching import match
 
     output = Path(args.output)
