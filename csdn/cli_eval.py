@@ -1,0 +1,71 @@
+"""``csdn eval``: score a model on SYSU-MM01, RegDB or LLCM with the standard protocol."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_eval_parser(subparsers) -> argparse.ArgumentParser:
+    """Register the ``eval`` sub-command on an ``argparse`` sub-parser collection."""
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate a model on SYSU-MM01, RegDB or LLCM (standard protocol)",
+        description=(
+            "Embed every test image once, score every trial of the benchmark's standard protocol, "
+            "and print rank-1/5/10/20, mAP and mINP (mean and std over trials)."
+        ),
+    )
+    parser.add_argument("--dataset", required=True, choices=("sysu", "regdb", "llcm"), help="which benchmark")
+    parser.add_argument("--root", required=True, help="the dataset folder, in its distributed layout")
+    parser.add_argument("--model", required=True, help="registry name, hf-hub:org/repo, or a local folder / .safetensors file")
+    parser.add_argument("--mode", choices=("all", "indoor"), help="sysu: all-search (default) or indoor-search")
+    parser.add_argument("--shots", type=int, choices=(1, 10), help="sysu/llcm: gallery images per identity and camera (default 1)")
+    parser.add_argument(
+        "--trials", type=int, nargs="+", metavar="T",
+        help="trials to score (default: sysu/llcm 0-9; regdb 1, the split a RegDB model is trained on)",
+    )
+    parser.add_argument(
+        "--direction", nargs="+",
+        help="query->gallery, e.g. infrared->visible, visible->thermal, t2v (default: every direction the protocol reports)",
+    )
+    parser.add_argument("--json", metavar="OUT", help="also write the full result (per-trial scores, CMC) as JSON")
+    parser.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (NOT the paper's protocol)")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    parser.add_argument("--cache-dir", help="keep embeddings here, so a second evaluation of the same weights embeds nothing")
+    parser.add_argument("--no-flip", action="store_true", help="no flip test-time augmentation (the paper's protocol uses it)")
+    parser.add_argument("--device", default="cpu", help="torch device for the model (default cpu)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run_eval)
+    return parser
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """Handler for ``csdn eval``; returns the process exit code."""
+    from csdn.hub import load
+    from csdn.protocol import evaluate
+
+    if args.batch_size < 1:
+        print(f"csdn eval: error: --batch-size must be at least 1, got {args.batch_size}", file=sys.stderr)
+        return 2
+    try:
+        model = load(args.model, device=args.device, progress=not args.quiet)
+        result = evaluate(
+            model, args.dataset, args.root,
+            mode=args.mode, shots=args.shots, trials=args.trials, direction=args.direction,
+            rerank=args.rerank, batch_size=args.batch_size, flip=not args.no_flip,
+            progress=not args.quiet, cache_dir=args.cache_dir,
+        )
+    except (ValueError, OSError) as error:
+        print(f"csdn eval: error: {error}", file=sys.stderr)
+        return 2
+    print(result)
+    if args.json:
+        from csdn.fileio import atomic_write
+
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(out, lambda temp: temp.write_text(result.to_json() + "\n", encoding="utf-8"))
+        print(f"wrote {out}")
+    return 0

@@ -1,0 +1,318 @@
+"""VI-ReID metrics (CMC, mAP, mINP) with the conventions of the literature's evaluation code.
+
+The three functions follow the evaluation code shared across the VI-ReID literature
+(AGW, DDAG, and the LLCM release), whose numbers papers report:
+
+- the gallery is ranked by increasing distance (``distmat`` is a distance: smaller = closer);
+- some gallery images are ignored per query: for SYSU-MM01, every camera-2 image when the
+  query comes from camera 3 (the two cameras watch the same room); for LLCM, images with
+  the query's identity *and* camera; for RegDB, none;
+- SYSU-MM01 and LLCM count CMC over *identities*: the ranked list keeps only the first
+  image of each identity, so rank-k means "the true identity is among the first k
+  identities"; RegDB uses the plain per-image CMC;
+- mAP (mean of the per-query average precision) and mINP (mean of
+  ``#true matches / rank of the hardest true match``) use the full ranking;
+- a query with no true match left in the gallery is skipped (not counted as a miss).
+
+Everything is vectorised over queries (in blocks that bound memory to a few hundred
+MB). Equal distances are ordered by NumPy's default ``argsort``, row by row, exactly
+as the reference scripts order them. A gallery with fewer identities
+(SYSU, LLCM) or images (RegDB) than ``max_rank`` gives a correspondingly shorter CMC.
+
+:func:`evaluate` (the standard protocols end to end) lives in :mod:`csdn.protocol` and
+is importable from here too.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+__all__ = ["eval_sysu", "eval_regdb", "eval_llcm", "TrialResult", "SearchResult", "EvaluationResult", "evaluate"]
+
+RANKS = (1, 5, 10, 20)
+SCORES = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
+_BLOCK_ELEMENTS = 1 << 21  # query rows per block x gallery size: bounds the temporary arrays
+
+# keep(rows, order) -> which of the ranked gallery images (order = argsort of those query rows)
+# the protocol keeps, [rows, G] bool, or None for all
+KeepMask = Callable[[slice, np.ndarray], "np.ndarray | None"]
+
+
+def _array(value: Any, name: str, ndim: int, length: int | None = None) -> np.ndarray:
+    if hasattr(value, "detach"):  # torch tensors
+        value = value.detach().cpu().numpy()
+    array = np.asarray(value)
+    if array.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-dimensional, got shape {array.shape}")
+    if length is not None and array.shape[0] != length:
+        raise ValueError(f"{name} has {array.shape[0]} entries, but distmat implies {length}")
+    return array
+
+
+def _inputs(distmat: Any, q_pids: Any, g_pids: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    dist = _array(distmat, "distmat", 2)
+    if not np.issubdtype(dist.dtype, np.number) or np.isnan(dist).any():
+        raise ValueError("distmat must hold numeric distances without NaN")
+    num_q, num_g = dist.shape
+    if num_q == 0 or num_g == 0:
+        raise ValueError(f"distmat is empty ({num_q} queries x {num_g} gallery images)")
+    return dist, _array(q_pids, "q_pids", 1, num_q), _array(g_pids, "g_pids", 1, num_g)
+
+
+def _check_max_rank(max_rank: int) -> None:
+    if isinstance(max_rank, bool) or not isinstance(max_rank, (int, np.integer)) or max_rank < 1:
+        raise ValueError(f"max_rank must be a positive integer, got {max_rank!r}")
+
+
+def _ignored_before(kept: np.ndarray, row: np.ndarray, col: np.ndarray) -> np.ndarray:
+    """How many ignored images rank ahead of each position ``(row, col)`` of the ranked lists."""
+    width = kept.shape[1]
+    ignored_row, ignored_col = np.nonzero(~kept)
+    ignored = ignored_row * width + ignored_col  # sorted: nonzero is row-major
+    ahead_in_earlier_rows = np.searchsorted(ignored, row * width)
+    return np.searchsorted(ignored, row * width + col) - ahead_in_earlier_rows
+
+
+def _ranking(
+    dist: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, keep: KeepMask, by_identity: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per query: (has a true match, rank of the first true match, AP, INP).
+
+    The rank counts kept gallery images, or with ``by_identity`` distinct kept
+    identities. After the sort, the work is sparse: true matches are few per query,
+    so AP and INP are computed at their positions only.
+    """
+    num_q, num_g = dist.shape
+    valid = np.zeros(num_q, dtype=bool)
+    hit_rank = np.zeros(num_q, dtype=np.int64)
+    ap = np.zeros(num_q)
+    inp = np.zeros(num_q)
+    identities, g_codes = np.unique(g_pids, return_inverse=True)
+    g_codes = g_codes.astype(np.int32).reshape(-1)
+    slot = np.minimum(np.searchsorted(identities, q_pids), len(identities) - 1)
+    q_codes = np.where(identities[slot] == q_pids, slot, -1)  # -1: identity not in the gallery
+    block = max(1, _BLOCK_ELEMENTS // num_g)
+    for start in range(0, num_q, block):
+        rows = slice(start, min(start + block, num_q))
+        count = rows.stop - rows.start
+        order = np.argsort(dist[rows], axis=1)  # the reference scripts' sort, ties included
+        codes = g_codes[order]
+        kept = keep(rows, order)
+        match = codes == q_codes[rows, None]
+        if kept is not None:
+            match &= kept
+        row, col = np.nonzero(match)  # row-major: each query's matches in rank order
+        rank = col + 1  # 1-based rank among kept images
+        if kept is not None:
+            rank -= _ignored_before(kept, row, col)
+        num_rel = np.bincount(row, minlength=count)
+        first = np.cumsum(num_rel) - num_rel  # index of each query's first match in row/col/rank
+        nth = np.arange(len(row)) - first[row] + 1
+        found = num_rel > 0
+        first, matched = first[found], np.flatnonzero(found)
+        valid[rows] = found
+        ap[rows] = np.bincount(row, weights=nth / rank, minlength=count) / np.maximum(num_rel, 1)
+        inp[start + matched] = num_rel[found] / rank[first + num_rel[found] - 1]
+        if by_identity:  # distinct kept identities ranked before the first match, plus the match's own
+            before = np.arange(num_g) < col[first][:, None]
+            if kept is not None:
+                before &= kept[matched]
+            at_row, at_col = np.nonzero(before)
+            seen = np.zeros((len(matched), len(identities)), dtype=bool)
+            seen[at_row, codes[matched[at_row], at_col]] = True
+            hit_rank[start + matched] = seen.sum(axis=1) + 1
+        else:
+            hit_rank[start + matched] = rank[first]
+    return valid, hit_rank, ap, inp
+
+
+def _summary(
+    dist: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, keep: KeepMask, by_identity: bool, max_rank: int
+) -> tuple[np.ndarray, float, float]:
+    _check_max_rank(max_rank)
+    valid, hit_rank, ap, inp = _ranking(dist, q_pids, g_pids, keep, by_identity)
+    if not valid.any():
+        raise ValueError(
+            f"none of the {len(q_pids)} queries has a true match in the gallery (after the protocol's "
+            "exclusions); check that queries and gallery number identities the same way"
+        )
+    length = min(max_rank, len(np.unique(g_pids)) if by_identity else len(g_pids))
+    cmc = (hit_rank[valid, None] <= np.arange(1, length + 1)).mean(axis=0)
+    return cmc, float(ap[valid].mean()), float(inp[valid].mean())
+
+
+def eval_sysu(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 20) -> tuple[np.ndarray, float, float]:
+    """SYSU-MM01 metrics: identity-level CMC, mAP, mINP; camera-3 queries ignore camera-2 images.
+
+    Returns ``(cmc, mAP, mINP)``: ``cmc[k-1]`` is the rank-k accuracy; all values in [0, 1].
+    """
+    dist, q_pids, g_pids = _inputs(distmat, q_pids, g_pids)
+    q_camids = _array(q_camids, "q_camids", 1, len(q_pids))
+    g_not_cam2 = _array(g_camids, "g_camids", 1, len(g_pids)) != 2
+    from_cam3 = q_camids == 3
+
+    def keep(rows: slice, order: np.ndarray) -> np.ndarray | None:
+        return g_not_cam2[order] | ~from_cam3[rows, None]
+
+    return _summary(dist, q_pids, g_pids, keep, True, max_rank)
+
+
+def eval_llcm(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 20) -> tuple[np.ndarray, float, float]:
+    """LLCM metrics: identity-level CMC, mAP, mINP; images with the query's identity and camera are ignored."""
+    dist, q_pids, g_pids = _inputs(distmat, q_pids, g_pids)
+    q_camids = _array(q_camids, "q_camids", 1, len(q_pids))
+    g_camids = _array(g_camids, "g_camids", 1, len(g_pids))
+
+    def keep(rows: slice, order: np.ndarray) -> np.ndarray | None:
+        return (g_pids[order] != q_pids[rows, None]) | (g_camids[order] != q_camids[rows, None])
+
+    return _summary(dist, q_pids, g_pids, keep, True, max_rank)
+
+
+def eval_regdb(distmat, q_pids, g_pids, max_rank: int = 20) -> tuple[np.ndarray, float, float]:
+    """RegDB metrics: plain per-image CMC, mAP, mINP over the whole gallery."""
+    dist, q_pids, g_pids = _inputs(distmat, q_pids, g_pids)
+    return _summary(dist, q_pids, g_pids, lambda rows, order: None, False, max_rank)
+
+
+# ---------------------------------------------------------------------------- results
+def _rank(cmc: np.ndarray, k: int) -> float:
+    """Rank-k accuracy; a CMC shorter than k (fewer gallery identities than k) has saturated."""
+    return float(cmc[min(k, len(cmc)) - 1])
+
+
+def _mean_score(name: str) -> property:
+    return property(lambda self: self.mean[name], doc=f"{name} averaged over trials (a fraction in [0, 1]).")
+
+
+class _Scores:
+    """``rank1`` ... ``mINP`` read from ``self.mean``."""
+
+    mean: dict[str, float]
+    rank1, rank5, rank10, rank20 = (_mean_score(f"rank{k}") for k in RANKS)
+    mAP = _mean_score("mAP")  # noqa: N815 - the literature's names
+    mINP = _mean_score("mINP")  # noqa: N815
+
+
+@dataclass
+class TrialResult:
+    """Scores of one trial (one gallery draw or one split)."""
+
+    trial: int
+    cmc: np.ndarray
+    mAP: float
+    mINP: float
+    num_query: int
+    num_gallery: int
+
+    @property
+    def scores(self) -> dict[str, float]:
+        ranks = {f"rank{k}": _rank(self.cmc, k) for k in RANKS}
+        return {**ranks, "mAP": self.mAP, "mINP": self.mINP}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "trial": self.trial, **self.scores, "cmc": [float(v) for v in self.cmc],
+            "num_query": self.num_query, "num_gallery": self.num_gallery,
+        }
+
+
+@dataclass
+class SearchResult(_Scores):
+    """One search direction over all its trials: mean and (sample) standard deviation."""
+
+    direction: str
+    trials: list[TrialResult]
+
+    @property
+    def mean(self) -> dict[str, float]:  # type: ignore[override]
+        return {name: float(np.mean([t.scores[name] for t in self.trials])) for name in SCORES}
+
+    @property
+    def std(self) -> dict[str, float]:
+        ddof = 1 if len(self.trials) > 1 else 0
+        return {name: float(np.std([t.scores[name] for t in self.trials], ddof=ddof)) for name in SCORES}
+
+    @property
+    def cmc(self) -> np.ndarray:
+        """Mean CMC over trials (to the shortest trial's length)."""
+        length = min(len(t.cmc) for t in self.trials)
+        return np.mean([t.cmc[:length] for t in self.trials], axis=0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "direction": self.direction, "mean": self.mean, "std": self.std,
+            "cmc": [float(v) for v in self.cmc], "trials": [t.to_dict() for t in self.trials],
+        }
+
+
+@dataclass
+class EvaluationResult(_Scores):
+    """Result of :func:`evaluate`: one :class:`SearchResult` per search direction.
+
+    ``rank1`` ... ``mINP``, ``mean``, ``std`` and ``cmc`` are those of the first
+    (the dataset's primary) direction; ``result["visible->infrared"]`` gives another.
+    Scores are fractions in [0, 1]; ``str(result)`` prints them as percentages.
+    """
+
+    dataset: str
+    settings: dict[str, Any]
+    searches: list[SearchResult] = field(default_factory=list)
+
+    def __getitem__(self, direction: str) -> SearchResult:
+        from csdn.data.direction import parse_direction
+
+        wanted = parse_direction(direction)
+        for search in self.searches:
+            if search.direction == wanted:
+                return search
+        raise KeyError(f"no {wanted} search in this result; it has {', '.join(s.direction for s in self.searches)}")
+
+    @property
+    def mean(self) -> dict[str, float]:  # type: ignore[override]
+        return self.searches[0].mean
+
+    @property
+    def std(self) -> dict[str, float]:
+        return self.searches[0].std
+
+    @property
+    def cmc(self) -> np.ndarray:
+        return self.searches[0].cmc
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "settings": dict(self.settings), "searches": [s.to_dict() for s in self.searches]}
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def __str__(self) -> str:
+        header = f"{self.dataset}: " + ", ".join(f"{k}={v}" for k, v in self.settings.items())
+        lines = [header]
+        if self.settings.get("rerank"):
+            lines.append("(k-reciprocal re-ranking: not part of the paper's protocol)")
+        columns = "".join(f"{name:>9}" for name in ("R-1", "R-5", "R-10", "R-20", "mAP", "mINP"))
+        for search in self.searches:
+            first = search.trials[0]
+            lines += ["", f"{search.direction}  ({first.num_query} queries, {first.num_gallery} gallery images)"]
+            lines.append(f"{'trial':>8}{columns}")
+            for trial in search.trials:
+                lines.append(f"{trial.trial:>8}" + "".join(f"{100 * trial.scores[n]:9.2f}" for n in SCORES))
+            if len(search.trials) > 1:
+                lines.append(f"{'mean':>8}" + "".join(f"{100 * search.mean[n]:9.2f}" for n in SCORES))
+                lines.append(f"{'std':>8}" + "".join(f"{100 * search.std[n]:9.2f}" for n in SCORES))
+        return "\n".join(lines)
+
+
+def __getattr__(name: str) -> Any:
+    # evaluate() needs the dataset readers and the model side; import it on first use
+    # (csdn.protocol imports this module, so a top-level import would be circular).
+    if name == "evaluate":
+        from csdn.protocol import evaluate
+
+        return evaluate
+    raise AttributeError(f"module 'csdn.evaluation' has no attribute {name!r}")

@@ -1,0 +1,241 @@
+"""``evaluate``: a model on a benchmark's standard protocol, every trial, each image embedded once.
+
+The reference evaluation scripts re-extract the gallery for every trial; here all
+trials and search directions share one table of embeddings keyed by image, so a
+SYSU-MM01 10-trial run embeds the 3803 queries and the union of the ten galleries
+once. With ``cache_dir`` the table also persists on disk, keyed by the model's
+weights and the embedding settings, so a second evaluation embeds nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from csdn.data.direction import parse_direction
+from csdn.data.llcm import LLCM
+from csdn.data.regdb import RegDB
+from csdn.data.samples import Sample, sample_arrays
+from csdn.data.sysu import SYSUMM01
+from csdn.evaluation import EvaluationResult, SearchResult, TrialResult, eval_llcm, eval_regdb, eval_sysu
+from csdn.reranking import rerank_embeddings
+
+__all__ = ["evaluate", "EmbeddingTable", "weights_fingerprint"]
+
+MAX_RANK = 20
+_READERS = {"sysu": SYSUMM01, "sysu-mm01": SYSUMM01, "sysumm01": SYSUMM01, "regdb": RegDB, "llcm": LLCM}
+_DEFAULTS = {"mode": "all", "shots": 1}
+
+
+def _metric(name: str, dist: np.ndarray, query: Sequence[Sample], gallery: Sequence[Sample]):
+    (q_pids, q_cams), (g_pids, g_cams) = sample_arrays(query), sample_arrays(gallery)
+    if name == "regdb":
+        return eval_regdb(dist, q_pids, g_pids, MAX_RANK)
+    metric = eval_sysu if name == "sysu" else eval_llcm
+    return metric(dist, q_pids, g_pids, q_cams, g_cams, MAX_RANK)
+
+
+# ---------------------------------------------------------------------------- embeddings
+def weights_fingerprint(model: Any) -> str:
+    """A hash of a model's class, config and every tensor of its state dict (names, shapes, bytes)."""
+    if not callable(getattr(model, "state_dict", None)):
+        raise TypeError(
+            f"cache_dir needs a model with a state_dict() to key its cache by the weights; "
+            f"{type(model).__name__} has none (pass cache_dir=None)"
+        )
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(type(model).__qualname__.encode())
+    config = getattr(model, "config", None)
+    if hasattr(config, "to_dict"):
+        digest.update(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
+    for name, tensor in model.state_dict().items():
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _cache_key(sample: Sample) -> str:
+    """What identifies an image's pixels: modality, absolute path, and for files their size and mtime."""
+    path = os.path.abspath(sample.path)
+    try:
+        stat = os.stat(path)
+        return f"{sample.modality}|{path}|{stat.st_size}|{stat.st_mtime_ns}"
+    except OSError:  # in-memory rows ("<file.npy>#<row>")
+        return f"{sample.modality}|{path}"
+
+
+class EmbeddingTable:
+    """Embeddings of dataset images, each computed once, optionally persisted in ``cache_dir``.
+
+    ``model.embed_image(sources, modality, batch_size=..., flip=..., progress=...)`` is
+    called once per modality with every image not yet in the table.
+    """
+
+    def __init__(self, model: Any, *, batch_size: int = 64, flip: bool = True, progress: bool = True, cache_dir=None):
+        if not callable(getattr(model, "embed_image", None)):
+            raise TypeError(f"model must have an embed_image(images, modality, ...) method; got {type(model).__name__}")
+        self.model, self.batch_size, self.flip, self.progress = model, batch_size, flip, progress
+        self.rows: dict[str, np.ndarray] = {}
+        self._keys: dict[Sample, str] = {}
+        self.cache_file: Path | None = None
+        if cache_dir is not None:
+            settings = json.dumps({"flip": flip, "weights": weights_fingerprint(model)}, sort_keys=True)
+            name = hashlib.blake2b(settings.encode(), digest_size=12).hexdigest()
+            self.cache_file = Path(cache_dir) / f"embeddings-{name}.npz"
+            self.rows.update(self._read_cache())
+
+    def _read_cache(self) -> dict[str, np.ndarray]:
+        if self.cache_file is None or not self.cache_file.is_file():
+            return {}
+        try:
+            with np.load(self.cache_file, allow_pickle=False) as data:
+                keys, vectors = data["keys"], data["vectors"]
+            if vectors.ndim != 2 or len(keys) != len(vectors):
+                raise ValueError("keys and vectors disagree")
+        except (OSError, ValueError, KeyError) as err:
+            tqdm.write(f"csdn: ignoring unreadable embedding cache {self.cache_file} ({err}); it will be rewritten")
+            return {}
+        return dict(zip(keys.tolist(), vectors))
+
+    def _write_cache(self) -> None:
+        from csdn.fileio import atomic_write
+
+        assert self.cache_file is not None
+        self.cache_file.parent.mkdir(parents=True, exist_ok=True)
+        keys = np.array(list(self.rows), dtype=str)
+        vectors = np.stack(list(self.rows.values()))
+
+        def write(temp: Path) -> None:
+            with open(temp, "wb") as handle:
+                np.savez(handle, keys=keys, vectors=vectors)
+
+        atomic_write(self.cache_file, write)
+
+    def _key(self, sample: Sample) -> str:
+        if sample not in self._keys:
+            self._keys[sample] = _cache_key(sample)
+        return self._keys[sample]
+
+    def add(self, samples: Iterable[Sample]) -> int:
+        """Embed the images of ``samples`` not in the table yet; returns how many were embedded."""
+        missing: dict[str, dict[str, Sample]] = {}
+        for sample in samples:
+            key = self._key(sample)
+            if key not in self.rows:
+                missing.setdefault(sample.modality, {})[key] = sample
+        for modality, todo in missing.items():
+            embedded = self.model.embed_image(
+                [s.source for s in todo.values()], modality,
+                batch_size=self.batch_size, flip=self.flip, progress=self.progress,
+            )
+            vectors = np.asarray(embedded.detach().cpu().float() if hasattr(embedded, "detach") else embedded, np.float32)
+            if vectors.shape[:1] != (len(todo),) or vectors.ndim != 2:
+                raise ValueError(f"embed_image returned shape {vectors.shape} for {len(todo)} images; expected [N, D]")
+            self.rows.update(zip(todo, vectors))
+        if missing and self.cache_file is not None:
+            self._write_cache()
+        return sum(len(todo) for todo in missing.values())
+
+    def matrix(self, samples: Sequence[Sample]) -> np.ndarray:
+        """``[len(samples), D]`` embeddings, in order (all must have been added)."""
+        return np.stack([self.rows[self._key(s)] for s in samples])
+
+
+# ---------------------------------------------------------------------------- protocol
+def _reader(dataset: Any, root: Any, trials: Sequence[int] | None) -> Any:
+    if not isinstance(dataset, str):
+        if not callable(getattr(dataset, "search", None)) or getattr(dataset, "name", None) not in ("sysu", "regdb", "llcm"):
+            raise TypeError(f"dataset must be 'sysu', 'regdb', 'llcm' or one of their readers, got {dataset!r}")
+        if root is not None:
+            raise ValueError(f"root= goes with a dataset name; the reader {dataset!r} already has its folder")
+        return dataset
+    kind = _READERS.get(dataset.strip().lower())
+    if kind is None:
+        raise ValueError(f"unknown dataset {dataset!r}; choose 'sysu', 'regdb' or 'llcm'")
+    if root is None:
+        raise ValueError(f"evaluate(..., {dataset!r}) needs root=, the folder that holds the dataset")
+    if kind is RegDB:
+        return RegDB(root, trial=trials[0] if trials else 1)
+    return kind(root)
+
+
+def _directions(reader: Any, direction: str | Sequence[str] | None) -> list[str]:
+    chosen = [direction] if isinstance(direction, str) or direction is None else list(direction)
+    if chosen in ([None], ["both"]):
+        return list(reader.directions)
+    parsed = list(dict.fromkeys(parse_direction(d) for d in chosen))
+    unsupported = [d for d in parsed if d not in reader.directions]
+    if unsupported:
+        raise ValueError(f"the {reader.title} protocol searches {', '.join(reader.directions)}, not {', '.join(unsupported)}")
+    return parsed
+
+
+def evaluate(
+    model: Any,
+    dataset: Any,
+    root: str | os.PathLike | None = None,
+    *,
+    mode: str | None = None,
+    shots: int | None = None,
+    trials: Sequence[int] | None = None,
+    direction: str | Sequence[str] | None = None,
+    rerank: bool = False,
+    batch_size: int = 64,
+    flip: bool = True,
+    progress: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+) -> EvaluationResult:
+    """Score ``model`` on a benchmark's standard protocol and return an :class:`EvaluationResult`.
+
+    Args:
+        model: a :class:`csdn.CSDN`, or anything with ``embed_image(images, modality,
+            batch_size=, flip=, progress=)`` returning unit-norm rows.
+        dataset: ``"sysu"``, ``"regdb"``, ``"llcm"`` (read from ``root``) or a reader
+            (:class:`csdn.data.SYSUMM01`, :class:`~csdn.data.RegDB`, :class:`~csdn.data.LLCM`).
+        mode: SYSU-MM01 ``"all"`` (default) or ``"indoor"`` search.
+        shots: gallery images per identity and camera, SYSU-MM01 and LLCM: 1 (default) or 10.
+        trials: which trials; default all ten (SYSU 0-9, LLCM 0-9), for RegDB only the
+            reader's split (``trials[0]`` when reading from ``root``, else 1): a RegDB model
+            is trained on one split, and the others' test halves overlap its training set.
+        direction: ``"infrared->visible"``, ``"visible->infrared"`` (aliases such as
+            ``"thermal->visible"``, ``"v2t"``), a list, or ``None``/``"both"`` = every
+            direction the protocol reports (RegDB and LLCM: both; SYSU-MM01: infrared->visible).
+        rerank: apply k-reciprocal re-ranking (:mod:`csdn.reranking`); not the paper's protocol.
+        flip: flip test-time augmentation (the paper's protocol).
+        cache_dir: keep embeddings on disk here, keyed by the model's weights and ``flip``.
+
+    Distances are ``-(q @ g.T)`` of the unit-norm embeddings (ranking by cosine similarity).
+    """
+    trials = None if trials is None else list(trials)
+    reader = _reader(dataset, root, trials)
+    options = {k: v for k, v in (("mode", mode), ("shots", shots)) if v is not None}
+    extra = sorted(set(options) - set(reader.settings))
+    if extra:
+        takes = ", ".join(reader.settings) or "no options"
+        raise ValueError(f"the {reader.title} protocol has no {', '.join(extra)} setting (it takes {takes})")
+    options = {**{k: _DEFAULTS[k] for k in reader.settings}, **options}
+    trials = list(reader.trials) if trials is None else trials
+    if not trials:
+        raise ValueError("trials is empty; pass None for the protocol's default trials")
+    directions = _directions(reader, direction)
+
+    plan = [(d, t, *reader.search(d, t, **options)) for d in directions for t in trials]
+    table = EmbeddingTable(model, batch_size=batch_size, flip=flip, progress=progress, cache_dir=cache_dir)
+    table.add(sample for _, _, query, gallery in plan for sample in (*query, *gallery))
+
+    searches = {d: SearchResult(d, []) for d in directions}
+    for d, trial, query, gallery in tqdm(plan, desc=f"{reader.name} trials", disable=not progress):
+        q, g = table.matrix(query), table.matrix(gallery)
+        dist = rerank_embeddings(q, g) if rerank else -(q @ g.T)
+        cmc, mean_ap, minp = _metric(reader.name, dist, query, gallery)
+        searches[d].trials.append(TrialResult(trial, cmc, mean_ap, minp, len(query), len(gallery)))
+    settings = {**options, "trials": trials, "flip": flip, "rerank": rerank}
+    return EvaluationResult(reader.title, settings, list(searches.values()))
