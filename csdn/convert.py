@@ -18,6 +18,7 @@ import torch
 from csdn.config import CSDNConfig
 from csdn.fileio import sha256_file
 from csdn.model import CSDN
+from csdn.statedict import mismatch_report
 
 _STEM_LAYERS = ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3")
 
@@ -138,13 +139,7 @@ def load_official_state(model: CSDN, state: Mapping[str, torch.Tensor]) -> None:
     missing = sorted(csdn_to_official_key(k) or k for k in own if k not in mapped)
     wrong = [f"{k}: {tuple(v.shape)} in checkpoint, {tuple(own[k].shape)} in model"
              for k, v in mapped.items() if v.shape != own[k].shape]
-    problems = []
-    if missing:
-        problems.append(f"missing keys ({len(missing)}): {', '.join(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys ({len(unexpected)}): {', '.join(sorted(unexpected))}")
-    if wrong:
-        problems.append(f"shape mismatches: {'; '.join(wrong)}")
+    problems = mismatch_report(missing, sorted(unexpected), wrong)
     if problems:
         raise CheckpointError("the checkpoint does not match the CSDN architecture:\n  " + "\n  ".join(problems))
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in mapped.items()}, strict=True)
