@@ -23,6 +23,7 @@ __version__ = "0.1.0"
 # public name -> module that defines it (loaded on first access)
 _LAZY_ATTRIBUTES = {
     "load": "csdn.hub",
+    "DEFAULT_MODEL": "csdn.registry",
     "list_models": "csdn.hub",
     "save_pretrained": "csdn.hub",
     "push_to_hub": "csdn.hub",

@@ -246,6 +246,10 @@ def run_match(args: argparse.Namespace) -> int:
     _check_suffix(output, RANKING_SUFFIXES, "--output")
     if args.topk < 1:
         raise ValueError(f"--topk must be at least 1, got {args.topk}")
+    if args.visualize:
+        _check_suffix(Path(args.visualize), (".png",), "--visualize")
+        if args.visualize_queries < 1:
+            raise ValueError(f"--visualize-queries must be at least 1, got {args.visualize_queries}")
     cache: dict[str, Any] = {}
     query, query_info = _side(args.query, args.query_modality, args, cache)
     gallery, gallery_info = _side(args.gallery, args.gallery_modality, args, cache)
@@ -267,7 +271,44 @@ def run_match(args: argparse.Namespace) -> int:
     atomic_write(output, lambda temp: temp.write_text(_ranking_text(output, rows, args.topk), encoding="utf-8"))
     _out(f"wrote {output}: top {result.indices.shape[1]} of {gallery.shape[0]} gallery items "
          f"for {query.shape[0]} queries")
+    if args.visualize:
+        _visualize(Path(args.visualize), query_info["paths"], gallery_info["paths"], result, args)
     return 0
+
+
+def _check_images(paths: list[str], side: str) -> None:
+    """``--visualize`` draws the images themselves: each row must name an image file that still exists."""
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"--visualize draws the {side} images, but {len(missing)} of its {len(paths)} entries are not image "
+            f"files here (first: {missing[0]!r}); give an image folder, or an embeddings file whose .json "
+            "manifest lists paths valid from this folder (run `csdn embed` from the same place)"
+        )
+
+
+def _folder_id(path: str) -> int | str:
+    """The identity an image's parent folder names (``.../0007/x.jpg`` -> 7), as in SYSU-MM01 and LLCM."""
+    name = Path(path).parent.name
+    return int(name) if name.isdigit() else name
+
+
+def _visualize(picture: Path, query_paths: list[str], gallery_paths: list[str], result: Any,
+               args: argparse.Namespace) -> None:
+    """Draw the first ``--visualize-queries`` queries with their ranked gallery images."""
+    from csdn.visualize import draw_ranking
+
+    count = min(args.visualize_queries, len(query_paths))
+    queries = query_paths[:count]
+    _check_images(queries, "query")
+    _check_images(gallery_paths, "gallery")
+    ids = {}
+    if args.ids_from_folders:
+        ids = {"query_ids": [_folder_id(p) for p in queries], "gallery_ids": [_folder_id(p) for p in gallery_paths]}
+    draw_ranking(queries, gallery_paths, result.indices[:count], scores=result.scores[:count], topk=args.topk,
+                 output=picture, **ids)
+    colours = "green: same folder identity, red: another" if ids else "grey borders: identities unknown"
+    _out(f"wrote {picture}: the first {count} queries and their top {result.indices.shape[1]} matches ({colours})")
 
 
 def _ranking_text(output: Path, rows: list[tuple[str, int, str, float]], topk: int) -> str:
@@ -337,6 +378,14 @@ def build_parser() -> argparse.ArgumentParser:
     match.add_argument("--gallery-modality", default="visible", help="modality of gallery images (default visible)")
     match.add_argument("--topk", type=int, default=10, help="matches per query (default 10)")
     match.add_argument("--output", required=True, help="ranked list: NAME.csv or NAME.json")
+    match.add_argument("--visualize", metavar="PNG",
+                       help="also draw the first queries beside their top-k gallery images into this PNG "
+                            "(needs the images: folders, or embeddings files whose manifest lists their paths)")
+    match.add_argument("--visualize-queries", type=int, default=10, metavar="N",
+                       help="queries (rows) in the --visualize picture (default 10)")
+    match.add_argument("--ids-from-folders", action="store_true",
+                       help="--visualize: read identities from each image's parent folder (.../0007/x.jpg -> 7) "
+                            "and draw correct matches green, wrong ones red (default: grey, identities unknown)")
     _embedding_options(match)
     match.set_defaults(func=run_match)
 

@@ -50,8 +50,10 @@ from safetensors.torch import load_file
 from csdn.config import CSDNConfig
 from csdn.fileio import atomic_write, sha256_file
 from csdn.model import CSDN
+from csdn.statedict import mismatch_report
 from csdn.registry import (  # list_models and model_info are part of this module's API (csdn.list_models)
     AUTHORS_RELEASE,
+    DEFAULT_MODEL,
     Registry,
     RegistryEntry,
     RegistryLike,
@@ -61,7 +63,7 @@ from csdn.registry import (  # list_models and model_info are part of this modul
 )
 
 __all__ = [
-    "load", "load_config", "save_pretrained", "push_to_hub", "list_models", "model_info",
+    "load", "load_config", "save_pretrained", "DEFAULT_MODEL", "push_to_hub", "list_models", "model_info",
     "WeightsError", "WeightsNotAvailableError",
     "atomic_write", "write_safetensors", "read_safetensors_header", "render_model_card", "describe_architecture",
 ]
@@ -389,13 +391,7 @@ def _check_tensors(weights: _WeightsFile, infos: Mapping[str, TensorInfo], expec
             wrong.append(f"{name}: shape {list(info.shape)} in the file, {list(tensor.shape)} in the model")
         elif (info.dtype in _FLOAT_DTYPES) != tensor.is_floating_point():
             wrong.append(f"{name}: dtype {info.dtype} in the file, {tensor.dtype} in the model")
-    problems = []
-    if missing:
-        problems.append(f"missing tensors ({len(missing)}): {', '.join(missing)}")
-    if unexpected:
-        problems.append(f"unexpected tensors ({len(unexpected)}): {', '.join(unexpected)}")
-    if wrong:
-        problems.append(f"mismatched tensors: {'; '.join(wrong)}")
+    problems = mismatch_report(missing, unexpected, wrong, noun="tensors")
     if problems:
         raise weights.error("its tensors do not match the architecture its config describes: " + " | ".join(problems))
 
@@ -605,7 +601,7 @@ def _locate(
 
 # ---------------------------------------------------------------------------- public entry points
 def load(
-    name_or_path: str | os.PathLike,
+    name_or_path: str | os.PathLike = DEFAULT_MODEL,
     *,
     revision: str | None = None,
     device: str | torch.device = "cpu",
@@ -620,7 +616,9 @@ def load(
     ``name_or_path`` is one of:
       - ``"hf-hub:org/repo"`` or ``"hf-hub:org/repo@revision"``: a Hub repository in our format;
       - a local folder written by :func:`save_pretrained`, or a single ``.safetensors`` file;
-      - a registry name (see :func:`csdn.list_models`), downloaded from the Hub or bundled.
+      - a registry name (see :func:`csdn.list_models`), downloaded from the Hub or bundled;
+      - nothing: :data:`csdn.DEFAULT_MODEL` (``"synthetic-tiny"``), the small demo model bundled
+        with the package, trained on synthetic images (not for real cameras).
 
     Downloads go through ``huggingface_hub`` (its cache, ``HF_HUB_OFFLINE``, ``HF_ENDPOINT``,
     ``HF_TOKEN``). ``local_files_only=None`` follows ``HF_HUB_OFFLINE``; ``revision`` picks a

@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import Any, Union
 
 REGISTRY_ENV = "CSDN_REGISTRY"
+# What ``csdn.load()`` loads when given no name: the demo model bundled with the
+# package (trained on synthetic images), so a fresh install works offline.
+DEFAULT_MODEL = "synthetic-tiny"
 REGISTRY_FILENAME = "registry.json"
 REGISTRY_FORMAT_VERSION = 1
 AUTHORS_RELEASE = "https://github.com/nengdong96/CSDN"

@@ -1,0 +1,79 @@
+"""The demo model shipped in weights/synthetic-tiny: registered, loads offline by default, and still
+scores what its model card records on freshly generated held-out people."""
+
+from __future__ import annotations
+
+import json
+
+import huggingface_hub.constants as hf_constants
+import pytest
+import torch
+
+import csdn
+from csdn.data.synthetic import write_sysu
+from csdn.fileio import sha256_file
+from csdn.registry import default_registry_path, open_registry
+
+NAME = "synthetic-tiny"
+# Recorded and recomputed scores may differ by float summation order across machines.
+TOLERANCE = 0.02
+
+
+@pytest.fixture
+def no_network(monkeypatch, tmp_path):
+    """Offline mode, an empty Hub cache and an endpoint nothing listens on: any download attempt fails."""
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hf_constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.delenv("CSDN_REGISTRY", raising=False)
+
+
+@pytest.fixture(scope="module")
+def bundled() -> csdn.CSDN:
+    return csdn.load(NAME, progress=False)
+
+
+def test_registered_as_the_bundled_default_with_its_hash():
+    registry = open_registry()
+    entry = registry.get(NAME)
+    assert csdn.DEFAULT_MODEL == NAME
+    assert entry.bundled == NAME and entry.repo_id is None
+    weights = registry.bundled_dir(entry) / "model.safetensors"
+    assert entry.sha256 == sha256_file(weights)
+    assert weights.stat().st_size < 16 * 2**20  # small enough to ship inside the package
+
+
+def test_loads_offline_by_name_and_by_default(no_network, bundled):
+    by_name = csdn.load(NAME, progress=False)
+    default = csdn.load(progress=False)
+    assert not by_name.training and not default.training
+    reference = bundled.state_dict()
+    for model in (by_name, default):
+        assert all(torch.equal(tensor, reference[name]) for name, tensor in model.state_dict().items())
+    assert by_name.config.image_size == (64, 32)
+
+
+def test_model_card_and_config_describe_how_it_was_made(bundled):
+    folder = default_registry_path().parent / NAME
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    meta = bundled.config.meta
+    assert meta["reproduce"] == "python examples/train_synthetic_tiny.py" and meta["reproduce"] in card
+    assert "not a model for real cameras" in card
+    assert json.loads((folder / "config.json").read_text())["meta"] == meta
+    for label in ("untrained", "without the text stages"):
+        assert label in meta["baselines"] and label in card
+    # the three stages trained a model that clearly beats its own random initialisation
+    trained, untrained = meta["metrics"]["all-search"], meta["baselines"]["untrained"]["all-search"]
+    assert trained["mAP"] > 2 * untrained["mAP"] and trained["rank1"] > 2 * untrained["rank1"]
+    assert f"{100 * trained['rank1']:.1f} ± {100 * trained['rank1_std']:.1f}" in card
+
+
+def test_reproduces_its_recorded_check_evaluation(bundled, tmp_path):
+    check = bundled.config.meta["check"]
+    generator = dict(check["generator"])
+    assert generator.pop("layout") == "sysu"
+    write_sysu(tmp_path / "people", **{**generator, "size": tuple(generator["size"])})
+    result = csdn.evaluate(bundled, "sysu", root=tmp_path / "people", progress=False, **check["protocol"])
+    assert result.rank1 == pytest.approx(check["rank1"], abs=TOLERANCE)
+    assert result.mAP == pytest.approx(check["mAP"], abs=TOLERANCE)
