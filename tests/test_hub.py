@@ -22,7 +22,7 @@ from csdn.config import CSDNConfig
 from csdn.convert import from_official, to_official_state_dict
 from csdn.hub import WeightsError, WeightsNotAvailableError
 from csdn.model import CSDN
-from csdn.registry import Registry, list_models, model_info
+from csdn.registry import AUTHORS_RELEASE, Registry, list_models, model_info
 
 FILES = {"model.safetensors", "config.json", "README.md"}
 
@@ -416,7 +416,7 @@ def test_corrupted_cache_is_detected_and_force_download_repairs_it(tiny_model, t
 
 def _assert_convert_instructions(text: str) -> None:
     assert "'sysu' (csdn-reid/csdn-rn50-sysu, revision main) are not available" in text
-    assert "model_119.pth" in text and "https://github.com/nengdong96/CSDN" in text
+    assert "model_119.pth" in text and AUTHORS_RELEASE in text
     assert "csdn convert model_119.pth out/ --dataset sysu" in text
     assert 'csdn.load("out/")' in text
 
