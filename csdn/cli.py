@@ -144,7 +144,7 @@ def _check_suffix(path: Path, suffixes: tuple[str, ...], what: str) -> None:
 
 def save_embeddings(path: Path, embeddings: torch.Tensor, manifest: dict[str, Any]) -> None:
     """Write the embeddings file and its manifest, each atomically."""
-    from csdn.fileio import atomic_write
+    from csdn.fileio import atomic_write, atomic_write_text
     from csdn.hub import write_safetensors
 
     _check_suffix(path, EMBEDDINGS_SUFFIXES, "embeddings file")
@@ -155,7 +155,7 @@ def save_embeddings(path: Path, embeddings: torch.Tensor, manifest: dict[str, An
     else:
         atomic_write(path, lambda temp: write_safetensors(temp, {"embeddings": array}, {"format": "pt"}))
     text = json.dumps(manifest, indent=1) + "\n"
-    atomic_write(manifest_path(path), lambda temp: temp.write_text(text, encoding="utf-8"))
+    atomic_write_text(manifest_path(path), text)
 
 
 def _write_npy(path: Path, array: np.ndarray) -> None:
@@ -239,7 +239,7 @@ def _side(path: str, modality: str, args: argparse.Namespace, cache: dict[str, A
 
 
 def run_match(args: argparse.Namespace) -> int:
-    from csdn.fileio import atomic_write
+    from csdn.fileio import atomic_write_text
     from csdn.matching import match
 
     output = Path(args.output)
@@ -268,7 +268,7 @@ def run_match(args: argparse.Namespace) -> int:
         for rank, (index, score) in enumerate(zip(indices.tolist(), scores.tolist()), start=1)
     ]
     output.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(output, lambda temp: temp.write_text(_ranking_text(output, rows, args.topk), encoding="utf-8"))
+    atomic_write_text(output, _ranking_text(output, rows, args.topk))
     _out(f"wrote {output}: top {result.indices.shape[1]} of {gallery.shape[0]} gallery items "
          f"for {query.shape[0]} queries")
     if args.visualize:

@@ -62,10 +62,10 @@ def run_eval(args: argparse.Namespace) -> int:
         return 2
     print(result)
     if args.json:
-        from csdn.fileio import atomic_write
+        from csdn.fileio import atomic_write_text
 
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(out, lambda temp: temp.write_text(result.to_json() + "\n", encoding="utf-8"))
+        atomic_write_text(out, result.to_json() + "\n")
         print(f"wrote {out}")
     return 0

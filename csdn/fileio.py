@@ -28,6 +28,11 @@ def atomic_write(target: str | Path, write: Callable[[Path], None]) -> Path:
     return target
 
 
+def atomic_write_text(target: str | Path, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``target`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(target, lambda temp: temp.write_text(text, encoding="utf-8"))
+
+
 def sha256_file(path: str | Path) -> str:
     """Hex SHA-256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()

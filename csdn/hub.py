@@ -48,7 +48,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from csdn.config import CSDNConfig
-from csdn.fileio import atomic_write, sha256_file
+from csdn.fileio import atomic_write, atomic_write_text, sha256_file
 from csdn.model import CSDN
 from csdn.statedict import mismatch_report
 from csdn.registry import (  # list_models and model_info are part of this module's API (csdn.list_models)
@@ -94,10 +94,6 @@ class WeightsNotAvailableError(FileNotFoundError):
 
 
 # ---------------------------------------------------------------------------- saving
-def _write_text(target: Path, text: str) -> None:
-    atomic_write(target, lambda temp: temp.write_text(text, encoding="utf-8"))
-
-
 def _package_version() -> str:
     try:
         return importlib_metadata.version("csdn-reid")
@@ -161,10 +157,10 @@ def save_pretrained(
     state = model.state_dict()
     metadata = {"format": "pt", CONFIG_METADATA_KEY: config_json, "csdn_version": _package_version()}
     atomic_write(directory / WEIGHTS_NAME, lambda temp: write_safetensors(temp, state, metadata))
-    _write_text(directory / CONFIG_NAME, config_json + "\n")
+    atomic_write_text(directory / CONFIG_NAME, config_json + "\n")
     if model_card:
         num_parameters = sum(p.numel() for p in model.parameters())
-        _write_text(directory / MODEL_CARD_NAME, render_model_card(config, num_parameters, repo_id=repo_id))
+        atomic_write_text(directory / MODEL_CARD_NAME, render_model_card(config, num_parameters, repo_id=repo_id))
     return directory
 
 

@@ -30,11 +30,6 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     return atomic_write(path, lambda temp: torch.save({"format": CHECKPOINT_FORMAT, **state}, temp))
 
 
-def write_text(path: str | Path, text: str) -> Path:
-    """Write a small text file (config, summary) atomically."""
-    return atomic_write(Path(path), lambda temp: temp.write_text(text, encoding="utf-8"))
-
-
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` (tensors and plain data only)."""
     path = Path(path)

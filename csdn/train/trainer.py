@@ -18,7 +18,8 @@ from csdn.config import CSDNConfig
 from csdn.model import CSDN
 from csdn.train import distributed as ddp
 from csdn.train.augment import TrainAugment
-from csdn.train.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint, write_text
+from csdn.fileio import atomic_write_text
+from csdn.train.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from csdn.train.config import TrainConfig
 from csdn.train.data import TrainImages, resolve_train_set
 from csdn.train.initialise import Init, initial_model
@@ -369,7 +370,7 @@ def fit(
     started = time.perf_counter()
     if world.is_main:
         output.mkdir(parents=True, exist_ok=True)
-        write_text(output / "train_config.json", config.to_json() + "\n")
+        atomic_write_text(output / "train_config.json", config.to_json() + "\n")
     trainer.log.write("start", resumed_from={"stage": stage, "epoch": done} if checkpoint else None,
                       world_size=world.size, device=str(device), **train_set.fingerprint())
     try:
@@ -400,7 +401,7 @@ def _summary(trainer: _Trainer, finished: bool, seconds: float) -> dict[str, Any
 
 
 def _finish(model: CSDN, output: Path, summary: dict[str, Any], finished: bool, progress: bool) -> None:
-    write_text(output / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(output / "summary.json", json.dumps(summary, indent=2) + "\n")
     if finished:
         provenance = {key: summary[key] for key in ("epochs", "num_classes", "best")}
         model.save_pretrained(output / "model", extra_meta={"training": provenance})
