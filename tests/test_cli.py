@@ -21,6 +21,10 @@ from csdn.config import CSDNConfig
 from csdn.convert import to_official_state_dict
 from csdn.model import CSDN
 
+# Unit-norm embeddings computed in different batches or processes agree to float32 rounding
+# (measured differences: up to 8e-8 on AMD Zen 4), not bit for bit.
+BATCH_TOLERANCE = 1e-6
+
 
 def write_images(folder: Path, count: int, seed: int) -> list[Path]:
     """``count`` small PNG crops in two sub-folders (one grayscale, like an infrared frame)."""
@@ -127,7 +131,10 @@ def test_embed_a_folder_to_safetensors_with_manifest(capsys, tmp_path, saved_mod
         "csdn-embeddings", "infrared", True, 3)
     stored = load_file(str(output))["embeddings"]
     assert manifest["dim"] == stored.shape[1] == 576
-    assert torch.equal(stored, tiny_model.embed_image([str(p) for p in query], "infrared"))
+    # --batch-size 2 against the default batch: float results depend on batch composition
+    # (kernel choice, blocking) on some CPUs, so compare with a tight tolerance.
+    torch.testing.assert_close(stored, tiny_model.embed_image([str(p) for p in query], "infrared"),
+                               rtol=0, atol=BATCH_TOLERANCE)
 
 
 def test_embed_files_to_npy_without_flip(capsys, tmp_path, saved_model, tiny_model, images):
@@ -139,7 +146,7 @@ def test_embed_files_to_npy_without_flip(capsys, tmp_path, saved_model, tiny_mod
     stored = np.load(tmp_path / "g.npy")
     assert stored.shape == (2, 288)
     expected = tiny_model.embed_image([str(p) for p in chosen], "visible", flip=False)
-    assert np.array_equal(stored, expected.numpy())
+    np.testing.assert_allclose(stored, expected.numpy(), rtol=0, atol=BATCH_TOLERANCE)
     assert json.loads((tmp_path / "g.json").read_text())["paths"] == [str(p) for p in chosen]
 
 
@@ -265,8 +272,9 @@ def test_python_m_csdn_in_a_subprocess(tmp_path, tiny_model, fake_hub, images):
     )
     assert done.returncode == 0, done.stderr
     _, gallery = images
-    assert torch.equal(load_file(str(tmp_path / "g.safetensors"))["embeddings"],
-                       tiny_model.embed_image([str(p) for p in gallery], "visible"))
+    # another process may run with another thread count, hence other kernel blocking
+    torch.testing.assert_close(load_file(str(tmp_path / "g.safetensors"))["embeddings"],
+                               tiny_model.embed_image([str(p) for p in gallery], "visible"), rtol=0, atol=BATCH_TOLERANCE)
     assert "/acme/csdn-tiny/resolve/main/model.safetensors" in fake_hub.paths_requested("HEAD")
 
     failed = subprocess.run([sys.executable, "-m", "csdn", "info", "hf-hub:acme/missing"],
