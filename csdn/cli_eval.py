@@ -21,7 +21,10 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--root", required=True, help="the dataset folder, in its distributed layout")
     parser.add_argument("--model", required=True, help="registry name, hf-hub:org/repo, or a local folder / .safetensors file")
     parser.add_argument("--mode", choices=("all", "indoor"), help="sysu: all-search (default) or indoor-search")
-    parser.add_argument("--shots", type=int, choices=(1, 10), help="sysu/llcm: gallery images per identity and camera (default 1)")
+    parser.add_argument(
+        "--shots", type=int, choices=(1, 10),
+        help="sysu/llcm: images drawn per identity and camera, the gallery (llcm visible->infrared: the probes); default 1",
+    )
     parser.add_argument(
         "--trials", type=int, nargs="+", metavar="T",
         help="trials to score (default: sysu/llcm 0-9; regdb 1, the split a RegDB model is trained on)",

@@ -201,18 +201,23 @@ def evaluate(
         dataset: ``"sysu"``, ``"regdb"``, ``"llcm"`` (read from ``root``) or a reader
             (:class:`csdn.data.SYSUMM01`, :class:`~csdn.data.RegDB`, :class:`~csdn.data.LLCM`).
         mode: SYSU-MM01 ``"all"`` (default) or ``"indoor"`` search.
-        shots: gallery images per identity and camera, SYSU-MM01 and LLCM: 1 (default) or 10.
+        shots: images drawn per identity and camera, SYSU-MM01 and LLCM: 1 (default) or 10
+            (the gallery; for LLCM visible->infrared, the infrared probes).
         trials: which trials; default all ten (SYSU 0-9, LLCM 0-9), for RegDB only the
             reader's split (``trials[0]`` when reading from ``root``, else 1): a RegDB model
             is trained on one split, and the others' test halves overlap its training set.
         direction: ``"infrared->visible"``, ``"visible->infrared"`` (aliases such as
             ``"thermal->visible"``, ``"v2t"``), a list, or ``None``/``"both"`` = every
             direction the protocol reports (RegDB and LLCM: both; SYSU-MM01: infrared->visible).
+            Probes and gallery are the reference code's: the named query modality probes the
+            other, except LLCM ``visible->infrared``, where the infrared images drawn per trial
+            probe every visible test image (:meth:`csdn.data.LLCM.search`).
         rerank: apply k-reciprocal re-ranking (:mod:`csdn.reranking`); not the paper's protocol.
         flip: flip test-time augmentation (the paper's protocol).
         cache_dir: keep embeddings on disk here, keyed by the model's weights and ``flip``.
 
-    Distances are ``-(q @ g.T)`` of the unit-norm embeddings (ranking by cosine similarity).
+    Distances are ``-(probes @ gallery.T)`` of the unit-norm embeddings (ranking by cosine
+    similarity); ``num_query`` / ``num_gallery`` of each trial count probes / gallery images.
     """
     trials = None if trials is None else list(trials)
     reader = _reader(dataset, root, trials)

@@ -81,8 +81,11 @@ def test_llcm_directions(tmp_path):
     result = csdn.evaluate(model, LLCM(root), direction="v2i", trials=[0, 1, 2], progress=False)
     assert [s.direction for s in result.searches] == ["visible->infrared"] and set(model.counts.values()) == {1}
     reader = LLCM(root)
-    cmc, mean_ap, minp = _expected_scores(CountingModel(), reader.query("v2i"), reader.gallery("v2i", 1), eval_llcm)
+    probes, gallery = reader.search("v2i", 1)  # the drawn infrared images probe every visible image
+    assert probes == reader.gallery("v2i", 1) and gallery == reader.query("v2i")
+    cmc, mean_ap, minp = _expected_scores(CountingModel(), probes, gallery, eval_llcm)
     got = result.searches[0].trials[1]
+    assert (got.num_query, got.num_gallery) == (len(probes), len(gallery))
     assert np.allclose(got.cmc, cmc) and got.mAP == pytest.approx(mean_ap) and got.mINP == pytest.approx(minp)
 
 

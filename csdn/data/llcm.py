@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from csdn.data.direction import INFRARED_TO_VISIBLE, VISIBLE_TO_INFRARED, split_direction
+from csdn.data.direction import INFRARED_TO_VISIBLE, VISIBLE_TO_INFRARED, parse_direction, split_direction
 from csdn.data.layout import Folder, Layout, camera_from_path, folder_samples, pick_gallery, read_id_list, read_index_file, scan_folders
 from csdn.data.samples import Sample, TrainSet, relabel
 
@@ -24,12 +24,16 @@ class LLCM:
 
     - ``.train``: ``idx/train_vis.txt`` + ``idx/train_nir.txt``, relabelled 0..N-1; cameras
       from the ``cam<K>`` folder or the ``_c<KK>_`` file-name token (-1 if neither).
-    - ``.query(direction)``: every test image of the query modality.
-    - ``.gallery(direction, trial, shots)``: per test identity and camera of the gallery
-      modality, ``shots`` random images drawn by ``random.Random(trial)``.
+    - ``.query(direction)``: every test image of the direction's first modality.
+    - ``.gallery(direction, trial, shots)``: per test identity and camera of the direction's
+      second modality, ``shots`` random images drawn by ``random.Random(trial)``.
+    - ``.search(direction, trial)``: ``(probes, gallery)`` as the reference code scores them.
+      For ``infrared->visible`` that is ``(query, gallery)``; for ``visible->infrared`` the
+      roles swap: the *sampled infrared* images are the probes and *every visible* test
+      image is the gallery (see :meth:`search`).
 
     LLCM cameras record both modalities, so the metric ignores gallery images that share
-    the query's identity *and* camera (:func:`csdn.evaluation.eval_llcm`).
+    the probe's identity *and* camera (:func:`csdn.evaluation.eval_llcm`).
     """
 
     name = "llcm"
@@ -71,13 +75,37 @@ class LLCM:
         return self._folders[modality]
 
     def query(self, direction: str = INFRARED_TO_VISIBLE) -> list[Sample]:
+        """Every test image of the direction's first modality (the reference's "query" list).
+
+        These are the probes of ``infrared->visible`` but the *gallery* of
+        ``visible->infrared``; :meth:`search` says which side is scored as probes.
+        """
         modality = split_direction(direction)[0]
         return folder_samples(self._test_folders(modality), modality)
 
     def gallery(self, direction: str = INFRARED_TO_VISIBLE, trial: int = 0, shots: int = 1) -> list[Sample]:
+        """``shots`` images per identity and camera of the direction's second modality, drawn for ``trial``.
+
+        The reference's per-trial "gallery" list: the gallery of ``infrared->visible``,
+        but the *probes* of ``visible->infrared`` (:meth:`search`).
+        """
         modality = split_direction(direction)[1]
         return pick_gallery(self._test_folders(modality), modality, trial, shots)
 
     def search(self, direction: str, trial: int, *, shots: int = 1) -> tuple[list[Sample], list[Sample]]:
-        """``(query, gallery)`` of one trial and direction."""
-        return self.query(direction), self.gallery(direction, trial, shots)
+        """``(probes, gallery)`` of one trial and direction, the way the LLCM authors' code scores them.
+
+        - ``infrared->visible``: every infrared test image probes the visible images drawn
+          for ``trial`` (``shots`` per identity and camera).
+        - ``visible->infrared``: the infrared images drawn for ``trial`` (``shots`` per identity and
+          camera) are the probes, and *every* visible test image is the gallery. The
+          reference (``test.py`` with ``test_mode = [2, 1]``, its "VIS to IR") loads all
+          visible images as its query list and draws the infrared side per trial, but hands
+          the metric the transposed similarity matrix with labels and cameras swapped, so
+          each drawn infrared image ranks the visible ones. Published LLCM visible->infrared
+          numbers are this reading, not visible probes ranking the drawn infrared images.
+        """
+        full, sampled = self.query(direction), self.gallery(direction, trial, shots)
+        if parse_direction(direction) == VISIBLE_TO_INFRARED:
+            return sampled, full
+        return full, sampled
