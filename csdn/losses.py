@@ -6,9 +6,11 @@
   smoothing in the reference training).
 
 Distances are Euclidean, computed as ``sqrt(max(|a|^2 + |b|^2 - 2 a.b, 1e-12))``
-like the reference code, except that the distance of a sample to itself is set
-to exactly that floor: the expanded formula leaves rounding noise on the
-diagonal whose square root would otherwise feed large, meaningless gradients.
+like the authors' code. :func:`pairwise_distance` also sets the distance of a
+sample to itself to exactly that floor: the expanded formula leaves rounding
+noise on the diagonal whose square root would otherwise feed large, meaningless
+gradients. The authors' triplet loss keeps that noise; :func:`wrt_triplet_loss`
+reproduces it unless asked for the ``stable`` form.
 """
 
 from __future__ import annotations
@@ -19,13 +21,16 @@ import torch.nn.functional as F
 _DISTANCE_FLOOR = 1e-12
 
 
+def _expanded_squared_distance(features: torch.Tensor) -> torch.Tensor:
+    """``|a|^2 + |b|^2 - 2 a.b`` for every pair of rows, with the authors' fused ``addmm``."""
+    squared = features.pow(2).sum(dim=1, keepdim=True)
+    return torch.addmm(squared + squared.t(), features, features.t(), beta=1.0, alpha=-2.0)
+
+
 def pairwise_distance(features: torch.Tensor) -> torch.Tensor:
     """Euclidean distances ``[N, N]`` between the rows of ``features`` (diagonal = 1e-6)."""
-    squared = features.pow(2).sum(dim=1)
-    gram = features @ features.t()
-    dist2 = squared[:, None] + squared[None, :] - 2.0 * gram
     diagonal = torch.eye(features.shape[0], dtype=torch.bool, device=features.device)
-    return dist2.masked_fill(diagonal, 0.0).clamp(min=_DISTANCE_FLOOR).sqrt()
+    return _expanded_squared_distance(features).masked_fill(diagonal, 0.0).clamp(min=_DISTANCE_FLOOR).sqrt()
 
 
 def _check_pair(features: torch.Tensor, labels: torch.Tensor, name: str) -> None:
@@ -66,25 +71,49 @@ def _masked_softmax(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return values.masked_fill(~mask, float("-inf")).softmax(dim=1)
 
 
-def wrt_triplet_loss(features: torch.Tensor, pids: torch.Tensor) -> torch.Tensor:
+def _guarded_softmax(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The authors' row weights: ``exp(v - m) * mask / (sum(exp(v - m) * mask) + 1e-6)``.
+
+    ``m`` is the row maximum of ``values * mask``, so masked-out entries count as
+    zeros there; when every unmasked value lies far below zero the normaliser is
+    dominated by the ``1e-6`` and the weights collapse towards 0.
+    """
+    shifted = values - (values * mask).max(dim=1, keepdim=True).values
+    weights = shifted.exp() * mask
+    return weights / (weights.sum(dim=1, keepdim=True) + 1e-6)
+
+
+def wrt_triplet_loss(features: torch.Tensor, pids: torch.Tensor, *, stable: bool = False) -> torch.Tensor:
     """Weighted regularised triplet loss (AGW): soft-margin triplet with softmax-weighted mining.
 
-    For each anchor, positives are weighted by ``softmax(d)`` and negatives by
-    ``softmax(-d)`` over their own sets, giving a soft furthest positive ``d_p``
+    For each anchor, positives are weighted by a softmax of ``d`` and negatives by
+    a softmax of ``-d`` over their own sets, giving a soft furthest positive ``d_p``
     and soft closest negative ``d_n``; the loss is ``mean(log(1 + exp(d_p - d_n)))``.
-    Unlike the reference code (which softmaxes with a ``1e-6`` guard and a max
-    taken over the masked-out zeros) the weights here are exact masked softmaxes
-    and the margin term is a softplus, so the loss stays finite and correct at
-    any distance scale. The anchor itself counts as a positive, as in AGW.
+    The anchor itself counts as a positive, as in AGW.
+
+    By default this is the authors' formula exactly (``recipe="reference"``):
+    distances with no special diagonal, weights from :func:`_guarded_softmax`,
+    and ``soft_margin_loss(d_n - d_p, 1)``. Once every negative of an anchor lies
+    beyond a distance of about 14 its weights vanish under the ``1e-6`` guard,
+    ``d_n`` drops to ~0 and the term degenerates to ``softplus(d_p)``.
+    ``stable=True`` uses exact masked softmaxes and a zero diagonal instead, which
+    stay correct at any distance scale (``recipe="clean"``).
     """
     _check_pair(features, pids, "features")
     same = pids[:, None] == pids[None, :]
     if bool(same.all()):
         raise ValueError("wrt_triplet_loss needs at least two identities in the batch")
-    dist = pairwise_distance(features)
-    furthest_positive = (dist * _masked_softmax(dist, same)).sum(dim=1)
-    closest_negative = (dist * _masked_softmax(-dist, ~same)).sum(dim=1)
-    return F.softplus(furthest_positive - closest_negative).mean()
+    if stable:
+        dist = pairwise_distance(features)
+        furthest_positive = (dist * _masked_softmax(dist, same)).sum(dim=1)
+        closest_negative = (dist * _masked_softmax(-dist, ~same)).sum(dim=1)
+        return F.softplus(furthest_positive - closest_negative).mean()
+    dist = _expanded_squared_distance(features).clamp(min=_DISTANCE_FLOOR).sqrt()
+    positive, negative = same.to(dist.dtype), (~same).to(dist.dtype)
+    positive_dist, negative_dist = dist * positive, dist * negative
+    furthest_positive = (positive_dist * _guarded_softmax(positive_dist, positive)).sum(dim=1)
+    closest_negative = (negative_dist * _guarded_softmax(-negative_dist, negative)).sum(dim=1)
+    return F.soft_margin_loss(closest_negative - furthest_positive, torch.ones_like(closest_negative))
 
 
 def msel_loss(features: torch.Tensor, pids: torch.Tensor, num_pos: int = 4) -> torch.Tensor:

@@ -103,14 +103,13 @@ class GeM(nn.Module):
 class BNNeckHead(nn.Module):
     """BatchNorm then a bias-free identity classifier (the ReID "BNNeck").
 
-    The BatchNorm bias is frozen at zero, as in the AGW baseline CSDN builds on,
-    so the normalised feature stays centred for cosine retrieval.
+    Whether the BatchNorm bias trains is the training recipe's decision: the
+    authors' code trains it, the AGW habit (``recipe="clean"``) keeps it at zero.
     """
 
     def __init__(self, dim: int, num_classes: int):
         super().__init__()
         self.bn = nn.BatchNorm1d(dim)
-        self.bn.bias.requires_grad_(False)
         self.classifier = nn.Linear(dim, num_classes, bias=False)
 
 

@@ -86,7 +86,7 @@ def test_wrt_triplet_hand_computed_in_one_dimension():
     margins = [furthest(1) - closest(3, 5), furthest(1) - closest(2, 4),
                furthest(2) - closest(3, 2), furthest(2) - closest(5, 4)]
     expected = sum(math.log1p(math.exp(m)) for m in margins) / 4
-    value = wrt_triplet_loss(torch.tensor([[0.0], [1.0], [3.0], [5.0]]), torch.tensor([0, 0, 1, 1])).item()
+    value = wrt_triplet_loss(torch.tensor([[0.0], [1.0], [3.0], [5.0]]), torch.tensor([0, 0, 1, 1]), stable=True).item()
     assert value == pytest.approx(expected, rel=1e-6)
 
 
@@ -95,20 +95,69 @@ def test_wrt_triplet_matches_loop_reference_on_random_features():
     x = torch.randn(12, 6, dtype=torch.float64)
     pids = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3])
     expected = _wrt_reference(x.tolist(), pids.tolist())
-    assert wrt_triplet_loss(x, pids).item() == pytest.approx(expected, rel=1e-9)
+    assert wrt_triplet_loss(x, pids, stable=True).item() == pytest.approx(expected, rel=1e-9)
 
 
-def test_wrt_triplet_is_stable_at_large_distances():
+def test_stable_wrt_triplet_stays_correct_at_large_distances():
     # ids interleaved far apart: every anchor's furthest positive is 10000 away and its
     # closest negative 2000 away, so the loss is softplus(8000) = 8000. A softmax taken
     # over masked zeros (or with an epsilon guard) underflows here and reports 10000 or inf.
     x = torch.tensor([[0.0], [10000.0], [2000.0], [12000.0]], requires_grad=True)
-    loss = wrt_triplet_loss(x, torch.tensor([0, 0, 1, 1]))
+    loss = wrt_triplet_loss(x, torch.tensor([0, 0, 1, 1]), stable=True)
     assert loss.item() == pytest.approx(8000.0, rel=1e-5)
     loss.backward()
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
-    huge = wrt_triplet_loss(torch.randn(8, 4) * 1e6, torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]))
+    huge = wrt_triplet_loss(torch.randn(8, 4) * 1e6, torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]), stable=True)
     assert torch.isfinite(huge)
+
+
+def _authors_wrt(points: list[list[float]], pids: list[int]) -> float:
+    """The authors' TripletLoss_WRT written out per anchor: no special diagonal (distance floor
+    sqrt(1e-12) = 1e-6 only where the expanded formula rounds below it), weights
+    exp(v - max(v * mask)) * mask / (sum + 1e-6) with masked entries as zeros in the max, soft margin."""
+    total = 0.0
+    for i, anchor in enumerate(points):
+        dist = [math.sqrt(max(sum(a * a for a in anchor) + sum(b * b for b in p)
+                              - 2 * sum(a * b for a, b in zip(anchor, p)), 1e-12)) for p in points]
+        pos = [float(q == pids[i]) for q in pids]
+        neg = [1.0 - m for m in pos]
+        d_ap = [d * m for d, m in zip(dist, pos)]
+        d_an = [d * m for d, m in zip(dist, neg)]
+
+        def weights(values, mask):
+            top = max(v * m for v, m in zip(values, mask))
+            exps = [math.exp(v - top) * m for v, m in zip(values, mask)]
+            return [e / (sum(exps) + 1e-6) for e in exps]
+
+        furthest = sum(d * w for d, w in zip(d_ap, weights(d_ap, pos)))
+        closest = sum(d * w for d, w in zip(d_an, weights([-d for d in d_an], neg)))
+        total += math.log1p(math.exp(-(closest - furthest)))
+    return total / len(points)
+
+
+def test_wrt_triplet_default_is_the_authors_formula():
+    torch.manual_seed(1)
+    x = torch.randn(12, 6, dtype=torch.float64)
+    pids = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3])
+    ours = wrt_triplet_loss(x, pids).item()
+    assert ours == pytest.approx(_authors_wrt(x.tolist(), pids.tolist()), rel=1e-9)
+    # the 1e-6 guard alone already moves it away from the exact masked softmax
+    assert ours != pytest.approx(wrt_triplet_loss(x, pids, stable=True).item(), rel=1e-9)
+
+
+def test_authors_wrt_degenerates_to_softplus_of_the_furthest_positive_beyond_distance_14():
+    # two tight identities 30 apart: every negative distance is ~30, so exp(-30) (1e-13) is
+    # swamped by the 1e-6 in the normaliser, the soft closest negative drops to ~0 and the
+    # loss becomes softplus(furthest positive) > log 2, while the correct loss is ~0.
+    x = torch.tensor([[0.0, 0.0], [0.1, 0.0], [30.0, 0.0], [30.1, 0.0]], dtype=torch.float64, requires_grad=True)
+    pids = torch.tensor([0, 0, 1, 1])
+    quirk = wrt_triplet_loss(x, pids)
+    assert quirk.item() == pytest.approx(_authors_wrt(x.tolist(), pids.tolist()), rel=1e-9)
+    assert quirk.item() > math.log(2) and wrt_triplet_loss(x, pids, stable=True).item() < 1e-7
+    at_ten = torch.tensor([[0.0, 0.0], [0.1, 0.0], [10.0, 0.0], [10.1, 0.0]], dtype=torch.float64)
+    assert wrt_triplet_loss(at_ten, pids).item() < 1e-3  # below ~14 the guard is negligible
+    quirk.backward()
+    assert torch.isfinite(x.grad).all()
 
 
 def test_wrt_triplet_needs_two_identities():

@@ -19,7 +19,7 @@ from csdn.train.checkpoint import load_checkpoint, save_checkpoint
 from csdn.data import Sample
 from csdn.train.data import TrainImages, read_image_folder, resolve_train_set
 from csdn.train.loader import stage3_batches
-from csdn.train.sampler import IdentitySampler, epoch_rng, feature_batches, feature_steps, paired_batches
+from csdn.train.sampler import IdentitySampler, epoch_rng, feature_batches, feature_sample, feature_steps
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_train_set_accepts_reader_like_objects_and_rejects_bad_ones(tmp_path):
 def test_identity_sampler_batches(folder):
     data = read_image_folder(folder)
     sampler = IdentitySampler(data, ids_per_batch=3, images_per_id=4, seed=0)
-    assert sampler.steps_per_epoch == 25 // 12
+    assert sampler.steps_per_epoch == 25 // 12 + 1  # the authors' epoch: max(#visible, #infrared) // (P*K) + 1
     batches = sampler.epoch(0)
     for batch in batches:
         ids = batch.labels[::4]
@@ -103,18 +103,20 @@ def test_feature_batches_cover_a_permutation_per_rank():
     assert [len(b) for b in long] == [4, 4] and set(np.concatenate(long).tolist()) == {0, 1, 2}
 
 
-def test_paired_batches_align_identities_across_modalities():
-    visible_labels = np.array([0, 0, 1, 1, 2, 2, 2, 3])
-    infrared_labels = np.array([3, 2, 1, 0, 0, 1, 2])
-    shards = [paired_batches(epoch_rng(0, 1, 3), visible_labels, infrared_labels, 2, 2, world_size=2, rank=r)
-              for r in (0, 1)]
-    visible = np.concatenate([v for shard in shards for v, _ in shard])
-    assert sorted(visible.tolist()) == list(range(8))  # one pass over the visible images
-    for shard in shards:
-        for v, i in shard:
-            assert np.array_equal(visible_labels[v], infrared_labels[i])
-    with pytest.raises(ValueError, match="infrared images to pair"):
-        paired_batches(epoch_rng(0, 1, 0), np.array([0, 1]), np.array([0, 0]), 2, 1)
+def test_feature_sample_pairs_modalities_in_identity_groups_fresh_per_stage(folder):
+    data = read_image_folder(folder)  # 25 visible images
+    sample = feature_sample(data, ids_per_group=2, images_per_id=3, seed=0, stage=1)
+    assert len(sample.labels) == (25 // 6 + 1) * 6  # the authors' normal loader: N // (P*K) + 1 groups
+    assert np.array_equal(data.visible_labels[sample.visible], sample.labels)
+    assert np.array_equal(data.infrared_labels[sample.infrared], sample.labels)
+    for group in sample.labels.reshape(-1, 6):
+        assert len(set(group[::3].tolist())) == 2 and np.array_equal(group, np.repeat(group[::3], 3))
+    again = feature_sample(data, 2, 3, seed=0, stage=1)
+    assert np.array_equal(again.visible, sample.visible) and np.array_equal(again.infrared, sample.infrared)
+    stage2 = feature_sample(data, 2, 3, seed=0, stage=2)
+    assert not np.array_equal(stage2.visible, sample.visible)
+    with pytest.raises(ValueError, match="lower ids_per_batch"):
+        feature_sample(data, 9, 2, seed=0, stage=1)
 
 
 # ---------------------------------------------------------------------------- augmentations

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from csdn.train.config import PRECISIONS, TrainConfig
+from csdn.train.config import PRECISIONS, RECIPES, TrainConfig
 
 DATASETS = ("sysu", "regdb", "llcm", "folder")
 _ALIASES = {"stage1_epochs": "--epochs-stage1", "stage2_epochs": "--epochs-stage2", "stage3_epochs": "--epochs-stage3"}
@@ -30,6 +30,9 @@ def _config_options(parser: argparse.ArgumentParser) -> None:
             kwargs.update(nargs="*", type=int)
         elif field.name == "precision":
             kwargs.update(choices=PRECISIONS)
+        elif field.name == "recipe":
+            kwargs.update(choices=tuple(RECIPES), help="reference: the authors' training code, quirks included "
+                          "(default); clean: each quirk corrected")
         elif default is None or isinstance(default, int):
             kwargs.update(type=int)
         else:
@@ -48,7 +51,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--trial", type=int, default=None, help="RegDB split (1-10)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
-    parser.add_argument("--stop-after", type=int, default=None, help="train at most N epochs in this call")
+    parser.add_argument("--stop-after", type=int, default=None, help="train at most N (>= 1) epochs in this call")
     parser.add_argument("--workers", type=int, default=0, help="data-loading worker processes (default: 0)")
     parser.add_argument("--eval-every", type=int, default=0,
                         help="evaluate on the dataset's test protocol every N stage-3 epochs (0: never)")
@@ -95,6 +98,8 @@ def run_train(args: argparse.Namespace) -> int:
     from csdn.train import distributed
     from csdn.train.trainer import fit
 
+    if args.eval_every < 0:
+        raise ValueError(f"--eval-every must be 0 (never) or a number of epochs, got {args.eval_every}")
     config = config_from_args(args)
     options = {"trial": args.trial} if args.trial is not None else {}
     protocol = {"trials": [args.trial]} if args.trial is not None else {}

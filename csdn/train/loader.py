@@ -65,11 +65,22 @@ def stage3_batches(train_set: TrainImages, batches: Sequence[IdentityBatch], aug
     steps = _Stage3Steps(train_set, batches, augment, seed, epoch, rank)
     if num_workers <= 0:
         return (steps[i] for i in range(len(steps)))
-    return iter(DataLoader(steps, batch_size=None, shuffle=False, num_workers=num_workers))
+    return iter(_loader(steps, None, num_workers))
 
 
 def plain_view_batches(images: Sequence[Any], augment: TrainAugment, batch_size: int, *,
                       num_workers: int = 0) -> DataLoader:
     """Test-transformed ``images`` (paths or pixels) in order, ``batch_size`` at a time."""
-    return DataLoader(_PlainViews(images, augment), batch_size=batch_size, shuffle=False,
-                      num_workers=max(0, num_workers))
+    return _loader(_PlainViews(images, augment), batch_size, num_workers)
+
+
+def _loader(dataset: Dataset, batch_size: int | None, num_workers: int) -> DataLoader:
+    """An in-order DataLoader with its own generator.
+
+    Starting a DataLoader draws a worker base seed; from torch's global generator
+    that draw would shift the dropout masks that follow it, and with them every
+    later weight, whenever a resumed run loads data at a point where an
+    uninterrupted run did not. (No augmentation uses torch's generators.)
+    """
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=max(0, num_workers),
+                      generator=torch.Generator().manual_seed(0))

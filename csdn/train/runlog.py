@@ -24,12 +24,13 @@ def _plain(value: Any) -> Any:
 class RunLog:
     """Append-only JSONL writer; a disabled log (other ranks) accepts and drops everything."""
 
-    def __init__(self, path: str | Path, enabled: bool = True):
+    def __init__(self, path: str | Path, enabled: bool = True, *, append: bool = True):
+        """``append=False`` starts a new log (a fresh run), replacing one left by an attempt without checkpoint."""
         self.path = Path(path)
         self._file = None
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a", encoding="utf-8")
+            self._file = open(self.path, "a" if append else "w", encoding="utf-8")
 
     def write(self, event: str, **fields: Any) -> None:
         if self._file is None:

@@ -17,6 +17,8 @@ from csdn.train.data import TrainImages
 
 _SAMPLER_STREAM = 0x5A3B1E  # separates the sampler's random stream from augmentation streams
 _TORCH_STREAM = 0x70C4
+_FEATURE_STREAM = 0xFEA7
+_TEXT_STREAM = 0x7E87
 
 
 def epoch_rng(seed: int, stage: int, epoch: int) -> np.random.Generator:
@@ -29,6 +31,11 @@ def seed_torch_for_epoch(seed: int, stage: int, epoch: int, rank: int) -> None:
     torch.manual_seed(int(np.random.SeedSequence([seed, _TORCH_STREAM, stage, epoch, rank]).generate_state(1)[0]))
 
 
+def text_seed(seed: int) -> int:
+    """Seed of the dropout draws while the fixed stage-3 text classifier is computed."""
+    return int(np.random.SeedSequence([seed, _TEXT_STREAM]).generate_state(1)[0])
+
+
 @dataclass(frozen=True)
 class IdentityBatch:
     """One rank's stage-3 batch: aligned visible/infrared indices (same label at each position)."""
@@ -38,28 +45,54 @@ class IdentityBatch:
     labels: np.ndarray  # int64 [P*K]
 
 
-class IdentitySampler:
-    """P identities (without replacement) x K images per modality (with replacement) per rank and step.
+def identity_groups(rng: np.random.Generator, visible_of: list[np.ndarray], infrared_of: list[np.ndarray],
+                    ids_per_group: int, images_per_id: int, groups: int) -> IdentityBatch:
+    """``groups`` identity groups, concatenated: each draws ``ids_per_group`` identities without
+    replacement and ``images_per_id`` images per modality of each, with replacement.
 
     Both modalities list the identities in the same order, K rows each, which is
     the layout :func:`csdn.losses.msel_loss` expects.
     """
+    labels, visible, infrared = [], [], []
+    for _ in range(groups):
+        ids = rng.choice(len(visible_of), ids_per_group, replace=False)
+        visible += [rng.choice(visible_of[c], images_per_id) for c in ids]
+        infrared += [rng.choice(infrared_of[c], images_per_id) for c in ids]
+        labels.append(np.repeat(ids, images_per_id))
+    return IdentityBatch(np.concatenate(visible), np.concatenate(infrared), np.concatenate(labels))
+
+
+def check_ids_per_batch(train_set: TrainImages, ids_per_batch: int) -> None:
+    """Refuse batches of more identities than the training set has."""
+    if train_set.num_classes < ids_per_batch:
+        raise ValueError(
+            f"the training set has {train_set.num_classes} identities but a batch takes "
+            f"ids_per_batch={ids_per_batch}; lower ids_per_batch"
+        )
+
+
+def _positions(train_set: TrainImages) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    labels = range(train_set.num_classes)
+    return ([np.flatnonzero(train_set.visible_labels == c) for c in labels],
+            [np.flatnonzero(train_set.infrared_labels == c) for c in labels])
+
+
+def _default_groups(train_set: TrainImages, per_group: int) -> int:
+    """The authors' epoch length: ``max(#visible, #infrared) // group + 1`` groups."""
+    return max(len(train_set.visible_images), len(train_set.infrared_images)) // per_group + 1
+
+
+class IdentitySampler:
+    """P identities (without replacement) x K images per modality (with replacement) per rank and step."""
 
     def __init__(self, train_set: TrainImages, ids_per_batch: int, images_per_id: int, *,
                  seed: int, world_size: int = 1, steps_per_epoch: int | None = None):
-        if train_set.num_classes < ids_per_batch:
-            raise ValueError(
-                f"the training set has {train_set.num_classes} identities but a batch takes "
-                f"ids_per_batch={ids_per_batch}; lower ids_per_batch"
-            )
+        check_ids_per_batch(train_set, ids_per_batch)
         self.ids_per_batch, self.images_per_id = ids_per_batch, images_per_id
         self.seed, self.world_size = seed, world_size
-        self.labels = np.arange(train_set.num_classes)
-        self.visible_of = [np.flatnonzero(train_set.visible_labels == c) for c in self.labels]
-        self.infrared_of = [np.flatnonzero(train_set.infrared_labels == c) for c in self.labels]
-        images = max(len(train_set.visible_images), len(train_set.infrared_images))
+        self.visible_of, self.infrared_of = _positions(train_set)
         per_step = ids_per_batch * images_per_id * world_size
-        self.steps_per_epoch = steps_per_epoch or max(1, images // per_step)
+        self.steps_per_epoch = steps_per_epoch or max(1, _default_groups(train_set, per_step))
 
     def epoch(self, epoch: int, rank: int = 0) -> list[IdentityBatch]:
         """This rank's batches for ``epoch`` (stage 3)."""
@@ -67,12 +100,27 @@ class IdentitySampler:
         batches = []
         for _ in range(self.steps_per_epoch):
             for r in range(self.world_size):
-                ids = rng.choice(self.labels, self.ids_per_batch, replace=False)
-                vis = np.concatenate([rng.choice(self.visible_of[c], self.images_per_id) for c in ids])
-                ir = np.concatenate([rng.choice(self.infrared_of[c], self.images_per_id) for c in ids])
+                batch = identity_groups(rng, self.visible_of, self.infrared_of, self.ids_per_batch,
+                                        self.images_per_id, 1)
                 if r == rank:
-                    batches.append(IdentityBatch(vis, ir, np.repeat(ids, self.images_per_id)))
+                    batches.append(batch)
         return batches
+
+
+def feature_sample(train_set: TrainImages, ids_per_group: int, images_per_id: int, *, seed: int,
+                   stage: int) -> IdentityBatch:
+    """The images whose projections stage 1 or 2 trains on, as the authors' code picks them.
+
+    Not every training image once: a fresh identity-balanced draw per stage
+    (groups of P identities x K images per modality, ``max(#visible, #infrared)
+    // (P*K) + 1`` groups), visible and infrared rows paired by identity.
+    """
+    check_ids_per_batch(train_set, ids_per_group)
+    visible_of, infrared_of = _positions(train_set)
+    rng = np.random.default_rng([seed, _FEATURE_STREAM, stage])
+    per_group = ids_per_group * images_per_id
+    return identity_groups(rng, visible_of, infrared_of, ids_per_group, images_per_id,
+                           _default_groups(train_set, per_group))
 
 
 def feature_steps(count: int, batch_size: int, world_size: int = 1) -> int:
@@ -87,33 +135,12 @@ def _chained_order(rng: np.random.Generator, count: int, needed: int) -> np.ndar
 
 def feature_batches(rng: np.random.Generator, count: int, batch_size: int, steps: int, *,
                     world_size: int = 1, rank: int = 0) -> list[np.ndarray]:
-    """Shuffled index batches over ``count`` items (stage 2), this rank's shard.
+    """Shuffled index batches over ``count`` items, this rank's shard.
 
-    Successive permutations are chained so that every step has a full batch even
+    Stage 1 draws rows of the paired (visible, infrared) feature sample, so each
+    row brings both modalities of one identity and the image<->text loss has
+    positives across modalities; stage 2 draws single features. Successive permutations are chained so that every step has a full batch even
     when ``steps`` asks for more than one pass.
     """
     order = _chained_order(rng, count, steps * batch_size * world_size).reshape(steps, world_size, batch_size)
     return [order[step, rank] for step in range(steps)]
-
-
-def paired_batches(rng: np.random.Generator, visible_labels: np.ndarray, infrared_labels: np.ndarray,
-                   batch_size: int, steps: int, *, world_size: int = 1,
-                   rank: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Stage-1 batches of (visible, infrared) indices whose labels agree row by row, this rank's shard.
-
-    Visible images come in shuffled passes; each is paired with a random infrared
-    image of its identity. As in the reference training, every identity of a batch
-    is then seen in both modalities, so the image<->text loss also has positives
-    across modalities.
-    """
-    needed = steps * batch_size * world_size
-    visible = _chained_order(rng, len(visible_labels), needed)
-    wanted = visible_labels[visible]
-    counts = np.bincount(infrared_labels, minlength=int(wanted.max()) + 1)
-    if (counts[wanted] == 0).any():
-        raise ValueError("every identity needs infrared images to pair its visible images with")
-    by_label = np.argsort(infrared_labels, kind="stable")
-    starts = np.cumsum(counts) - counts
-    infrared = by_label[starts[wanted] + (rng.random(needed) * counts[wanted]).astype(np.int64)]
-    visible, infrared = (a.reshape(steps, world_size, batch_size) for a in (visible, infrared))
-    return [(visible[step, rank], infrared[step, rank]) for step in range(steps)]

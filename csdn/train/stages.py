@@ -25,22 +25,40 @@ Losses = dict[str, torch.Tensor]
 
 
 def autocast_factory(precision: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
-    """A no-argument factory of the autocast context for ``precision`` ("fp32": no autocast)."""
+    """A no-argument factory of the autocast context for ``precision`` ("fp32": no autocast).
+
+    bfloat16 runs on CUDA and on CPUs (fastest where the processor has native
+    bf16 instructions); float16 needs CUDA and its gradient scaler.
+    """
     if precision == "fp32":
         return contextlib.nullcontext
-    if device.type != "cuda":
-        raise ValueError(f"precision={precision!r} (mixed precision) needs a CUDA device; use 'fp32' on {device}")
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"precision='fp16' needs a CUDA device; use 'bf16' or 'fp32' on {device}")
+    if device.type not in ("cuda", "cpu"):
+        raise ValueError(f"precision={precision!r} (mixed precision) runs on CUDA or CPU, not on {device}")
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return lambda: torch.autocast("cuda", dtype=dtype)
+    return lambda: torch.autocast(device.type, dtype=dtype)
 
 
 def _trainable(params: Iterator[nn.Parameter], frozen: set[int]) -> list[nn.Parameter]:
-    """Parameters of a group except those the model itself keeps frozen (e.g. BNNeck biases)."""
+    """Parameters of a group except the frozen ones."""
     return [p for p in params if id(p) not in frozen]
 
 
+def recipe_frozen(model: CSDN, config: TrainConfig) -> set[int]:
+    """Parameters the recipe keeps fixed in every stage: the BNNeck biases under ``recipe="clean"``."""
+    if config.rules.train_bnneck_bias:
+        return set()
+    return {id(model.gem_head.bn.bias), id(model.proj_head.bn.bias)}
+
+
 def parameter_groups(model: CSDN, stage: int, config: TrainConfig, frozen: set[int]) -> list[dict]:
-    """Optimiser groups of ``stage``; ``lr_factor`` scales the stage's base learning rate."""
+    """Optimiser groups of ``stage``; ``lr_factor`` scales the stage's base learning rate.
+
+    ``frozen`` holds parameters the caller keeps fixed; the recipe's own
+    (:func:`recipe_frozen`) are added here.
+    """
+    frozen = frozen | recipe_frozen(model, config)
     if stage == 1:
         return [{"params": _trainable(model.prompt_parameters(), frozen), "weight_decay": config.stage1_weight_decay}]
     if stage == 2:
@@ -55,12 +73,17 @@ def parameter_groups(model: CSDN, stage: int, config: TrainConfig, frozen: set[i
 
 
 def make_optimizer(model: CSDN, stage: int, config: TrainConfig, frozen: set[int]) -> torch.optim.Adam:
-    """Adam with L2 weight decay over the stage's groups; everything else stops requiring gradients."""
+    """Adam with L2 weight decay over the stage's groups; everything else stops requiring gradients.
+
+    The fused kernel (one pass over all parameters instead of a Python loop per
+    tensor) is used where torch has it for the parameters' device.
+    """
     groups = parameter_groups(model, stage, config, frozen)
     trained = {id(p) for group in groups for p in group["params"]}
     for param in model.parameters():
         param.requires_grad_(id(param) in trained)
-    return torch.optim.Adam(groups, lr=0.0)
+    device = next(model.parameters()).device
+    return torch.optim.Adam(groups, lr=0.0, fused=device.type in ("cpu", "cuda"))
 
 
 def prompt_step(model: CSDN, visible: torch.Tensor, visible_labels: torch.Tensor,
@@ -105,7 +128,8 @@ def image_step(model: CSDN, batch: dict[str, torch.Tensor], text: torch.Tensor, 
         parts["msel"] = (msel_loss(gem[first_views], paired, config.images_per_id)
                          + msel_loss(proj[first_views], paired, config.images_per_id))
     if config.triplet_weight:
-        parts["triplet"] = wrt_triplet_loss(gem, pids) + wrt_triplet_loss(proj, pids)
+        stable = config.rules.stable_triplet
+        parts["triplet"] = wrt_triplet_loss(gem, pids, stable=stable) + wrt_triplet_loss(proj, pids, stable=stable)
     if config.visible_i2t_weight:
         parts["i2t_visible"] = F.cross_entropy(proj[:n] @ text.t(), labels)
     if config.infrared_i2t_weight:

@@ -7,6 +7,7 @@ import math
 import os
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -19,19 +20,49 @@ from csdn.model import CSDN
 from csdn.train import distributed as ddp
 from csdn.train.augment import TrainAugment
 from csdn.fileio import atomic_write_text
-from csdn.train.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from csdn.train.checkpoint import LAST, load_checkpoint
 from csdn.train.config import TrainConfig
 from csdn.train.data import TrainImages, resolve_train_set
 from csdn.train.initialise import Init, initial_model
 from csdn.train.loader import plain_view_batches, stage3_batches
 from csdn.train.runlog import RunLog
-from csdn.train.sampler import (IdentitySampler, epoch_rng, feature_batches, feature_steps, paired_batches,
-                                 seed_torch_for_epoch)
+from csdn.train.rundir import (CHECKPOINT_EVENT, checkpoint_dir, reconcile_best, remove_orphan_temporaries,
+                               save_epoch, truncate_log)
+from csdn.train.sampler import (IdentityBatch, IdentitySampler, check_ids_per_batch, epoch_rng, feature_batches,
+                                 feature_sample, feature_steps, seed_torch_for_epoch, text_seed)
 from csdn.train.schedule import apply_learning_rate
 from csdn.train.stages import (STAGE_NAMES, Losses, autocast_factory, fusion_step, image_step, make_optimizer,
                                 prompt_step)
 
 Evaluator = Callable[[CSDN], Mapping[str, float]]
+
+
+@dataclass
+class FeatureSet:
+    """Fixed image projections of stage 1 or 2: row ``i`` pairs a visible and an infrared image of ``labels[i]``."""
+
+    visible: torch.Tensor  # [M, embed_dim]
+    infrared: torch.Tensor  # [M, embed_dim]
+    labels: torch.Tensor  # int64 [M]
+
+
+def batchnorm_buffers(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of every BatchNorm running statistic (means, variances, batch counters)."""
+    return {name: buffer.clone() for name, buffer in model.named_buffers()
+            if name.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")}
+
+
+def restore_buffers(model: torch.nn.Module, saved: Mapping[str, torch.Tensor]) -> None:
+    buffers = dict(model.named_buffers())
+    for name, value in saved.items():
+        buffers[name].copy_(value)
+
+
+def save_model_from_state(state: dict[str, Any], directory: Path) -> None:
+    """A checkpoint's weights as a loadable model (``csdn.load(directory)``), with its best record."""
+    model = CSDN(CSDNConfig.from_dict(state["model_config"]))
+    model.load_state_dict(state["model"])
+    model.save_pretrained(directory, extra_meta={"training": {"best": state["best"]}})
 
 
 def _resolve_device(device: str | torch.device | None, world: ddp.World) -> torch.device:
@@ -51,7 +82,7 @@ class _Trainer:
 
     def __init__(self, model: CSDN, train_set: TrainImages, config: TrainConfig, output: Path, world: ddp.World,
                  device: torch.device, frozen: set[str], *, evaluate: Evaluator | None, eval_every: int,
-                 best_metric: str, num_workers: int, progress: bool):
+                 best_metric: str, num_workers: int, progress: bool, resumed: bool):
         self.model, self.train_set, self.config, self.world, self.device = model, train_set, config, world, device
         self.output = output
         self.frozen_names = frozen
@@ -60,73 +91,111 @@ class _Trainer:
         self.num_workers, self.progress = num_workers, progress and world.is_main
         self.augment = TrainAugment(model.config, config)
         self.autocast = autocast_factory(config.precision, device)
-        self.log = RunLog(output / "log.jsonl", enabled=world.is_main)
+        self.log = RunLog(output / "log.jsonl", enabled=world.is_main, append=resumed)
         self.best: dict[str, Any] | None = None
         self.best_is_new = False
         self.text: torch.Tensor | None = None  # stage 3's fixed classifier
         self.epoch_means: dict[int, dict[str, float]] = {}
-        self._image_features: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._features: dict[int, FeatureSet] = {}  # the current stage's fixed image projections
 
     # ------------------------------------------------------------------ fixed features
-    @torch.no_grad()
-    def _project(self, images: list[Any], modality: str) -> torch.Tensor:
-        """Image projections of ``images`` (frozen model, eval mode); ranks share the work."""
-        self.model.eval()
-        rows = list(range(self.world.rank, len(images), self.world.size))
-        out = torch.zeros(len(images), self.model.config.embed_dim, device=self.device)
-        batches = plain_view_batches([images[i] for i in rows], self.augment, self.config.feature_batch_size,
-                                     num_workers=self.num_workers)
-        done = 0
-        for batch in tqdm(batches, desc=f"extracting {modality} features", disable=not self.progress, leave=False):
-            with self.autocast():
-                projection = self.model.image_projection(batch.to(self.device), modality)
-            out[rows[done:done + len(batch)]] = projection.float()
-            done += len(batch)
-        return ddp.sum_across_ranks(out, self.world)
+    def _project_sample(self, sample: IdentityBatch, train_mode: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image projections of a feature sample's visible and infrared rows.
 
-    def image_features(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Visible and infrared projections of every training image, extracted once for stages 1 and 2."""
-        if self._image_features is None:
-            ts = self.train_set
-            self._image_features = (self._project(ts.visible_images, "visible"),
-                                    self._project(ts.infrared_images, "infrared"))
-        return self._image_features
+        Batches of ``stage1_batch_size`` alternate visible, infrared as in the
+        authors' loader, which matters in train mode: each batch's BatchNorm
+        statistics, and the running statistics it updates. Ranks take whole
+        batches in turn (their running statistics then differ; rank 0's are kept).
+        """
+        ts, size, dim = self.train_set, self.config.stage1_batch_size, self.model.config.embed_dim
+        starts = range(0, len(sample.labels), size)
+        mine = [start for number, start in enumerate(starts) if number % self.world.size == self.world.rank]
+        rows = [row for start in mine for row in range(start, min(start + size, len(sample.labels)))]
+        loaders = [plain_view_batches([images[index] for index in sample_rows[rows]], self.augment, size,
+                                      num_workers=self.num_workers)
+                   for images, sample_rows in ((ts.visible_images, sample.visible),
+                                               (ts.infrared_images, sample.infrared))]
+        out = {m: torch.zeros(len(sample.labels), dim, device=self.device) for m in ("visible", "infrared")}
+        self.model.train(train_mode)
+        done = 0
+        bar = tqdm(total=len(rows), desc="extracting image features", disable=not self.progress, leave=False)
+        for visible, infrared in zip(*loaders):
+            for modality, batch in (("visible", visible), ("infrared", infrared)):
+                with self.autocast():
+                    projection = self.model.image_projection(batch.to(self.device), modality)
+                out[modality][rows[done:done + len(batch)]] = projection.float()
+            done += len(visible)
+            bar.update(len(visible))
+        bar.close()
+        return ddp.sum_across_ranks(out["visible"], self.world), ddp.sum_across_ranks(out["infrared"], self.world)
+
+    @torch.no_grad()
+    def stage_features(self, stage: int, epoch: int) -> FeatureSet:
+        """The fixed image projections stage 1 or 2 trains on, extracted once per stage.
+
+        Stage 1 extracts with the pretrained BatchNorm statistics. Under the
+        reference recipe stage 2 extracts in train mode (the authors' model is
+        left there by stage 1): batch statistics, and running statistics updated
+        as an uninterrupted run updates them - a run resumed inside stage 2
+        re-extracts the same features and puts back the statistics its checkpoint
+        already holds.
+        """
+        if stage not in self._features:
+            cfg = self.config
+            sample = feature_sample(self.train_set, cfg.ids_per_batch, cfg.images_per_id, seed=cfg.seed,
+                                    stage=stage)
+            train_mode = stage == 2 and cfg.rules.stage2_features_in_train_mode
+            saved = batchnorm_buffers(self.model) if train_mode and epoch > 0 else None
+            visible, infrared = self._project_sample(sample, train_mode)
+            if saved is not None:
+                restore_buffers(self.model, saved)
+            self._features = {stage: FeatureSet(visible, infrared, torch.from_numpy(sample.labels).to(self.device))}
+        return self._features[stage]
 
     @torch.no_grad()
     def fused_text(self) -> torch.Tensor:
-        """Fused text features of every identity: the fixed classifier of stage 3."""
+        """Fused text features of every identity: the fixed classifier of stage 3.
+
+        Under the reference recipe the SII dropout is active (the authors compute
+        it with the model still in training mode); its masks come from a seed of
+        their own, so a resumed run recomputes the very same classifier.
+        """
         self.model.eval()
+        self.model.fusion.train(self.config.rules.text_classifier_dropout)
         labels = torch.arange(self.train_set.num_classes, device=self.device)
-        chunks = labels.split(self.config.feature_batch_size)
-        return torch.cat([self.model.fused_text_features(chunk).float() for chunk in chunks])
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(text_seed(self.config.seed))
+            chunks = labels.split(self.config.feature_batch_size)
+            return torch.cat([self.model.fused_text_features(chunk).float() for chunk in chunks])
 
     # ------------------------------------------------------------------ per-stage step sources
     # Each returns (items, compute, steps, images per step): ``compute(item)`` is one step's losses.
     def _prompt_steps(self, epoch: int) -> tuple[Iterable[Any], Callable[[Any], Losses], int, int]:
-        cfg, ts, world, dev = self.config, self.train_set, self.world, self.device
-        vis, ir = self.image_features()
-        vis_labels = torch.from_numpy(ts.visible_labels).to(dev)
-        ir_labels = torch.from_numpy(ts.infrared_labels).to(dev)
-        steps = feature_steps(len(vis), cfg.stage1_batch_size, world.size)
-        items = paired_batches(epoch_rng(cfg.seed, 1, epoch), ts.visible_labels, ts.infrared_labels,
-                               cfg.stage1_batch_size, steps, world_size=world.size, rank=world.rank)
+        cfg, world = self.config, self.world
+        features = self.stage_features(1, epoch)
+        steps = feature_steps(len(features.labels), cfg.stage1_batch_size, world.size)
+        items = feature_batches(epoch_rng(cfg.seed, 1, epoch), len(features.labels), cfg.stage1_batch_size, steps,
+                                world_size=world.size, rank=world.rank)
 
         def compute(item):
-            v, i = (torch.from_numpy(index).to(dev) for index in item)
-            return prompt_step(self.model, vis[v], vis_labels[v], ir[i], ir_labels[i])
+            rows = torch.from_numpy(item).to(self.device)
+            labels = features.labels[rows]
+            return prompt_step(self.model, features.visible[rows], labels, features.infrared[rows], labels)
 
         return items, compute, steps, 2 * cfg.stage1_batch_size
 
     def _fusion_steps(self, epoch: int) -> tuple[Iterable[Any], Callable[[Any], Losses], int, int]:
-        cfg, ts, world, dev = self.config, self.train_set, self.world, self.device
-        features = torch.cat(self.image_features())
-        labels = torch.from_numpy(np.concatenate([ts.visible_labels, ts.infrared_labels])).to(dev)
+        cfg, world = self.config, self.world
+        sample = self.stage_features(2, epoch)
+        features = torch.cat([sample.visible, sample.infrared])
+        labels = torch.cat([sample.labels, sample.labels])
         steps = feature_steps(len(features), cfg.stage2_batch_size, world.size)
         items = feature_batches(epoch_rng(cfg.seed, 2, epoch), len(features), cfg.stage2_batch_size, steps,
                                 world_size=world.size, rank=world.rank)
 
         def compute(item):
-            index = torch.from_numpy(item).to(dev)
+            index = torch.from_numpy(item).to(self.device)
             return fusion_step(self.model, features[index], labels[index])
 
         return items, compute, steps, cfg.stage2_batch_size
@@ -158,7 +227,7 @@ class _Trainer:
         lr = apply_learning_rate(optimizer, stage, epoch, cfg)
         seed_torch_for_epoch(cfg.seed, stage, epoch, self.world.rank)
         source = (self._prompt_steps, self._fusion_steps, self._image_steps)[stage - 1]
-        items, compute, steps, per_step = source(epoch)  # may extract features (eval mode) first
+        items, compute, steps, per_step = source(epoch)  # may extract features first
         self._set_modes(stage)
         params = [p for group in optimizer.param_groups for p in group["params"]]
         totals: dict[str, float] = {}
@@ -229,12 +298,9 @@ class _Trainer:
                 "train_config": self.config.to_dict(), "data": self.train_set.fingerprint(),
                 "frozen": sorted(self.frozen_names), "best": self.best,
             }
-            directory = self.output / "checkpoints"
-            save_checkpoint(state, directory / LAST)
-            if self.best_is_new:  # also as a loadable model: csdn.load(output / "best")
-                save_checkpoint(state, directory / BEST)
-                self.model.save_pretrained(self.output / "best", extra_meta={"training": {"best": self.best}})
-                self.best_is_new = False
+            save_epoch(self.output, state, self.best_is_new, save_model_from_state)
+            self.best_is_new = False
+            self.log.write(CHECKPOINT_EVENT, stage=stage, epoch=done)
         ddp.barrier(self.world)
 
     def run(self, stage: int, done: int, resumed: dict[str, Any] | None, stop_after: int | None) -> bool:
@@ -269,6 +335,26 @@ def _restore_model(init: Init, checkpoint: dict[str, Any]) -> CSDN:
     model = init if isinstance(init, CSDN) else CSDN(config)
     model.load_state_dict(checkpoint["model"])
     return model
+
+
+def _require_whole(name: str, value: Any, minimum: int, counted: str, note: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be a whole number of {counted} >= {minimum}{note}, got {value!r}")
+
+
+def _preflight(config: TrainConfig, train_set: TrainImages, device: torch.device, *, stop_after: int | None,
+               eval_every: int, num_workers: int) -> None:
+    """Every check that would otherwise fail part-way, made before anything is written.
+
+    A run that stopped on one of these after its first checkpoint would block
+    the corrected rerun (the folder then "already holds a training run").
+    """
+    if stop_after is not None:
+        _require_whole("stop_after", stop_after, 1, "epochs", " (or None for no limit)")
+    _require_whole("eval_every", eval_every, 1, "epochs")
+    _require_whole("num_workers", num_workers, 0, "processes")
+    check_ids_per_batch(train_set, config.ids_per_batch)
+    autocast_factory(config.precision, device)
 
 
 def _check_resume(checkpoint: dict[str, Any], config: TrainConfig, train_set: TrainImages, world: ddp.World,
@@ -340,7 +426,7 @@ def fit(
     device = _resolve_device(device, world)
     train_set = resolve_train_set(data, root, **dict(dataset_options or {}))
     output = Path(output_dir)
-    last = output / "checkpoints" / LAST
+    last = checkpoint_dir(output) / LAST
     checkpoint = None
     if last.is_file():
         if not resume:
@@ -350,6 +436,7 @@ def fit(
         config = config or TrainConfig.from_dict(checkpoint["train_config"])
         _check_resume(checkpoint, config, train_set, world, last)
     config = config or TrainConfig()
+    _preflight(config, train_set, device, stop_after=stop_after, eval_every=eval_every, num_workers=num_workers)
 
     torch.manual_seed(config.seed)  # identical random parts (heads, prompts, fusion) on every rank
     if checkpoint is None:
@@ -363,16 +450,22 @@ def fit(
     model.to(device)
     ddp.broadcast_state(model, world)
 
+    dropped = 0
+    if world.is_main:
+        remove_orphan_temporaries(output)
+        if checkpoint is not None:
+            best = reconcile_best(output, best, save_model_from_state)
+            dropped = truncate_log(output / "log.jsonl", stage, done)
     trainer = _Trainer(model, train_set, config, output, world, device, frozen, evaluate=evaluate,
-                       eval_every=max(1, eval_every), best_metric=best_metric, num_workers=num_workers,
-                       progress=progress)
+                       eval_every=eval_every, best_metric=best_metric, num_workers=num_workers,
+                       progress=progress, resumed=checkpoint is not None)
     trainer.best = best
     started = time.perf_counter()
     if world.is_main:
         output.mkdir(parents=True, exist_ok=True)
         atomic_write_text(output / "train_config.json", config.to_json() + "\n")
     trainer.log.write("start", resumed_from={"stage": stage, "epoch": done} if checkpoint else None,
-                      world_size=world.size, device=str(device), **train_set.fingerprint())
+                      records_dropped=dropped, world_size=world.size, device=str(device), **train_set.fingerprint())
     try:
         finished = trainer.run(stage, done, checkpoint, stop_after)
     finally:
