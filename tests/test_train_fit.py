@@ -47,7 +47,7 @@ def reference_run(data, tmp_path_factory) -> dict:
     torch.manual_seed(END_TO_END.seed)
     untrained = CSDN(CSDNConfig.tiny(num_classes=10)).eval()  # the very model fit() starts from
     model = fit(data["train"], END_TO_END, output_dir=output, init="tiny", progress=False,
-                evaluate=lambda m: {"mAP": cross_modality_map(m, data["test"])})
+                validate=lambda m: {"mAP": cross_modality_map(m, data["test"])})
     return {"output": output, "model": model, "untrained_map": cross_modality_map(untrained, data["test"])}
 
 
@@ -133,7 +133,7 @@ def test_fit_lowers_the_losses_and_raises_cross_modality_map(data, reference_run
         assert len(losses) == END_TO_END.epochs(stage)
         assert losses[-1] < losses[0], f"stage {stage} losses did not fall: {losses}"
     trained_map = cross_modality_map(reference_run["model"], data["test"])
-    assert trained_map == pytest.approx([r for r in records if r["event"] == "eval"][-1]["mAP"])
+    assert trained_map == pytest.approx([r for r in records if r["event"] == "validation"][-1]["mAP"])
     assert trained_map > reference_run["untrained_map"] + 0.05, (trained_map, reference_run["untrained_map"])
 
 
@@ -144,7 +144,7 @@ def test_fit_logs_checkpoints_and_saves_the_final_model(reference_run):
     assert {r["stage"] for r in steps} == {1, 2, 3}
     assert all("lr" in r and "loss" in r for r in steps)
     assert {"id", "triplet", "i2t_visible", "i2t_infrared"} <= set(steps[-1]) and "msel" not in steps[-1]
-    evals = [r for r in records if r["event"] == "eval"]
+    evals = [r for r in records if r["event"] == "validation"]
     assert len(evals) == END_TO_END.stage3_epochs
     summary = json.loads((output / "summary.json").read_text())
     assert summary["finished"] and summary["best"]["value"] == max(r["mAP"] for r in evals)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from csdn import CSDN, CSDNConfig
 from csdn.train import TrainConfig
 from csdn.train.schedule import apply_learning_rate
-from csdn.train.stages import image_step, make_optimizer, prompt_step
+from csdn.train.stages import autocast_factory, image_step, make_optimizer, prompt_step
 
 CLASSES, IDS, PER_ID = 6, 3, 2
 N = IDS * PER_ID
@@ -206,3 +206,21 @@ def test_reference_stage1_step_equals_the_authors_losses_gradients_and_update():
     torch.optim.Adam([{"params": [p], "lr": lr, "weight_decay": 1e-4} for p in params]).step()
     for mine, other in zip((ours.prompt_visible.cls_ctx, ours.prompt_infrared.cls_ctx), params):
         torch.testing.assert_close(mine, other, rtol=0, atol=lr * 1e-2)
+
+
+# ---------------------------------------------------------------------------- precision
+def test_bf16_autocast_runs_a_stage3_step_on_cpu_close_to_fp32():
+    model = _model().train()
+    batch, text = _batch(), torch.randn(CLASSES, model.config.embed_dim, generator=torch.Generator().manual_seed(2))
+    config = TrainConfig(ids_per_batch=IDS, images_per_id=PER_ID, precision="bf16")
+    state = copy.deepcopy(model.state_dict())
+    exact = image_step(model, batch, text, config, contextlib.nullcontext)
+    model.load_state_dict(state)  # the same BatchNorm statistics for the second pass
+    mixed = image_step(model, batch, text, config, autocast_factory("bf16", torch.device("cpu")))
+    for name in ("loss", "id", "triplet", "i2t_visible", "i2t_infrared"):
+        assert mixed[name].dtype == torch.float32
+        torch.testing.assert_close(mixed[name], exact[name], rtol=5e-2, atol=1e-2, msg=name)
+    mixed["loss"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    with pytest.raises(ValueError, match="fp16.*needs a CUDA device"):
+        autocast_factory("fp16", torch.device("cpu"))

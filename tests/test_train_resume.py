@@ -51,7 +51,7 @@ def _fit(root: Path, output: Path, config: TrainConfig | None = CONFIG, **option
 @pytest.fixture(scope="module")
 def uninterrupted(root, tmp_path_factory) -> dict:
     output = tmp_path_factory.mktemp("uninterrupted")
-    model = _fit(root, output, evaluate=_metric)
+    model = _fit(root, output, validate=_metric)
     return {"state": model.state_dict(), "output": output}
 
 
@@ -68,11 +68,11 @@ def _steps(output: Path) -> list[tuple[int, int, int]]:
 
 @pytest.mark.parametrize("stop", sorted(STOPS), ids=[STOPS[k] for k in sorted(STOPS)])
 def test_resume_from_every_boundary_and_mid_stage_point_is_bit_identical(root, uninterrupted, tmp_path, stop):
-    _fit(root, tmp_path, stop_after=stop, evaluate=_metric)
+    _fit(root, tmp_path, stop_after=stop, validate=_metric)
     position = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert (position["stage"] - 1) * 2 + position["epoch"] == stop
     assert not (tmp_path / "model").exists()
-    resumed = _fit(root, tmp_path, None, resume=True, evaluate=_metric)
+    resumed = _fit(root, tmp_path, None, resume=True, validate=_metric)
     _assert_same_weights(resumed, uninterrupted["state"])
     assert _steps(tmp_path) == _steps(uninterrupted["output"])  # each step logged once, in order
 
@@ -96,10 +96,10 @@ def test_a_kill_mid_epoch_drops_its_log_lines_on_resume(root, uninterrupted, tmp
 
     monkeypatch.setattr(trainer_module, "fusion_step", killed)
     with pytest.raises(KeyboardInterrupt):
-        _fit(root, tmp_path, evaluate=_metric)
+        _fit(root, tmp_path, validate=_metric)
     monkeypatch.undo()
     assert (2, 1, 0) in _steps(tmp_path)
-    resumed = _fit(root, tmp_path, None, resume=True, evaluate=_metric)
+    resumed = _fit(root, tmp_path, None, resume=True, validate=_metric)
     _assert_same_weights(resumed, uninterrupted["state"])
     assert _steps(tmp_path) == _steps(uninterrupted["output"])
     starts = [r for r in read_log(tmp_path / "log.jsonl") if r["event"] == "start"]
@@ -112,13 +112,13 @@ def test_a_crash_between_best_pt_and_last_pt_leaves_no_stale_best(root, uninterr
 
     monkeypatch.setattr(trainer_module, "save_model_from_state", crash)
     with pytest.raises(KeyboardInterrupt):
-        _fit(root, tmp_path, evaluate=_metric)
+        _fit(root, tmp_path, validate=_metric)
     monkeypatch.undo()
     best_pt, last_pt = (load_checkpoint(tmp_path / "checkpoints" / name) for name in ("best.pt", "last.pt"))
     assert (best_pt["stage"], best_pt["epoch"]) == (3, 1) and (last_pt["stage"], last_pt["epoch"]) == (2, 2)
     assert not (tmp_path / "best").exists()
 
-    resumed = _fit(root, tmp_path, None, resume=True, evaluate=_metric)
+    resumed = _fit(root, tmp_path, None, resume=True, validate=_metric)
     _assert_same_weights(resumed, uninterrupted["state"])
     summary = json.loads((tmp_path / "summary.json").read_text())
     best_pt = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
@@ -126,6 +126,16 @@ def test_a_crash_between_best_pt_and_last_pt_leaves_no_stale_best(root, uninterr
     assert summary["best"] == best_pt["best"] == best_model.config.meta["training"]["best"]
     assert summary["best"] == json.loads((uninterrupted["output"] / "summary.json").read_text())["best"]
     _assert_same_weights(best_model, best_pt["model"])
+
+
+def test_evaluate_is_logged_but_never_picks_the_model(root, tmp_path):
+    model = _fit(root, tmp_path, evaluate=_metric)
+    records = read_log(tmp_path / "log.jsonl")
+    assert [(r["stage"], r["epoch"]) for r in records if r["event"] == "eval"] == [(3, 0), (3, 1)]
+    assert not [r for r in records if r["event"] == "validation"]
+    assert not (tmp_path / "best").exists() and not (tmp_path / "checkpoints" / "best.pt").exists()
+    assert json.loads((tmp_path / "summary.json").read_text())["best"] is None
+    _assert_same_weights(csdn.load(tmp_path / "model"), model.state_dict())
 
 
 def test_orphan_temporaries_of_a_killed_write_are_removed_at_the_next_start(root, tmp_path):

@@ -54,7 +54,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--stop-after", type=int, default=None, help="train at most N (>= 1) epochs in this call")
     parser.add_argument("--workers", type=int, default=0, help="data-loading worker processes (default: 0)")
     parser.add_argument("--eval-every", type=int, default=0,
-                        help="evaluate on the dataset's test protocol every N stage-3 epochs (0: never)")
+                        help="evaluate on the dataset's test protocol every N stage-3 epochs, logged only: "
+                             "the final model is the last one, never picked on test data (0: never)")
     parser.add_argument("--config", default=None, help="JSON file of TrainConfig fields (options override it)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars or summary")
     _config_options(parser)

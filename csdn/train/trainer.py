@@ -81,13 +81,15 @@ class _Trainer:
     """One training run: owns the model, the data plans, the log and the checkpoints."""
 
     def __init__(self, model: CSDN, train_set: TrainImages, config: TrainConfig, output: Path, world: ddp.World,
-                 device: torch.device, frozen: set[str], *, evaluate: Evaluator | None, eval_every: int,
+                 device: torch.device, frozen: set[str], *, evaluate: Evaluator | None,
+                 validate: Evaluator | None, eval_every: int,
                  best_metric: str, num_workers: int, progress: bool, resumed: bool):
         self.model, self.train_set, self.config, self.world, self.device = model, train_set, config, world, device
         self.output = output
         self.frozen_names = frozen
         self.frozen = {id(p) for name, p in model.named_parameters() if name in frozen}
-        self.evaluate, self.eval_every, self.best_metric = evaluate, eval_every, best_metric
+        self.evaluate, self.validate = evaluate, validate
+        self.eval_every, self.best_metric = eval_every, best_metric
         self.num_workers, self.progress = num_workers, progress and world.is_main
         self.augment = TrainAugment(model.config, config)
         self.autocast = autocast_factory(config.precision, device)
@@ -265,25 +267,36 @@ class _Trainer:
                        images_per_second=round(images_per_second, 2), **means)
         return means
 
+    def _measure(self, event: str, judge: Evaluator, stage: int, epoch: int) -> dict[str, float]:
+        with torch.no_grad():
+            metrics = {name: float(value) for name, value in dict(judge(self.model)).items()}
+        self.log.write(event, stage=stage, epoch=epoch, **metrics)
+        return metrics
+
     def _maybe_evaluate(self, stage: int, epoch: int) -> None:
+        """Run ``evaluate`` (logged only) and ``validate`` (logged, and the best kept) when due."""
         last = epoch + 1 == self.config.epochs(stage)
-        if self.evaluate is None or stage != 3 or not (last or (epoch + 1) % self.eval_every == 0):
+        due = stage == 3 and (last or (epoch + 1) % self.eval_every == 0)
+        if not due or (self.evaluate is None and self.validate is None):
             return
         if self.world.is_main:
             self.model.eval()
-            with torch.no_grad():
-                metrics = {name: float(value) for name, value in dict(self.evaluate(self.model)).items()}
-            if self.best_metric not in metrics:
-                raise ValueError(
-                    f"the evaluator returned {sorted(metrics)}, without best_metric={self.best_metric!r}; "
-                    "return it or pass best_metric= one of those names"
-                )
-            self.log.write("eval", stage=stage, epoch=epoch, **metrics)
-            if self.best is None or metrics[self.best_metric] > self.best["value"]:
-                self.best = {"metric": self.best_metric, "value": metrics[self.best_metric], "stage": stage,
-                             "epoch": epoch, "metrics": metrics}
-                self.best_is_new = True
+            if self.evaluate is not None:
+                self._measure("eval", self.evaluate, stage, epoch)
+            if self.validate is not None:
+                self._keep_best(self._measure("validation", self.validate, stage, epoch), stage, epoch)
         ddp.barrier(self.world)
+
+    def _keep_best(self, metrics: dict[str, float], stage: int, epoch: int) -> None:
+        if self.best_metric not in metrics:
+            raise ValueError(
+                f"the validator returned {sorted(metrics)}, without best_metric={self.best_metric!r}; "
+                "return it or pass best_metric= one of those names"
+            )
+        if self.best is None or metrics[self.best_metric] > self.best["value"]:
+            self.best = {"metric": self.best_metric, "value": metrics[self.best_metric], "stage": stage,
+                         "epoch": epoch, "metrics": metrics}
+            self.best_is_new = True
 
     def _checkpoint(self, stage: int, done: int, optimizer, scaler) -> None:
         ddp.broadcast_state(self.model, self.world, buffers_only=True)
@@ -385,6 +398,7 @@ def fit(
     root: str | os.PathLike | None = None,
     init: Init = "RN50",
     evaluate: Evaluator | None = None,
+    validate: Evaluator | None = None,
     eval_every: int = 1,
     best_metric: str = "mAP",
     device: str | torch.device | None = None,
@@ -401,9 +415,15 @@ def fit(
     ``root``, a reader such as ``csdn.data.SYSUMM01(root)``, an image folder, or any
     object with ``.visible`` / ``.infrared`` sample lists. ``init``: ``"RN50"``, a
     local CLIP file, ``"tiny"``, a :class:`CSDN` (trained in place) or a saved
-    model's path. ``evaluate(model) -> {"mAP": ...}`` runs after every
-    ``eval_every``-th stage-3 epoch and the last one; the best by
-    ``best_metric`` is kept as ``checkpoints/best.pt`` and as a model in ``best/``.
+    model's path.
+
+    ``evaluate(model) -> {"mAP": ...}`` and ``validate(model) -> {...}`` run after
+    every ``eval_every``-th stage-3 epoch and the last one. ``evaluate`` (e.g. the
+    test protocol) is only logged: the final model is the last one, never the one
+    that scored best on test data (the authors' ``main.py`` keeps the best test
+    rank-1; that selection inflates reported numbers). ``validate`` is for data
+    held out for the purpose: its best by ``best_metric`` is kept as
+    ``checkpoints/best.pt`` and as a model in ``best/``.
 
     Writes ``output_dir/checkpoints/last.pt`` after every epoch, ``log.jsonl``
     (losses and learning rate per step, metrics per evaluation),
@@ -417,7 +437,7 @@ def fit(
 
     ``num_workers`` > 0 decodes and augments in worker processes; results do not
     change, since every image has its own seeded generator. ``device``: "cpu",
-    "cuda", ...; ``config.precision`` "bf16"/"fp16" turns on CUDA autocast.
+    "cuda", ...; ``config.precision`` "bf16" turns on autocast (CUDA or CPU), "fp16" on CUDA.
     Under ``torchrun`` every process calls ``fit``: batches are sharded across
     ranks, gradients averaged, and only rank 0 writes. Seeds torch's global
     generator with ``config.seed``.
@@ -456,7 +476,7 @@ def fit(
         if checkpoint is not None:
             best = reconcile_best(output, best, save_model_from_state)
             dropped = truncate_log(output / "log.jsonl", stage, done)
-    trainer = _Trainer(model, train_set, config, output, world, device, frozen, evaluate=evaluate,
+    trainer = _Trainer(model, train_set, config, output, world, device, frozen, evaluate=evaluate, validate=validate,
                        eval_every=eval_every, best_metric=best_metric, num_workers=num_workers,
                        progress=progress, resumed=checkpoint is not None)
     trainer.best = best
