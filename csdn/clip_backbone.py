@@ -29,6 +29,7 @@ from csdn.config import CSDNConfig
 from csdn.fileio import atomic_write, sha256_file
 from csdn.model import CSDN
 from csdn.modules import resize_positional_embedding
+from csdn.errors import CLIPWeightsError
 
 # OpenAI publishes each checkpoint under a URL whose second-to-last part is the file's SHA-256.
 OPENAI_URLS = {
@@ -37,10 +38,6 @@ OPENAI_URLS = {
 }
 
 _STEM_KEYS = ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3")
-
-
-class CLIPWeightsError(RuntimeError):
-    """CLIP weights that are missing, corrupted or of the wrong architecture."""
 
 
 def cache_dir() -> Path:

@@ -19,6 +19,7 @@ from csdn.config import CSDNConfig
 from csdn.fileio import sha256_file
 from csdn.model import CSDN
 from csdn.statedict import mismatch_report
+from csdn.errors import CheckpointError
 
 _STEM_LAYERS = ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3")
 
@@ -41,10 +42,6 @@ _PREFIXES: tuple[tuple[str, str], ...] = (
     ("attention_fusion.embedding_v.", "fusion.v_proj."),
     ("attention_fusion.embedding_common.0.", "fusion.out_proj."),
 )
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is not the authors' CSDN format, or does not fit the model."""
 
 
 def _rename(key: str, table: tuple[tuple[str, str], ...]) -> str | None:

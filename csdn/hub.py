@@ -51,6 +51,7 @@ from csdn.config import CSDNConfig
 from csdn.fileio import atomic_write, atomic_write_text, sha256_file
 from csdn.model import CSDN
 from csdn.statedict import mismatch_report
+from csdn.errors import WeightsError, WeightsNotAvailableError
 from csdn.registry import (  # list_models and model_info are part of this module's API (csdn.list_models)
     AUTHORS_RELEASE,
     DEFAULT_MODEL,
@@ -83,14 +84,6 @@ _DTYPE_NAMES = {
 _DTYPE_BYTES = {name: dtype.itemsize for dtype, name in _DTYPE_NAMES.items()}
 _FLOAT_DTYPES = {name for dtype, name in _DTYPE_NAMES.items() if dtype.is_floating_point}
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-class WeightsError(ValueError):
-    """A weights file that is corrupted, truncated, or does not fit the model its config describes."""
-
-
-class WeightsNotAvailableError(FileNotFoundError):
-    """Weights that cannot be obtained: not published, not cached while offline, or not on the Hub."""
 
 
 # ---------------------------------------------------------------------------- saving

@@ -16,6 +16,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from csdn.config import CSDNConfig
+from csdn.errors import ImageDecodeError
 
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
 
@@ -31,10 +32,6 @@ _RESAMPLING = {
     "bicubic": Image.Resampling.BICUBIC,
     "nearest": Image.Resampling.NEAREST,
 }
-
-
-class ImageDecodeError(ValueError):
-    """An input that cannot be turned into an RGB image."""
 
 
 def _bit_depth(max_value: float) -> int:

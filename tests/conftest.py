@@ -67,3 +67,15 @@ def hub_offline(monkeypatch):
     """Switch huggingface_hub to offline mode, as ``HF_HUB_OFFLINE=1`` at import would."""
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Tiny models train several times faster on one thread, most of all on a busy machine.
+
+    Modules that train use it with ``pytestmark = pytest.mark.usefixtures("single_thread")``.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -24,13 +24,7 @@ FAST = dict(ids_per_batch=4, images_per_id=4, stage1_batch_size=16, stage2_batch
 END_TO_END = TrainConfig(stage1_epochs=3, stage2_epochs=3, stage3_epochs=6, **FAST)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models train several times faster on one thread, most of all on a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

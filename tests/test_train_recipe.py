@@ -24,12 +24,7 @@ CLASSES, IDS, PER_ID = 6, 3, 2
 N = IDS * PER_ID
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _model() -> CSDN:

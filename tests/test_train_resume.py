@@ -26,12 +26,7 @@ CONFIG = TrainConfig(ids_per_batch=4, images_per_id=2, stage1_batch_size=16, sta
 STOPS = {1: "mid stage 1", 2: "stage 1 -> 2", 3: "mid stage 2", 4: "stage 2 -> 3", 5: "mid stage 3"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

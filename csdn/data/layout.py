@@ -16,14 +16,11 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from csdn.data.samples import UNKNOWN_CAMERA, Sample
+from csdn.errors import DatasetLayoutError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 _CAMERA_DIR = re.compile(r"^cam(\d+)$", re.IGNORECASE)
 _CAMERA_TOKEN = re.compile(r"(?:^|_)c(\d+)(?:_|$)", re.IGNORECASE)
-
-
-class DatasetLayoutError(ValueError):
-    """A dataset folder that does not have the layout its reader expects."""
 
 
 @dataclass(frozen=True)

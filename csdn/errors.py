@@ -1,0 +1,37 @@
+"""The errors a user can fix from their message alone, under one base class.
+
+Each subclass also derives from the built-in error it refines (``ValueError``,
+``FileNotFoundError``, ...), so code that caught those keeps working, and the
+command line can recognise every one of them without importing the modules
+that raise them.
+"""
+
+from __future__ import annotations
+
+
+class CSDNError(Exception):
+    """Base of every csdn error whose message names the problem and the fix."""
+
+
+class ImageDecodeError(CSDNError, ValueError):
+    """An input that cannot be turned into an RGB image."""
+
+
+class WeightsError(CSDNError, ValueError):
+    """A weights file that is corrupted, truncated, or does not fit the model its config describes."""
+
+
+class WeightsNotAvailableError(CSDNError, FileNotFoundError):
+    """Weights that cannot be obtained: not published, not cached while offline, or not on the Hub."""
+
+
+class CLIPWeightsError(CSDNError, RuntimeError):
+    """CLIP weights that are missing, corrupted or of the wrong architecture."""
+
+
+class CheckpointError(CSDNError, ValueError):
+    """A checkpoint that is not the authors' CSDN format, or does not fit the model."""
+
+
+class DatasetLayoutError(CSDNError, ValueError):
+    """A dataset folder that does not have the layout its reader expects."""
