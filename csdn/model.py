@@ -37,6 +37,35 @@ class TrainOutput:
     proj_logits: torch.Tensor  # [N, num_classes]
 
 
+class _MeanOfPowers(torch.autograd.Function):
+    """``mean over H, W of clamp(x, eps) ** p`` (``[N, C, H, W] -> [N, C]``) with a hand-written backward.
+
+    The arithmetic of :class:`csdn.modules.GeM` up to its outer root. Autograd's
+    backward of ``pow(tensor, tensor)`` re-evaluates powers and logarithms over the
+    whole trunk map in several passes; this one reuses the forward's ``x ** p``:
+    ``d/dx = p x^p / x`` where ``x >= eps`` (clamp passes nothing below) and
+    ``d/dp = x^p log x``. About 2.5x less time for GeM in a training step.
+    """
+
+    @staticmethod
+    def forward(ctx, fmap: torch.Tensor, p: torch.Tensor, eps: float) -> torch.Tensor:
+        clamped = fmap.clamp(min=eps)
+        powered = clamped.pow(p)  # promotes a bf16 map (autocast) to p's float32, as the module does
+        ctx.eps = eps
+        ctx.save_for_backward(fmap, p, clamped, powered)
+        return powered.mean(dim=(2, 3))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        fmap, p, clamped, powered = ctx.saved_tensors
+        scaled = powered * (grad / (fmap.shape[2] * fmap.shape[3]))[:, :, None, None]  # dL/d(x^p) * x^p
+        grad_p = (scaled * clamped.log()).sum().reshape(p.shape) if ctx.needs_input_grad[1] else None
+        grad_map = None
+        if ctx.needs_input_grad[0]:
+            grad_map = scaled.mul_(p).div_(clamped).masked_fill_(fmap < ctx.eps, 0.0).to(fmap.dtype)
+        return grad_map, grad_p, None
+
+
 class CSDN(nn.Module):
     """CLIP-Driven Semantic Discovery Network for visible-infrared person re-identification.
 
@@ -134,12 +163,10 @@ class CSDN(nn.Module):
     def _project(self, fmap: torch.Tensor) -> torch.Tensor:
         """The attention-pool projection of a trunk map.
 
-        Without autograd it takes the exact single-query form of CLIP's pool
-        (:mod:`csdn.fast_pool`: same values to float rounding, ~70x less work);
-        with autograd (training) it runs CLIP's own module.
+        Computed in the exact single-query form of CLIP's pool (:mod:`csdn.fast_pool`):
+        the same values and gradients to float rounding, ~70x less work, so one
+        path serves inference and training alike.
         """
-        if torch.is_grad_enabled():
-            return self.attnpool(fmap)
         return single_query_attention_pool(self.attnpool, fmap)
 
     def _features_from_map(self, fmap: torch.Tensor) -> torch.Tensor:
@@ -167,6 +194,13 @@ class CSDN(nn.Module):
         Each batch goes through its own stem; the two are concatenated (visible
         rows first) before the shared trunk, so BatchNorm statistics are those of
         the mixed batch, as in the reference training.
+
+        Same arithmetic as the plain modules, computed faster: the projection takes
+        the single-query pool and GeM has a hand-written backward; only rounding
+        changes. The tower stays in the default memory layout: channels-last would
+        be ~1.35x faster on CPU, but torch 2.13's channels-last BatchNorm backward
+        on two threads returned bias gradients 4.5% off (tiny model, AMD Zen 4),
+        against 1e-5 single-threaded or in the default layout.
         """
         stems = []
         for x, modality in ((visible, "visible"), (infrared, "infrared")):
@@ -176,14 +210,19 @@ class CSDN(nn.Module):
         if not stems:
             raise ValueError("forward_train needs a visible batch, an infrared batch, or both")
         fmap = self.trunk(torch.cat(stems, dim=0))
-        gem = self.gem_head.gem(fmap)
-        projection = self.attnpool(fmap)
+        gem = self._train_gem(fmap)
+        projection = self._project(fmap)
         return TrainOutput(
             gem=gem,
             gem_logits=self.gem_head.classifier(self.gem_head.bn(gem)),
             projection=projection,
             proj_logits=self.proj_head.classifier(self.proj_head.bn(projection)),
         )
+
+    def _train_gem(self, fmap: torch.Tensor) -> torch.Tensor:
+        """``self.gem_head.gem(fmap)`` with :class:`_MeanOfPowers`' cheaper backward."""
+        gem = self.gem_head.gem
+        return _MeanOfPowers.apply(fmap, gem.p, gem.eps).pow(1.0 / gem.p)
 
     # ------------------------------------------------------------------ text side
     def _check_labels(self, labels: torch.Tensor | Sequence[int]) -> torch.Tensor:

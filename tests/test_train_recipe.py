@@ -127,21 +127,28 @@ def test_reference_stage3_step_equals_the_authors_losses_gradients_and_update():
     mine, other = dict(ours.named_parameters()), dict(theirs.named_parameters())
     trained = [name for name, p in other.items() if p.grad is not None]
     assert "gem_head.bn.bias" in trained and "proj_head.bn.bias" in trained
+    # to 1e-4 of each tensor's largest gradient (BatchNorm in train mode amplifies rounding); where the
+    # true gradient is 0 (attnpool.k_proj.bias: a key bias shifts all of a query's logits alike) both
+    # sides must just stay at rounding level
+    noise_only = {name for name in trained if other[name].grad.abs().max() < 1e-6}
+    assert "attnpool.k_proj.bias" in noise_only  # (with others whose gradient is exactly 0 at the first step)
     for name in trained:
-        torch.testing.assert_close(mine[name].grad, other[name].grad, rtol=1e-4, atol=1e-6, msg=name)
+        scale = 1e-2 if name in noise_only else float(other[name].grad.abs().max())
+        torch.testing.assert_close(mine[name].grad, other[name].grad, rtol=0, atol=1e-4 * scale, msg=name)
     assert all(other[name].grad is None for name in mine if name.startswith(("prompt_", "text_encoder", "fusion")))
 
     before = {name: p.detach().clone() for name, p in mine.items()}
     optimizer.step()
     _authors_stage3_optimizer(theirs, lr).step()
     for name in trained:
-        # Adam's first step moves each weight by lr * g / (|g| + 1e-8): compare to 1% of lr. Where the
-        # true gradient is 0 (attnpool.k_proj.bias: a key bias shifts all of a query's logits
-        # alike) g is rounding noise and the step only has to stay within lr.
-        noise_only = other[name].grad.abs().max() < 1e-6
-        torch.testing.assert_close(mine[name].detach(), other[name].detach(), rtol=0,
-                                   atol=lr * (1.0 if noise_only else 1e-2),
-                                   msg=name)
+        # Adam's first step moves each weight by lr * g' / (|g'| + 1e-8), g' = g + 5e-4 w (L2 decay):
+        # where |g'| is well above rounding level both sides move by ~lr in the same direction
+        # (compare to 1% of lr); where g and the decay cancel, or g is rounding noise, g' is
+        # noise and the step only has to stay within lr
+        clear = (other[name].grad + 5e-4 * before[name]).abs() > 1e-6
+        gap = (mine[name].detach() - other[name].detach()).abs()
+        assert float(gap[clear].max()) <= lr * 1e-2 if clear.any() else True, name
+        assert float(gap.max()) <= lr * 2.01, name
     for head in ("gem_head", "proj_head"):  # the BNNeck bias trains, at twice the base rate
         moved = (mine[f"{head}.bn.bias"].detach() - before[f"{head}.bn.bias"]).abs()
         assert moved.max().item() == pytest.approx(2 * lr, rel=0.05)
