@@ -34,7 +34,8 @@ _LAZY_ATTRIBUTES = {
     "evaluate": "csdn.evaluation",
     "from_clip": "csdn.clip_backbone",
 }
-_LAZY_MODULES = ("convert", "train", "data", "losses", "evaluation", "hub", "matching", "clip_backbone", "preprocess")
+_LAZY_MODULES = ("convert", "train", "data", "losses", "evaluation", "hub", "matching", "clip_backbone", "preprocess",
+                 "retrieval")
 
 __all__ = ["CSDN", "CSDNConfig", "__version__", *_LAZY_ATTRIBUTES, *_LAZY_MODULES]
 

@@ -1,4 +1,5 @@
-"""``python -m csdn ...``: the same as the ``csdn`` command."""
+"""``python -m csdn ...``: the same as the ``csdn`` command (and what
+``torchrun --nproc_per_node=K -m csdn train ...`` runs in each process)."""
 
 import sys
 

@@ -35,3 +35,15 @@ class CheckpointError(CSDNError, ValueError):
 
 class DatasetLayoutError(CSDNError, ValueError):
     """A dataset folder that does not have the layout its reader expects."""
+
+
+class DeviceError(CSDNError, ValueError):
+    """A torch device that this torch build or this machine does not have."""
+
+
+class EmbeddingsFileError(CSDNError, ValueError):
+    """An embeddings file (``.npy`` / ``.safetensors`` and its manifest) that is malformed or inconsistent."""
+
+
+class DiskFullError(CSDNError, OSError):
+    """An output that could not be written because its disk (or the user's quota) is full."""

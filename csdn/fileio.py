@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import uuid
 from pathlib import Path
 from typing import Callable
+
+from csdn.errors import DiskFullError
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def atomic_write(target: str | Path, write: Callable[[Path], None]) -> Path:
@@ -15,6 +20,7 @@ def atomic_write(target: str | Path, write: Callable[[Path], None]) -> Path:
     The temporary file sits in the target's folder (so ``os.replace`` is atomic) and
     is flushed to disk first: a crash or a full disk never leaves a half-written
     file under the real name, and a failed write leaves the old file untouched.
+    A full disk raises :class:`csdn.errors.DiskFullError` naming ``target``.
     """
     target = Path(target)
     temp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
@@ -23,6 +29,13 @@ def atomic_write(target: str | Path, write: Callable[[Path], None]) -> Path:
         with open(temp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(temp, target)
+    except OSError as err:
+        if err.errno not in _DISK_FULL or isinstance(err, DiskFullError):
+            raise
+        full = DiskFullError(f"cannot write {target}: no space left on its disk ({os.strerror(err.errno)}); "
+                             "free space there (or write somewhere else) and run again")
+        full.errno = err.errno
+        raise full from err
     finally:
         temp.unlink(missing_ok=True)
     return target

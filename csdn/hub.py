@@ -25,6 +25,7 @@ import math
 import os
 import re
 import struct
+import sys
 import tempfile
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
@@ -48,6 +49,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from csdn.config import CSDNConfig
+from csdn.device import resolve_device
 from csdn.fileio import atomic_write, atomic_write_text, sha256_file
 from csdn.model import CSDN
 from csdn.statedict import mismatch_report
@@ -401,12 +403,8 @@ def _verified_config(weights: _WeightsFile) -> tuple[CSDNConfig, dict[str, Tenso
     return _config_of(weights, metadata), infos
 
 
-def _load_verified(weights: _WeightsFile, device: str | torch.device) -> CSDN:
+def _load_verified(weights: _WeightsFile, device: torch.device) -> CSDN:
     """Verify ``weights`` completely, then build the model and load it (eval mode, on ``device``)."""
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"invalid device {device!r}: {err}") from None
     config, infos = _verified_config(weights)
     model = CSDN(config)
     expected = model.state_dict()
@@ -459,6 +457,32 @@ def _unavailable_reason(err: Exception, filename: str) -> str:
     return str(err).strip().splitlines()[0]
 
 
+def _transfer_errors() -> tuple[type[BaseException], ...]:
+    """What the HTTP client huggingface_hub uses raises when a transfer fails (connection cut, timeout).
+
+    huggingface_hub has used requests, httpx and httpx2; whichever it imported is in ``sys.modules``.
+    """
+    found = []
+    for module, name in (("httpx2", "TransportError"), ("httpx", "TransportError"), ("requests", "RequestException")):
+        error = getattr(sys.modules.get(module), name, None)
+        if isinstance(error, type) and issubclass(error, BaseException):
+            found.append(error)
+    return tuple(found)
+
+
+def _transfer_failure(err: BaseException) -> str | None:
+    """What went wrong when ``err`` is a failed transfer or a Hub server error (HTTP 5xx), else None."""
+    for cause in (err, err.__cause__):  # a failed HEAD reaches us as LocalEntryNotFoundError from it
+        if isinstance(cause, OfflineModeIsEnabled):
+            return None
+        status = getattr(getattr(cause, "response", None), "status_code", None)
+        if isinstance(cause, HfHubHTTPError) and isinstance(status, int) and status >= 500:
+            return f"the Hub answered HTTP {status} (a server error)"
+        if isinstance(cause, (ConnectionError, *_transfer_errors())):
+            return f"the connection failed ({type(cause).__name__}: {str(cause).strip() or 'no details'})"
+    return None
+
+
 def _download(
     repo_id: str,
     filename: str,
@@ -485,7 +509,13 @@ def _download(
                 tqdm_class=None if progress else silent_tqdm,
             )
         )
-    except (HfHubHTTPError, EntryNotFoundError, OfflineModeIsEnabled, FileMetadataError) as err:
+    except (HfHubHTTPError, EntryNotFoundError, OfflineModeIsEnabled, FileMetadataError, *_transfer_errors()) as err:
+        failure = _transfer_failure(err)
+        if failure is not None:
+            raise WeightsNotAvailableError(
+                f"cannot download {filename} of the Hub repository {repo_id} (revision {revision or 'main'}): "
+                f"{failure}; check the connection, or set HF_HUB_OFFLINE=1 to use the cache"
+            ) from err
         raise WeightsNotAvailableError(unavailable(_unavailable_reason(err, filename))) from err
 
 
@@ -618,7 +648,9 @@ def load(
         WeightsNotAvailableError: the weights cannot be obtained (for a registered model, the
             message says how to convert the authors' checkpoint instead).
         WeightsError: the file is corrupted, truncated or does not fit its config.
+        DeviceError: ``device`` is not available (e.g. ``"cuda"`` on a CPU-only torch build).
     """
+    device = resolve_device(device)  # before any download
     weights = _locate(
         name_or_path,
         revision=revision,

@@ -3,11 +3,13 @@
 Decoding turns whatever a user holds (a path, a PIL image in any mode, a numpy
 array of any common dtype) into an 8-bit RGB ``PIL.Image``; the test transform
 resizes it to the model's input size and applies ImageNet normalisation.
+``IMAGE_SUFFIXES`` are the file types that folder readers (datasets, ``csdn embed``) take as images.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Union
 
@@ -19,6 +21,10 @@ from csdn.config import CSDNConfig
 from csdn.errors import ImageDecodeError
 
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
+
+# File name endings (lower case) that anything listing a folder treats as images: the
+# dataset readers, training folders and `csdn embed`. PIL decodes every one of them.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 
 # Sensor bit depths a 16-bit container commonly carries (thermal cameras store
 # 14-bit counts, machine-vision cameras 10 or 12). A frame is scaled by the
@@ -106,6 +112,19 @@ def _pil_to_rgb(image: Image.Image, bit_depth: int | None) -> Image.Image:
     return image.convert("RGB")
 
 
+_BOMB_SIZES = re.compile(r"\((\d+) pixels\) exceeds limit of (\d+) pixels")
+
+
+def _too_large(path: Path, err: Image.DecompressionBombError) -> ImageDecodeError:
+    """PIL's decompression-bomb refusal, worded with the file, its size, the limit and the way round it."""
+    found = _BOMB_SIZES.search(str(err))
+    size = f"it has {int(found[1]):,} pixels, over PIL's limit of {int(found[2]):,}" if found else str(err)
+    return ImageDecodeError(
+        f"cannot read image {path}: {size} (PIL refuses such images as possible decompression bombs); "
+        "shrink or crop it, or raise PIL.Image.MAX_IMAGE_PIXELS in Python if you trust the file"
+    )
+
+
 def load_image(src: ImageInput, bit_depth: int | None = None) -> Image.Image:
     """Decode ``src`` into an 8-bit RGB image.
 
@@ -124,6 +143,8 @@ def load_image(src: ImageInput, bit_depth: int | None = None) -> Image.Image:
                 return _pil_to_rgb(opened, bit_depth).copy()
         except (UnidentifiedImageError, OSError) as err:
             raise ImageDecodeError(f"cannot read image {path}: {err}") from err
+        except Image.DecompressionBombError as err:
+            raise _too_large(path, err) from err
     if isinstance(src, Image.Image):
         return _pil_to_rgb(src, bit_depth)
     if isinstance(src, np.ndarray):

@@ -13,6 +13,8 @@ It answers the routes ``huggingface_hub`` uses to download a file and to upload 
 
 Repositories live in memory: each commit is an immutable ``{path: bytes}`` snapshot with a
 40-hex id, and branches point at commits. Every request is logged in ``requests``.
+``fail(prefix, how)`` makes downloads under a path prefix fail as a broken Hub or network
+does: an HTTP error status, or ``"cut"`` (the connection closed without an answer).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class FakeHub:
         self.snapshots: dict[str, dict[str, bytes]] = {}  # commit -> files
         self.commit_repo: dict[str, str] = {}  # commit -> repo_id
         self.requests: list[dict] = []  # {"method", "path", "authorization"}
+        self.failures: dict[str, int | str] = {}  # download path prefix -> HTTP status, or "cut"
         self.lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"hub": self})
         self._servers = [ThreadingHTTPServer(("127.0.0.1", 0), handler) for _ in range(2)]
@@ -78,6 +81,12 @@ class FakeHub:
             self.commit_repo[commit] = repo_id
             heads[branch] = commit
             return commit
+
+    def fail(self, prefix: str, how: int | str) -> None:
+        """Answer HEAD/GET requests whose path starts with ``prefix`` (e.g. ``"/lfs/"``, the CDN) with
+        the HTTP status ``how`` (e.g. 503), or with ``"cut"`` by closing the connection unanswered."""
+        with self.lock:
+            self.failures[prefix] = how
 
     def files(self, repo_id: str, revision: str = "main") -> dict[str, bytes]:
         with self.lock:
@@ -143,10 +152,27 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------------ downloads
     def do_HEAD(self) -> None:
-        self._download(self._record())
+        parts = self._record()
+        if not self._injected_failure():
+            self._download(parts)
 
     def do_GET(self) -> None:
-        self._download(self._record())
+        parts = self._record()
+        if not self._injected_failure():
+            self._download(parts)
+
+    def _injected_failure(self) -> bool:
+        """Fail the request as :meth:`FakeHub.fail` asked; False when no failure applies."""
+        path = urlsplit(self.path).path
+        with self.hub.lock:
+            how = next((how for prefix, how in self.hub.failures.items() if path.startswith(prefix)), None)
+        if how is None:
+            return False
+        if how == "cut":
+            self.close_connection = True  # no status line, no headers: the client sees the connection drop
+        else:
+            self._json(int(how), {"error": "injected failure"})
+        return True
 
     def _download(self, parts: list[str]) -> None:
         if len(parts) == 2 and parts[0] == "lfs":  # the CDN

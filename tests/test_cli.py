@@ -184,10 +184,11 @@ def test_no_command_prints_help(capsys):
     assert "usage: csdn" in capsys.readouterr().err
 
 
-def test_missing_plugin_modules_are_left_out(monkeypatch):
-    monkeypatch.setattr(cli, "PLUGINS", cli.PLUGINS + (("csdn.not_installed", "add_parser"),))
+def test_every_command_is_registered_and_takes_debug():
     commands = cli.build_parser()._subparsers._group_actions[0].choices
-    assert {"models", "info", "convert", "embed", "match", "eval", "synth", "train"} <= set(commands)
+    assert set(commands) == {"models", "info", "convert", "embed", "match", "eval", "synth", "train"}
+    for name, parser in commands.items():
+        assert "--debug" in parser._option_string_actions, name
 
 
 # ---------------------------------------------------------------------------- match

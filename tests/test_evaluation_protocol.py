@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -12,7 +11,7 @@ from vireid_trees import CountingModel, make_llcm, make_regdb, make_sysu
 
 import csdn
 from csdn import CSDNConfig
-from csdn.cli_eval import add_eval_parser
+from csdn import cli
 from csdn.data import LLCM, SYSUMM01, RegDB
 from csdn.data.samples import sample_arrays
 from csdn.evaluation import eval_llcm, eval_regdb, eval_sysu
@@ -195,20 +194,13 @@ def test_bad_arguments_are_explained(sysu_root, tmp_path):
         csdn.evaluate(model, "sysu", sysu_root, trials=[], progress=False)
 
 
-def _cli(argv):
-    parser = argparse.ArgumentParser(prog="csdn")
-    add_eval_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
 def test_cli_eval_prints_table_and_writes_json(sysu_root, tmp_path, monkeypatch, capsys):
     import csdn.hub
 
     loaded = []
     monkeypatch.setattr(csdn.hub, "load", lambda name, **kw: loaded.append(name) or CountingModel())
     out = tmp_path / "out" / "sysu.json"
-    code = _cli(["eval", "--dataset", "sysu", "--root", str(sysu_root), "--model", "my-model",
+    code = cli.main(["eval", "--dataset", "sysu", "--root", str(sysu_root), "--model", "my-model",
                  "--trials", "0", "1", "--direction", "both", "--json", str(out), "--quiet"])
     assert code == 0 and loaded == ["my-model"]
     printed = capsys.readouterr().out
@@ -220,6 +212,7 @@ def test_cli_eval_reports_a_broken_dataset(tmp_path, monkeypatch, capsys):
     import csdn.hub
 
     monkeypatch.setattr(csdn.hub, "load", lambda name, **kw: CountingModel())
-    code = _cli(["eval", "--dataset", "llcm", "--root", str(tmp_path / "missing"), "--model", "x", "--quiet"])
+    code = cli.main(["eval", "--dataset", "llcm", "--root", str(tmp_path / "missing"), "--model", "x", "--quiet"])
     assert code == 2
-    assert "root folder does not exist" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("csdn: error: ") and "root folder does not exist" in err

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import re
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from csdn.cli_synth import add_synth_parser
+from csdn import cli
 from csdn.data import LLCM, SYSUMM01, RegDB
 from csdn.data.synthetic import (
     REGDB_CAMERAS,
@@ -287,16 +286,12 @@ def test_colour_identifies_people_within_visible_but_not_across_modalities():
 
 
 def test_cli_synth_writes_a_tree_and_reports_errors(tmp_path, capsys):
-    parser = argparse.ArgumentParser(prog="csdn")
-    add_synth_parser(parser.add_subparsers(dest="command"))
     argv = ["synth", "--layout", "llcm", "--root", str(tmp_path / "l"), "--train-ids", "3", "--test-ids", "2",
             "--images", "1", "--cameras", "4", "--size", "64", "32", "--quiet"]
-    args = parser.parse_args(argv)
-    assert args.func(args) == 0
+    assert cli.main(argv) == 0
     assert (tmp_path / "l" / "idx" / "train_vis.txt").is_file() and "wrote" in capsys.readouterr().out
-    args = parser.parse_args(argv)
-    assert args.func(args) == 2
-    assert "not an empty folder" in capsys.readouterr().err
-    args = parser.parse_args(["synth", "--layout", "sysu", "--root", str(tmp_path / "s"), "--cameras", "4"])
-    assert args.func(args) == 2
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("csdn: error: ") and "not an empty folder" in err
+    assert cli.main(["synth", "--layout", "sysu", "--root", str(tmp_path / "s"), "--cameras", "4"]) == 2
     assert "--cameras applies to --layout llcm only" in capsys.readouterr().err and not (tmp_path / "s").exists()

@@ -1,4 +1,4 @@
-"""Two-process data-parallel training on CPU (gloo) through ``torchrun -m csdn.train``: it completes,
+"""Two-process data-parallel training on CPU (gloo) through ``torchrun -m csdn train``: it completes,
 only rank 0 writes, and a run stopped part-way and resumed ends with the same weights."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ OPTIONS = ["--dataset", "folder", "--init", "tiny", "--device", "cpu", "--no-pro
 def _torchrun(root: Path, output: Path, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "csdn.train", *OPTIONS, "--root", str(root), "--output", str(output), *extra]
+               "-m", "csdn", "train", *OPTIONS, "--root", str(root), "--output", str(output), *extra]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
@@ -60,7 +60,7 @@ def test_two_process_gloo_run_completes_and_resumes_identically(root, tmp_path):
 
 
 def test_cli_reports_bad_input_without_a_traceback(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "csdn.train", "--dataset", "folder", "--root", str(tmp_path),
+    result = subprocess.run([sys.executable, "-m", "csdn", "train", "--dataset", "folder", "--root", str(tmp_path),
                              "--output", str(tmp_path / "out"), "--init", "tiny"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2

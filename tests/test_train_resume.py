@@ -12,9 +12,9 @@ import torch
 import csdn
 import csdn.train.trainer as trainer_module
 from _train_synthetic import write_identities
+from csdn import cli
 from csdn.train import TrainConfig, fit
 from csdn.train.checkpoint import load_checkpoint
-from csdn.train.cli import main as train_main
 from csdn.train.runlog import read_log
 
 # 8 identities x 4 images: feature samples of (32 // 8 + 1) * 8 = 40 pairs -> 2 stage-1 and
@@ -162,8 +162,7 @@ def test_nonsense_stop_after_is_an_error(root, tmp_path, value):
 
 
 def test_cli_rejects_a_negative_stop_after(root, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        train_main(["--dataset", "folder", "--root", str(root), "--output", str(tmp_path / "run"), "--init", "tiny",
-                    "--no-progress", "--stop-after", "-1"])
-    assert exit_info.value.code == 2
+    code = cli.main(["train", "--dataset", "folder", "--root", str(root), "--output", str(tmp_path / "run"),
+                     "--init", "tiny", "--no-progress", "--stop-after", "-1"])
+    assert code == 2
     assert "stop_after must be a whole number of epochs >= 1" in capsys.readouterr().err

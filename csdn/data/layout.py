@@ -17,8 +17,8 @@ from typing import Iterable, Sequence
 
 from csdn.data.samples import UNKNOWN_CAMERA, Sample
 from csdn.errors import DatasetLayoutError
+from csdn.preprocess import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 _CAMERA_DIR = re.compile(r"^cam(\d+)$", re.IGNORECASE)
 _CAMERA_TOKEN = re.compile(r"(?:^|_)c(\d+)(?:_|$)", re.IGNORECASE)
 

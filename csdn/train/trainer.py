@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from csdn.config import CSDNConfig
+from csdn.device import resolve_device
 from csdn.model import CSDN
 from csdn.train import distributed as ddp
 from csdn.train.augment import TrainAugment
@@ -68,12 +69,9 @@ def save_model_from_state(state: dict[str, Any], directory: Path) -> None:
 def _resolve_device(device: str | torch.device | None, world: ddp.World) -> torch.device:
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' was requested but this torch build sees no CUDA device")
-        if world.active and device.index is None:
-            device = torch.device("cuda", world.local_rank)
+    device = resolve_device(device)
+    if device.type == "cuda" and world.active and device.index is None:
+        device = torch.device("cuda", world.local_rank)
     return device
 
 

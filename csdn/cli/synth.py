@@ -1,19 +1,17 @@
-"""``csdn synth``: write a synthetic SYSU-MM01 / RegDB / LLCM tree for smoke tests and demos."""
+"""``csdn synth``: write a synthetic SYSU-MM01 / RegDB / LLCM tree (:mod:`csdn.data.synthetic`) for
+smoke tests and demos."""
 
 from __future__ import annotations
 
 import argparse
-import sys
-
-from csdn.data.synthetic import write_llcm, write_regdb, write_sysu
 
 LAYOUTS = ("sysu", "regdb", "llcm")
 _DEFAULT_IMAGES = {"sysu": 4, "regdb": 10, "llcm": 3}  # per camera (sysu, llcm) or per modality (regdb)
 
 
-def add_synth_parser(subparsers) -> argparse.ArgumentParser:
-    """Register the ``synth`` sub-command on an ``argparse`` sub-parser collection."""
-    parser = subparsers.add_parser(
+def register(commands) -> list[argparse.ArgumentParser]:
+    """Add ``synth`` to an ``argparse`` sub-command collection."""
+    parser = commands.add_parser(
         "synth",
         help="write a synthetic visible/infrared dataset in a benchmark's layout",
         description=(
@@ -40,30 +38,27 @@ def add_synth_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_synth)
-    return parser
+    return [parser]
 
 
 def run_synth(args: argparse.Namespace) -> int:
     """Handler for ``csdn synth``; returns the process exit code."""
+    from csdn.data.synthetic import write_llcm, write_regdb, write_sysu
+
     only = {"--trials": ("regdb", args.trials), "--format": ("regdb", args.format), "--cameras": ("llcm", args.cameras)}
     for flag, (layout, value) in only.items():
         if value is not None and args.layout != layout:
-            print(f"csdn synth: error: {flag} applies to --layout {layout} only, not {args.layout}", file=sys.stderr)
-            return 2
+            raise ValueError(f"{flag} applies to --layout {layout} only, not {args.layout}")
     common = dict(seed=args.seed, size=tuple(args.size), progress=not args.quiet)
     images = _DEFAULT_IMAGES[args.layout] if args.images is None else args.images
-    try:
-        if args.layout == "sysu":
-            result = write_sysu(args.root, args.train_ids, args.test_ids, images, **common)
-        elif args.layout == "regdb":
-            trials = 10 if args.trials is None else args.trials
-            fmt = args.format or "bmp"
-            result = write_regdb(args.root, args.train_ids, args.test_ids, images, trials, image_format=fmt, **common)
-        else:
-            cameras = 9 if args.cameras is None else args.cameras
-            result = write_llcm(args.root, args.train_ids, args.test_ids, images, cameras, **common)
-    except (ValueError, FileExistsError) as error:
-        print(f"csdn synth: error: {error}", file=sys.stderr)
-        return 2
+    if args.layout == "sysu":
+        result = write_sysu(args.root, args.train_ids, args.test_ids, images, **common)
+    elif args.layout == "regdb":
+        trials = 10 if args.trials is None else args.trials
+        fmt = args.format or "bmp"
+        result = write_regdb(args.root, args.train_ids, args.test_ids, images, trials, image_format=fmt, **common)
+    else:
+        cameras = 9 if args.cameras is None else args.cameras
+        result = write_llcm(args.root, args.train_ids, args.test_ids, images, cameras, **common)
     print(f"wrote {result.num_images} images of {result.num_ids} identities ({args.layout} layout) to {result.root}")
     return 0

@@ -1,8 +1,8 @@
-"""``csdn train`` / ``python -m csdn.train``: the command-line face of :func:`csdn.train.fit`.
+"""``csdn train``: the command-line face of :func:`csdn.train.fit`.
 
 Every :class:`TrainConfig` field is an option (``stage3_lr`` -> ``--stage3-lr``);
 ``--epochs-stage1/2/3`` are short aliases for the stage lengths. Under
-``torchrun --nproc_per_node=K -m csdn.train ...`` each process joins the group
+``torchrun --nproc_per_node=K -m csdn train ...`` each process joins the group
 from the environment and trains its shard.
 """
 
@@ -40,8 +40,10 @@ def _config_options(parser: argparse.ArgumentParser) -> None:
         group.add_argument(*flags, **kwargs)
 
 
-def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the training options to ``parser`` and make :func:`run_train` its handler."""
+def register(commands: Any) -> list[argparse.ArgumentParser]:
+    """Add ``train`` to an ``argparse`` sub-command collection."""
+    parser = commands.add_parser("train", help="train CSDN's three stages on a dataset",
+                                 description="Train CSDN (prompts, SII fusion, image model) on a dataset.")
     parser.add_argument("--dataset", required=True, choices=DATASETS,
                         help="benchmark reader, or 'folder' for ROOT/visible/<pid>/ + ROOT/infrared/<pid>/")
     parser.add_argument("--root", required=True, help="dataset directory")
@@ -60,21 +62,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--no-progress", action="store_true", help="no progress bars or summary")
     _config_options(parser)
     parser.set_defaults(func=run_train)
-    return parser
-
-
-def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``train`` on an ``argparse`` sub-command set (``csdn train ...``)."""
-    parser = subparsers.add_parser("train", help="train CSDN's three stages on a dataset",
-                                   description="Train CSDN (prompts, SII fusion, image model) on a dataset.")
-    return configure_parser(parser)
+    return [parser]
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig | None:
     """The TrainConfig the options describe; None when none is given (paper defaults, or a resumed run's own)."""
     values: dict[str, Any] = {}
     if args.config:
-        values.update(json.loads(Path(args.config).read_text()))
+        try:
+            values.update(json.loads(Path(args.config).read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as err:
+            raise ValueError(f"--config {args.config} is not a JSON object of TrainConfig fields ({err})") from None
     for field in dataclasses.fields(TrainConfig):
         value = getattr(args, field.name)
         if value is not None:
@@ -96,9 +94,12 @@ def _protocol_evaluator(dataset: str, root: str, options: Mapping[str, Any]) -> 
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from csdn.device import resolve_device
     from csdn.train import distributed
     from csdn.train.trainer import fit
 
+    if args.device is not None:
+        resolve_device(args.device)  # before any process group or data: "cuda" on a CPU build says so now
     if args.eval_every < 0:
         raise ValueError(f"--eval-every must be 0 (never) or a number of epochs, got {args.eval_every}")
     config = config_from_args(args)
@@ -113,14 +114,3 @@ def run_train(args: argparse.Namespace) -> int:
     finally:
         distributed.shutdown()
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = configure_parser(argparse.ArgumentParser(prog="python -m csdn.train", description=__doc__))
-    args = parser.parse_args(argv)
-    from csdn.cli import USER_ERRORS  # the errors a user can fix from the message alone
-
-    try:
-        return args.func(args)
-    except USER_ERRORS as err:
-        parser.exit(2, f"{parser.prog}: error: {err}\n")

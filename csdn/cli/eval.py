@@ -1,15 +1,15 @@
-"""``csdn eval``: score a model on SYSU-MM01, RegDB or LLCM with the standard protocol."""
+"""``csdn eval``: score a model on SYSU-MM01, RegDB or LLCM with the benchmark's standard protocol
+and print (or write as JSON) rank-1/5/10/20, mAP and mINP."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 
-def add_eval_parser(subparsers) -> argparse.ArgumentParser:
-    """Register the ``eval`` sub-command on an ``argparse`` sub-parser collection."""
-    parser = subparsers.add_parser(
+def register(commands) -> list[argparse.ArgumentParser]:
+    """Add ``eval`` to an ``argparse`` sub-command collection."""
+    parser = commands.add_parser(
         "eval",
         help="evaluate a model on SYSU-MM01, RegDB or LLCM (standard protocol)",
         description=(
@@ -41,7 +41,7 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="torch device for the model (default cpu)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run_eval)
-    return parser
+    return [parser]
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -50,19 +50,14 @@ def run_eval(args: argparse.Namespace) -> int:
     from csdn.protocol import evaluate
 
     if args.batch_size < 1:
-        print(f"csdn eval: error: --batch-size must be at least 1, got {args.batch_size}", file=sys.stderr)
-        return 2
-    try:
-        model = load(args.model, device=args.device, progress=not args.quiet)
-        result = evaluate(
-            model, args.dataset, args.root,
-            mode=args.mode, shots=args.shots, trials=args.trials, direction=args.direction,
-            rerank=args.rerank, batch_size=args.batch_size, flip=not args.no_flip,
-            progress=not args.quiet, cache_dir=args.cache_dir,
-        )
-    except (ValueError, OSError) as error:
-        print(f"csdn eval: error: {error}", file=sys.stderr)
-        return 2
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    model = load(args.model, device=args.device, progress=not args.quiet)
+    result = evaluate(
+        model, args.dataset, args.root,
+        mode=args.mode, shots=args.shots, trials=args.trials, direction=args.direction,
+        rerank=args.rerank, batch_size=args.batch_size, flip=not args.no_flip,
+        progress=not args.quiet, cache_dir=args.cache_dir,
+    )
     print(result)
     if args.json:
         from csdn.fileio import atomic_write_text

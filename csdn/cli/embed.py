@@ -1,0 +1,76 @@
+"""``csdn embed``: images (files and folders) in, an embeddings file out (see
+:mod:`csdn.retrieval.embeddings`); also the image listing and embedding ``csdn match`` reuses."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Sequence
+
+from csdn.preprocess import IMAGE_SUFFIXES
+from csdn.retrieval.embeddings import Embeddings, check_embeddings_path, manifest_path, save_embeddings
+
+
+def image_paths(inputs: Sequence[str]) -> list[Path]:
+    """Image files in the order given; a folder contributes its images (recursively, sorted)."""
+    paths: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {path}")
+            paths.extend(found)
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise FileNotFoundError(f"no such image or folder: {path}")
+    return paths
+
+
+def load_model(args: argparse.Namespace):
+    """The model ``--model`` names, on ``--device``."""
+    from csdn.hub import load
+
+    return load(args.model, device=args.device, progress=not args.quiet)
+
+
+def embed_images(model: Any, inputs: Sequence[str], modality: str, args: argparse.Namespace) -> Embeddings:
+    """Embed the images of ``inputs`` with the options of :func:`add_embedding_options`."""
+    from csdn.modality import normalize_modality
+
+    modality = normalize_modality(modality)
+    paths = [str(p) for p in image_paths(inputs)]
+    vectors = model.embed_image(paths, modality, batch_size=args.batch_size, flip=not args.no_flip,
+                                precision=args.precision, progress=not args.quiet)
+    return Embeddings(vectors, paths, model=args.model, modality=modality, flip=not args.no_flip,
+                      precision=args.precision)
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    output = check_embeddings_path(args.output)
+    embeddings = embed_images(load_model(args), args.images, args.modality, args)
+    save_embeddings(output, embeddings)
+    print(f"wrote {output} ({embeddings.count} x {embeddings.dim}) and {manifest_path(output)}")
+    return 0
+
+
+def add_embedding_options(parser: argparse.ArgumentParser) -> None:
+    """The options of commands that embed images: batch size, flip, precision, device, progress."""
+    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    parser.add_argument("--no-flip", action="store_true", help="no flip test-time augmentation (half-size embeddings)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="compute precision (default fp32)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def register(commands) -> list[argparse.ArgumentParser]:
+    """Add ``embed`` to an ``argparse`` sub-command collection."""
+    embed = commands.add_parser("embed", help="embed images into an embeddings file (+ a .json manifest)")
+    embed.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
+    embed.add_argument("--model", required=True, help="registry name, hf-hub:org/repo, or a local model")
+    embed.add_argument("--modality", required=True, help="visible (rgb, vis) or infrared (ir, thermal, nir)")
+    embed.add_argument("--output", required=True, help="embeddings file: NAME.safetensors or NAME.npy")
+    add_embedding_options(embed)
+    embed.set_defaults(func=run_embed)
+    return [embed]

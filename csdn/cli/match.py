@@ -1,0 +1,145 @@
+"""``csdn match``: rank a gallery for each query (embeddings files, or image folders embedded on the
+spot) into a CSV or JSON ranking, and optionally draw the first queries' matches."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from csdn.cli.embed import add_embedding_options, embed_images, load_model
+from csdn.retrieval.embeddings import EMBEDDINGS_SUFFIXES, Embeddings, load_embeddings
+
+RANKING_SUFFIXES = (".csv", ".json")
+
+
+def _check_suffix(path: Path, suffixes: tuple[str, ...], what: str) -> None:
+    if path.suffix.lower() not in suffixes:
+        raise ValueError(f"{what} {path} must end in {' or '.join(suffixes)}")
+
+
+def _side(path: str, modality: str, args: argparse.Namespace, cache: dict[str, Any]) -> Embeddings:
+    """One side of ``csdn match``: an embeddings file, or images embedded now with ``--model``."""
+    if Path(path).suffix.lower() in EMBEDDINGS_SUFFIXES:
+        return load_embeddings(path)
+    if args.model is None:
+        raise ValueError(f"{path} is not an embeddings file ({', '.join(EMBEDDINGS_SUFFIXES)}); "
+                         "to embed its images now, pass --model")
+    if "model" not in cache:
+        cache["model"] = load_model(args)
+    return embed_images(cache["model"], [path], modality, args)
+
+
+def run_match(args: argparse.Namespace) -> int:
+    from csdn.fileio import atomic_write_text
+    from csdn.matching import match
+
+    output = Path(args.output)
+    _check_suffix(output, RANKING_SUFFIXES, "--output")
+    if args.topk < 1:
+        raise ValueError(f"--topk must be at least 1, got {args.topk}")
+    if args.visualize:
+        _check_suffix(Path(args.visualize), (".png",), "--visualize")
+        if args.visualize_queries < 1:
+            raise ValueError(f"--visualize-queries must be at least 1, got {args.visualize_queries}")
+    cache: dict[str, Any] = {}
+    query = _side(args.query, args.query_modality, args, cache)
+    gallery = _side(args.gallery, args.gallery_modality, args, cache)
+    if query.dim != gallery.dim:
+        raise ValueError(
+            f"query embeddings are {query.dim}-d but gallery embeddings {gallery.dim}-d: embed both "
+            "with the same model and the same --no-flip setting"
+        )
+    models = {side.model for side in (query, gallery)} - {None}
+    if len(models) > 1:
+        print(f"csdn: warning: query and gallery were embedded with different models ({', '.join(sorted(models))})",
+              file=sys.stderr)
+    result = match(query.vectors, gallery.vectors, topk=args.topk, progress=not args.quiet)
+    rows = [
+        (query.paths[q], rank, gallery.paths[int(index)], float(score))
+        for q, (indices, scores) in enumerate(result)
+        for rank, (index, score) in enumerate(zip(indices.tolist(), scores.tolist()), start=1)
+    ]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output, _ranking_text(output, rows, args.topk))
+    print(f"wrote {output}: top {result.indices.shape[1]} of {gallery.count} gallery items for {query.count} queries")
+    if args.visualize:
+        _visualize(Path(args.visualize), query.paths, gallery.paths, result, args)
+    return 0
+
+
+def _check_images(paths: list[str], side: str) -> None:
+    """``--visualize`` draws the images themselves: each row must name an image file that still exists."""
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"--visualize draws the {side} images, but {len(missing)} of its {len(paths)} entries are not image "
+            f"files here (first: {missing[0]!r}); give an image folder, or an embeddings file whose .json "
+            "manifest lists paths valid from this folder (run `csdn embed` from the same place)"
+        )
+
+
+def _folder_id(path: str) -> int | str:
+    """The identity an image's parent folder names (``.../0007/x.jpg`` -> 7), as in SYSU-MM01 and LLCM."""
+    name = Path(path).parent.name
+    return int(name) if name.isdigit() else name
+
+
+def _visualize(picture: Path, query_paths: list[str], gallery_paths: list[str], result: Any,
+               args: argparse.Namespace) -> None:
+    """Draw the first ``--visualize-queries`` queries with their ranked gallery images."""
+    from csdn.visualize import draw_ranking
+
+    count = min(args.visualize_queries, len(query_paths))
+    queries = query_paths[:count]
+    _check_images(queries, "query")
+    _check_images(gallery_paths, "gallery")
+    ids = {}
+    if args.ids_from_folders:
+        ids = {"query_ids": [_folder_id(p) for p in queries], "gallery_ids": [_folder_id(p) for p in gallery_paths]}
+    draw_ranking(queries, gallery_paths, result.indices[:count], scores=result.scores[:count], topk=args.topk,
+                 output=picture, **ids)
+    colours = "green: same folder identity, red: another" if ids else "grey borders: identities unknown"
+    print(f"wrote {picture}: the first {count} queries and their top {result.indices.shape[1]} matches ({colours})")
+
+
+def _ranking_text(output: Path, rows: list[tuple[str, int, str, float]], topk: int) -> str:
+    """CSV ``query,rank,gallery,score`` (rank from 1, best first) or the same as JSON grouped by query."""
+    if output.suffix.lower() == ".csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(("query", "rank", "gallery", "score"))
+        writer.writerows((q, rank, g, f"{score:.6f}") for q, rank, g, score in rows)
+        return buffer.getvalue()
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for query, rank, gallery, score in rows:
+        grouped.setdefault(query, []).append({"rank": rank, "gallery": gallery, "score": score})
+    results = [{"query": query, "matches": matches} for query, matches in grouped.items()]
+    return json.dumps({"topk": topk, "results": results}, indent=1) + "\n"
+
+
+def register(commands) -> list[argparse.ArgumentParser]:
+    """Add ``match`` to an ``argparse`` sub-command collection."""
+    match = commands.add_parser("match", help="rank a gallery for each query (embeddings files or image folders)")
+    match.add_argument("query", help="embeddings file from `csdn embed`, or a folder of query images")
+    match.add_argument("gallery", help="embeddings file from `csdn embed`, or a folder of gallery images")
+    match.add_argument("--model", help="model to embed image folders with")
+    match.add_argument("--query-modality", default="infrared", help="modality of query images (default infrared)")
+    match.add_argument("--gallery-modality", default="visible", help="modality of gallery images (default visible)")
+    match.add_argument("--topk", type=int, default=10, help="matches per query (default 10)")
+    match.add_argument("--output", required=True, help="ranked list: NAME.csv or NAME.json")
+    match.add_argument("--visualize", metavar="PNG",
+                       help="also draw the first queries beside their top-k gallery images into this PNG "
+                            "(needs the images: folders, or embeddings files whose manifest lists their paths)")
+    match.add_argument("--visualize-queries", type=int, default=10, metavar="N",
+                       help="queries (rows) in the --visualize picture (default 10)")
+    match.add_argument("--ids-from-folders", action="store_true",
+                       help="--visualize: read identities from each image's parent folder (.../0007/x.jpg -> 7) "
+                            "and draw correct matches green, wrong ones red (default: grey, identities unknown)")
+    add_embedding_options(match)
+    match.set_defaults(func=run_match)
+    return [match]

@@ -1,0 +1,34 @@
+"""The torch device a user names, checked against this torch build and this machine before any work
+starts, so that ``--device cuda`` on a CPU-only build says what to use instead."""
+
+from __future__ import annotations
+
+import torch
+
+from csdn.errors import DeviceError
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``torch.device(device)``, refused with :class:`DeviceError` when it cannot be used here.
+
+    Raises ``ValueError`` for a string that names no device at all ("gpu", "cuda:x").
+    """
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"invalid device {device!r}: {err}") from None
+    name = str(device)
+    if resolved.type == "cuda":
+        if torch.version.cuda is None and torch.version.hip is None:
+            raise DeviceError(f"device {name!r}: this torch build has no CUDA; use --device cpu "
+                              "(device='cpu' in Python) or install a CUDA build of torch")
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {name!r}: torch finds no usable CUDA GPU (no driver, or CUDA_VISIBLE_DEVICES "
+                              "hides them all); use --device cpu (device='cpu' in Python)")
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            raise DeviceError(f"device {name!r}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    elif resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError(f"device {name!r}: this torch build or machine has no Apple GPU (MPS); use --device cpu "
+                          "(device='cpu' in Python)")
+    return resolved

@@ -1,0 +1,250 @@
+"""Embeddings files: what ``csdn embed`` writes and ``csdn match`` reads, as a Python API.
+
+A file is ``NAME.safetensors`` (one float32 tensor ``embeddings`` ``[N, D]``) or ``NAME.npy``
+(the same array), with a manifest ``NAME.json`` beside it::
+
+    {"format": "csdn-embeddings", "version": 1, "model": "sysu", "modality": "infrared",
+     "flip": true, "precision": "fp32", "count": N, "dim": D, "paths": ["cam3/0001.jpg", ...]}
+
+Row ``i`` embeds ``paths[i]``. A ``.npy`` or ``.safetensors`` file without a manifest is read
+too, its rows labelled ``"0"``, ``"1"``, ...
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from csdn.errors import EmbeddingsFileError
+from csdn.fileio import atomic_write, atomic_write_text
+
+__all__ = ["Embeddings", "save_embeddings", "load_embeddings", "manifest_path", "check_embeddings_path",
+           "EMBEDDINGS_FORMAT", "EMBEDDINGS_VERSION", "EMBEDDINGS_SUFFIXES"]
+
+EMBEDDINGS_FORMAT = "csdn-embeddings"
+EMBEDDINGS_VERSION = 1
+EMBEDDINGS_SUFFIXES = (".safetensors", ".npy")
+TENSOR_NAME = "embeddings"  # the one tensor of a .safetensors embeddings file
+_SCAN_ELEMENTS = 1 << 24  # rows checked for NaN/inf at a time: 64 MiB of float32
+
+
+@dataclass
+class Embeddings:
+    """``vectors[i]`` (an ``[N, D]`` float32 tensor) embeds ``paths[i]``; the rest is how they were made."""
+
+    vectors: torch.Tensor
+    paths: list[str] = field(default_factory=list)
+    model: str | None = None
+    modality: str | None = None
+    flip: bool | None = None
+    precision: str | None = None
+
+    @property
+    def count(self) -> int:
+        return int(self.vectors.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def manifest_path(path: str | os.PathLike) -> Path:
+    """The manifest beside an embeddings file: ``NAME.json``."""
+    return Path(path).with_suffix(".json")
+
+
+def check_embeddings_path(path: str | os.PathLike) -> Path:
+    """``path`` as a ``Path``; ``ValueError`` unless it ends in ``.safetensors`` or ``.npy``."""
+    path = Path(path)
+    if path.suffix.lower() not in EMBEDDINGS_SUFFIXES:
+        raise ValueError(f"embeddings file {path} must end in {' or '.join(EMBEDDINGS_SUFFIXES)}")
+    return path
+
+
+# ---------------------------------------------------------------------------- checks shared by save and load
+def _first_nonfinite_row(vectors: torch.Tensor) -> int | None:
+    """Index of the first row holding NaN or inf, read a block of rows at a time (a memory-mapped file stays so)."""
+    rows = max(1, _SCAN_ELEMENTS // max(1, vectors.shape[1]))
+    for start in range(0, vectors.shape[0], rows):
+        bad = ~torch.isfinite(vectors[start:start + rows]).all(dim=1)
+        if bool(bad.any()):
+            return start + int(bad.nonzero()[0, 0])
+    return None
+
+
+def _check_rows(vectors: torch.Tensor, paths: Sequence[str], where: str) -> None:
+    if vectors.shape[0] == 0 or vectors.shape[1] == 0:
+        raise EmbeddingsFileError(f"{where} holds no embeddings (shape {list(vectors.shape)})")
+    row = _first_nonfinite_row(vectors)
+    if row is not None:
+        label = "" if paths[row] == str(row) else f" ({paths[row]})"
+        raise EmbeddingsFileError(
+            f"{where}: row {row}{label} holds NaN or infinite values, which match nothing; "
+            "embed that image again, or leave it out"
+        )
+
+
+# ---------------------------------------------------------------------------- saving
+def _as_float_matrix(embeddings: Any) -> torch.Tensor:
+    """A CPU float32 ``[N, D]`` tensor from a tensor or array of floats."""
+    tensor = embeddings.detach() if isinstance(embeddings, torch.Tensor) else torch.from_numpy(np.asarray(embeddings))
+    if not tensor.is_floating_point():
+        raise ValueError(f"embeddings must be floating-point vectors, got dtype {tensor.dtype}")
+    if tensor.ndim != 2:
+        raise ValueError(f"embeddings must be [N, D], got shape {list(tensor.shape)}")
+    return tensor.cpu().float().contiguous()
+
+
+def _write_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as handle:  # a file object: np.save would append ".npy" to a temporary name
+        np.save(handle, array)
+
+
+def save_embeddings(
+    path: str | os.PathLike,
+    embeddings: Any,
+    *,
+    paths: Sequence[str | os.PathLike] | None = None,
+    model: str | None = None,
+    modality: str | None = None,
+    flip: bool | None = None,
+    precision: str | None = None,
+) -> Path:
+    """Write ``embeddings`` (``[N, D]`` floats: tensor, array, or an :class:`Embeddings`) and its manifest.
+
+    ``paths[i]`` names what row ``i`` embeds (default: ``"0"``, ``"1"``, ...); ``model``,
+    ``modality`` (any alias, stored as ``"visible"`` / ``"infrared"``), ``flip`` and ``precision``
+    record how they were made. Keywords override the fields of an :class:`Embeddings`. The
+    array (float32) and the manifest are each replaced atomically. Returns ``path``.
+    """
+    path = check_embeddings_path(path)
+    if isinstance(embeddings, Embeddings):
+        paths = embeddings.paths if paths is None else paths
+        model = embeddings.model if model is None else model
+        modality = embeddings.modality if modality is None else modality
+        flip = embeddings.flip if flip is None else flip
+        precision = embeddings.precision if precision is None else precision
+        embeddings = embeddings.vectors
+    vectors = _as_float_matrix(embeddings)
+    labels = [str(i) for i in range(vectors.shape[0])] if paths is None else [os.fspath(p) for p in paths]
+    if len(labels) != vectors.shape[0]:
+        raise ValueError(f"{len(labels)} paths for {vectors.shape[0]} embeddings: give one path per row")
+    if modality is not None:
+        from csdn.modality import normalize_modality
+
+        modality = normalize_modality(modality)
+    _check_rows(vectors, labels, "the embeddings to save")
+    manifest = {
+        "format": EMBEDDINGS_FORMAT, "version": EMBEDDINGS_VERSION, "model": model, "modality": modality,
+        "flip": flip, "precision": precision, "count": vectors.shape[0], "dim": vectors.shape[1], "paths": labels,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".npy":
+        atomic_write(path, lambda temp: _write_npy(temp, vectors.numpy()))
+    else:
+        from safetensors.torch import save_file
+
+        atomic_write(path, lambda temp: save_file({TENSOR_NAME: vectors}, str(temp), metadata={"format": "pt"}))
+    atomic_write_text(manifest_path(path), json.dumps(manifest, indent=1) + "\n")
+    return path
+
+
+# ---------------------------------------------------------------------------- loading
+_WRITERS = "`csdn embed` or csdn.retrieval.save_embeddings"
+
+
+def _not_floats(path: Path, dtype: Any) -> EmbeddingsFileError:
+    return EmbeddingsFileError(
+        f"{path} holds {dtype} values, but embeddings are floating-point vectors [N, D] (float32, as {_WRITERS} "
+        "writes them); convert the array to float32, or embed the images again"
+    )
+
+
+def _read_npy(path: Path) -> torch.Tensor:
+    try:
+        # copy-on-write memory map: matching streams the rows, so a gallery may exceed memory
+        array = np.load(path, mmap_mode="c", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise EmbeddingsFileError(f"{path} is not a readable .npy array ({err})") from err
+    if not np.issubdtype(array.dtype, np.floating):
+        raise _not_floats(path, array.dtype)
+    if array.ndim != 2:
+        raise EmbeddingsFileError(f"{path} holds an array of shape {list(array.shape)}; embeddings are [N, D]")
+    if array.dtype != np.float32 or not array.dtype.isnative:
+        array = np.ascontiguousarray(array, dtype=np.float32)
+    return torch.from_numpy(array)
+
+
+def _read_safetensors(path: Path) -> torch.Tensor:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            names = list(handle.keys())
+            if names != [TENSOR_NAME]:
+                raise EmbeddingsFileError(
+                    f"{path} holds {sorted(names)}, not the one {TENSOR_NAME!r} tensor {_WRITERS} writes"
+                )
+            stored = handle.get_slice(TENSOR_NAME)
+            dtype, shape = stored.get_dtype(), stored.get_shape()
+            if not dtype.startswith(("F", "BF")):
+                raise _not_floats(path, dtype)
+            if len(shape) != 2:
+                raise EmbeddingsFileError(f"{path} holds a tensor of shape {list(shape)}; embeddings are [N, D]")
+            return handle.get_tensor(TENSOR_NAME).float()
+    except (SafetensorError, OSError) as err:
+        raise EmbeddingsFileError(f"{path} is not a readable safetensors file ({err})") from err
+
+
+def _read_manifest(path: Path, vectors: torch.Tensor) -> dict[str, Any]:
+    """The manifest's fields, checked against the array they describe."""
+    manifest_file = manifest_path(path)
+    count, dim = vectors.shape
+    if not manifest_file.is_file():
+        return {"paths": [str(i) for i in range(count)]}
+    redo = f"embed the images again (or delete {manifest_file.name} to label rows by index)"
+    try:
+        manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise EmbeddingsFileError(f"{manifest_file} is not JSON ({err}); {redo}") from err
+    if not isinstance(manifest, dict) or manifest.get("format") != EMBEDDINGS_FORMAT:
+        raise EmbeddingsFileError(f"{manifest_file} is not a {EMBEDDINGS_FORMAT} manifest; {redo}")
+    version = manifest.get("version", EMBEDDINGS_VERSION)
+    if not isinstance(version, int) or version > EMBEDDINGS_VERSION:
+        raise EmbeddingsFileError(f"{manifest_file} has format version {version!r}; this csdn-reid reads up to "
+                                  f"{EMBEDDINGS_VERSION}: upgrade csdn-reid")
+    paths = manifest.get("paths")
+    stated = {"count": manifest.get("count", count), "dim": manifest.get("dim", dim)}
+    if not isinstance(paths, list) or len(paths) != count or stated != {"count": count, "dim": dim}:
+        listed = len(paths) if isinstance(paths, list) else "no"
+        raise EmbeddingsFileError(
+            f"{manifest_file} does not describe {path} ({count} rows of {dim}): it lists {listed} paths, "
+            f"count {stated['count']}, dim {stated['dim']}; {redo}"
+        )
+    return {key: manifest.get(key) for key in ("model", "modality", "flip", "precision")} | {
+        "paths": [str(p) for p in paths]}
+
+
+def load_embeddings(path: str | os.PathLike) -> Embeddings:
+    """Read an embeddings file and its manifest, checked: float ``[N, D]`` rows, as many as the manifest
+    lists, none holding NaN or inf. A ``.npy`` file is memory-mapped, not read into memory.
+
+    Raises ``FileNotFoundError`` for a missing file, :class:`csdn.errors.EmbeddingsFileError` for
+    one that is not a valid embeddings file (the message names the file and the problem).
+    """
+    path = check_embeddings_path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"embeddings file not found: {path}")
+    vectors = _read_npy(path) if path.suffix.lower() == ".npy" else _read_safetensors(path)
+    fields = _read_manifest(path, vectors)
+    _check_rows(vectors, fields["paths"], str(path))
+    return Embeddings(vectors, **fields)
