@@ -44,8 +44,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count, register_flop_formula
 
 from csdn import CSDNConfig
-from csdn.fast import inference_features
-from csdn.model import CSDN
+from csdn.inference.fast import inference_features
+from csdn.model.network import CSDN
 
 MODALITY = "visible"
 METHODS = ("naive", "authors", "exact", "bf16")
@@ -65,7 +65,7 @@ def build_model(weights: str | None, seed: int) -> CSDN:
     bf16-vs-fp32 agreement depends on.
     """
     if weights:
-        from csdn.clip_backbone import from_clip
+        from csdn.hub.clip import from_clip
 
         return from_clip(weights, progress=True).eval()
     torch.manual_seed(seed)

@@ -18,24 +18,24 @@ from typing import Any
 from csdn.config import CSDNConfig
 from csdn.model import CSDN
 
-__version__ = "0.1.0"
+from csdn.version import __version__
 
 # public name -> module that defines it (loaded on first access)
 _LAZY_ATTRIBUTES = {
     "load": "csdn.hub",
-    "DEFAULT_MODEL": "csdn.registry",
+    "DEFAULT_MODEL": "csdn.hub.registry",
     "list_models": "csdn.hub",
     "save_pretrained": "csdn.hub",
     "push_to_hub": "csdn.hub",
     "model_info": "csdn.hub",
     "load_config": "csdn.hub",
-    "match": "csdn.matching",
-    "Matches": "csdn.matching",
+    "match": "csdn.retrieval",
+    "Matches": "csdn.retrieval",
     "evaluate": "csdn.evaluation",
-    "from_clip": "csdn.clip_backbone",
+    "from_clip": "csdn.hub.clip",
 }
-_LAZY_MODULES = ("convert", "train", "data", "losses", "evaluation", "hub", "matching", "clip_backbone", "preprocess",
-                 "retrieval")
+_LAZY_MODULES = ("convert", "train", "data", "losses", "evaluation", "hub", "retrieval", "preprocess", "inference", "io",
+                 "model", "errors")
 
 __all__ = ["CSDN", "CSDNConfig", "__version__", *_LAZY_ATTRIBUTES, *_LAZY_MODULES]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -19,6 +19,18 @@ PROMPT_TEMPLATE = "A photo of a X X X X person."
 
 CONFIG_FORMAT_VERSION = 1
 
+
+
+def reject_unknown_fields(data: Mapping[str, Any], schema: type, problem: str, *, exclude: Iterable[str] = ()) -> None:
+    """Refuse keys that are not fields of the dataclass ``schema``: ``problem: a, b; known: ...``.
+
+    Configs and registry entries are read from JSON a person may have edited, so a
+    misspelt key must stop the load instead of being dropped.
+    """
+    known = {field.name for field in dataclasses.fields(schema)} - set(exclude)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{problem}: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
 
 @dataclass
 class CSDNConfig:
@@ -156,10 +168,7 @@ class CSDNConfig:
                 f"config format_version {version} is newer than this csdn-reid understands "
                 f"({CONFIG_FORMAT_VERSION}); upgrade with `pip install -U csdn-reid`"
             )
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown CSDN config field(s): {', '.join(unknown)}")
+        reject_unknown_fields(data, cls, "unknown CSDN config field(s)")
         return cls(**data)
 
     def to_json(self) -> str:

@@ -26,7 +26,7 @@ import csdn  # noqa: E402
 from csdn.data import SYSUMM01  # noqa: E402
 from csdn.data.synthetic import write_sysu  # noqa: E402
 from csdn.evaluation import eval_sysu  # noqa: E402
-from csdn.visualize import draw_ranking  # noqa: E402
+from csdn.retrieval.visualize import draw_ranking  # noqa: E402
 
 # Held-out people: the bundled model was trained on seed 0 and checked on seed 1.
 PEOPLE = dict(num_train_ids=2, num_test_ids=12, images_per_camera=3, seed=2)

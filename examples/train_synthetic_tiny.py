@@ -1,6 +1,6 @@
 """Reproduce the bundled demo model ``synthetic-tiny`` from nothing but this package.
 
-    python examples/train_synthetic_tiny.py                 # writes weights/synthetic-tiny/
+    python examples/train_synthetic_tiny.py                 # writes csdn/weights/synthetic-tiny/
     python examples/train_synthetic_tiny.py --output out/   # somewhere else
 
 Steps, every one seeded: (1) the synthetic generator writes a SYSU-MM01-style
@@ -38,14 +38,16 @@ from csdn import CSDN, CSDNConfig
 from csdn.data import SYSUMM01
 from csdn.data.synthetic import write_sysu
 from csdn.fileio import atomic_write, sha256_file
-from csdn.hub import MODEL_CARD_NAME, WEIGHTS_NAME, describe_architecture, save_pretrained
+from csdn.hub.api import save_pretrained
+from csdn.io.card import describe_architecture, front_matter, usage_section
+from csdn.io.pretrained import MODEL_CARD_NAME, WEIGHTS_NAME
 from csdn.train import TrainConfig, fit
 
 NAME = "synthetic-tiny"
 COMMAND = "python examples/train_synthetic_tiny.py"
 REPOSITORY = Path(__file__).resolve().parent.parent
-DEFAULT_OUTPUT = REPOSITORY / "weights" / NAME
-REGISTRY = REPOSITORY / "weights" / "registry.json"
+DEFAULT_OUTPUT = REPOSITORY / "csdn" / "weights" / NAME
+REGISTRY = REPOSITORY / "csdn" / "weights" / "registry.json"
 
 # The data: identities are drawn from (seed, pid), so the test identities of the
 # training tree and every identity of the check tree are people the model never saw.
@@ -165,8 +167,7 @@ def model_card(model: CSDN, meta: dict[str, Any]) -> str:
     data, train = meta["data"], meta["training"]
     check = meta["check"]
     lines = [
-        "---", "library_name: csdn-reid", "license: mit", "pipeline_tag: image-feature-extraction",
-        "tags: [person-reid, visible-infrared, cross-modality, csdn, synthetic, demo]", "---", "",
+        *front_matter("mit", ("person-reid", "visible-infrared", "cross-modality", "csdn", "synthetic", "demo")),
         "# synthetic-tiny: a demo CSDN for synthetic visible/infrared pedestrians", "",
         "The model that ships inside csdn-reid, so the package works end to end offline: "
         "`csdn.load()` (or `csdn.load(\"synthetic-tiny\")`) needs no download.", "",
@@ -214,15 +215,7 @@ def model_card(model: CSDN, meta: dict[str, Any]) -> str:
         f"(`write_sysu(root, {CHECK_DATA['num_train_ids']}, {CHECK_DATA['num_test_ids']}, "
         f"{CHECK_DATA['images_per_camera']}, seed={CHECK_DATA['seed']})`), all-search, trials "
         f"{check['protocol']['trials']}: rank-1 {100 * check['rank1']:.1f}%, mAP {100 * check['mAP']:.1f}%.", "",
-        "## Usage", "",
-        "```python",
-        "import csdn",
-        "",
-        "model = csdn.load()  # the bundled default, csdn.DEFAULT_MODEL == \"synthetic-tiny\"",
-        'query = model.embed_image(["ir_0001.jpg"], modality="infrared")',
-        'gallery = model.embed_image(["rgb_0001.jpg", "rgb_0002.jpg"], modality="visible")',
-        "matches = csdn.match(query, gallery, topk=2)  # .indices, .scores (cosine, best first)",
-        "```", "",
+        *usage_section('csdn.load()  # the bundled default, csdn.DEFAULT_MODEL == "synthetic-tiny"'),
         "`python examples/quickstart.py` runs this on freshly generated held-out people and draws the "
         "ranked results.", "",
         "## License and citation", "",
@@ -235,7 +228,7 @@ def model_card(model: CSDN, meta: dict[str, Any]) -> str:
 
 
 def register(weights: Path) -> None:
-    """Add or update the ``synthetic-tiny`` entry of weights/registry.json with the new file's SHA-256."""
+    """Add or update the ``synthetic-tiny`` entry of csdn/weights/registry.json with the new file's SHA-256."""
     data = json.loads(REGISTRY.read_text(encoding="utf-8"))
     data["models"][NAME] = {
         "bundled": NAME,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from csdn import CSDNConfig
-from csdn.model import CSDN
+from csdn.model.network import CSDN
 from hub_server import FakeHub
 
 

@@ -1,7 +1,7 @@
 """A synthetic checkpoint in the authors' format, built from the key table of DESIGN section 4.
 
 It is derived from OpenAI's CLIP module names and the table alone, independently of
-csdn.convert's mapping, so the conversion is checked against the format, not itself.
+csdn.hub.convert's mapping, so the conversion is checked against the format, not itself.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from csdn import CSDNConfig
-from csdn._openai_clip import clip_model
+from csdn.model.clip_code import clip_model
 
 STEM_ORDER = ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3")
 

@@ -2,7 +2,7 @@
 
 It follows the shape of the literature's evaluation scripts (rank all rows once,
 then a Python loop over queries with small NumPy steps), so the vectorised
-:mod:`csdn.evaluation` can be checked against it (tests) and timed against it
+:mod:`csdn.evaluation.metrics` can be checked against it (tests) and timed against it
 (benchmarks/bench_eval.py). Not part of the package.
 """
 

@@ -12,7 +12,7 @@ import torch
 import csdn
 from csdn.data.synthetic import write_sysu
 from csdn.fileio import sha256_file
-from csdn.registry import default_registry_path, open_registry
+from csdn.hub.registry import default_registry_path, open_registry
 
 NAME = "synthetic-tiny"
 # Recorded and recomputed scores may differ by float summation order across machines.

@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 import csdn
 from csdn import cli
 from csdn.config import CSDNConfig
-from csdn.convert import to_official_state_dict
-from csdn.model import CSDN
+from csdn.hub.convert import to_official_state_dict
+from csdn.model.network import CSDN
 
 # Unit-norm embeddings computed in different batches or processes agree to float32 rounding
 # (measured differences: up to 8e-8 on AMD Zen 4), not bit for bit.

@@ -203,23 +203,23 @@ def test_synth_errors_obey_the_policy(capsys, tmp_path):
 
 # ---------------------------------------------------------------------------- anything else
 def test_an_unexpected_error_points_to_debug(capsys, monkeypatch):
-    import csdn.registry
+    import csdn.hub.registry
 
     def broken(*args, **kwargs):
         raise KeyError("entries")
 
-    monkeypatch.setattr(csdn.registry, "open_registry", broken)
+    monkeypatch.setattr(csdn.hub.registry, "open_registry", broken)
     message = fails(capsys, ["models"], KeyError)
     assert message.strip() == "'entries' (KeyError; run with --debug for the traceback)"
 
 
 def test_ctrl_c_exits_130(capsys, monkeypatch):
-    import csdn.registry
+    import csdn.hub.registry
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(csdn.registry, "open_registry", interrupted)
+    monkeypatch.setattr(csdn.hub.registry, "open_registry", interrupted)
     for argv in (["models"], ["--debug", "models"]):
         assert cli.main(argv) == 130
         assert capsys.readouterr().err == "csdn: interrupted\n"

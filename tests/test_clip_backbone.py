@@ -11,10 +11,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from csdn import clip_backbone
-from csdn._openai_clip import clip_model, tokenize
-from csdn.clip_backbone import CLIPWeightsError, from_clip, read_clip_state_dict
-from csdn.modules import resize_positional_embedding
+from csdn.hub import clip as clip_backbone
+from csdn.model.clip_code import clip_model, tokenize
+from csdn.hub.clip import CLIPWeightsError, from_clip, read_clip_state_dict
+from csdn.model.layers import resize_positional_embedding
 
 STEM = ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3")
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from csdn import CSDNConfig
-from csdn.convert import CheckpointError, from_official, to_official_state_dict
+from csdn.hub.convert import CheckpointError, from_official, to_official_state_dict
 from official_format import official_state_dict
 
 # where DESIGN's table puts each official tensor in the model

@@ -117,7 +117,7 @@ def test_vectorised_metrics_equal_the_per_query_loop(seed):
 
 
 def test_large_query_sets_are_scored_in_blocks(monkeypatch):
-    import csdn.evaluation as evaluation
+    import csdn.evaluation.metrics as evaluation
 
     rng = np.random.default_rng(9)
     dist, q_pids, g_pids = rng.random((50, 20)), rng.integers(0, 8, 50), rng.integers(0, 8, 20)

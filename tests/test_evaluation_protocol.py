@@ -15,7 +15,7 @@ from csdn import cli
 from csdn.data import LLCM, SYSUMM01, RegDB
 from csdn.data.samples import sample_arrays
 from csdn.evaluation import eval_llcm, eval_regdb, eval_sysu
-from csdn.model import CSDN
+from csdn.model.network import CSDN
 
 
 @pytest.fixture
@@ -195,10 +195,10 @@ def test_bad_arguments_are_explained(sysu_root, tmp_path):
 
 
 def test_cli_eval_prints_table_and_writes_json(sysu_root, tmp_path, monkeypatch, capsys):
-    import csdn.hub
+    import csdn.hub.api
 
     loaded = []
-    monkeypatch.setattr(csdn.hub, "load", lambda name, **kw: loaded.append(name) or CountingModel())
+    monkeypatch.setattr(csdn.hub.api, "load", lambda name, **kw: loaded.append(name) or CountingModel())
     out = tmp_path / "out" / "sysu.json"
     code = cli.main(["eval", "--dataset", "sysu", "--root", str(sysu_root), "--model", "my-model",
                  "--trials", "0", "1", "--direction", "both", "--json", str(out), "--quiet"])
@@ -209,9 +209,9 @@ def test_cli_eval_prints_table_and_writes_json(sysu_root, tmp_path, monkeypatch,
 
 
 def test_cli_eval_reports_a_broken_dataset(tmp_path, monkeypatch, capsys):
-    import csdn.hub
+    import csdn.hub.api
 
-    monkeypatch.setattr(csdn.hub, "load", lambda name, **kw: CountingModel())
+    monkeypatch.setattr(csdn.hub.api, "load", lambda name, **kw: CountingModel())
     code = cli.main(["eval", "--dataset", "llcm", "--root", str(tmp_path / "missing"), "--model", "x", "--quiet"])
     assert code == 2
     err = capsys.readouterr().err

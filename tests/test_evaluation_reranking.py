@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from csdn.reranking import re_ranking, rerank_embeddings
+from csdn.retrieval.reranking import re_ranking, rerank_embeddings
 
 
 def plain_re_ranking(q_g, q_q, g_g, k1, k2, lambda_value):

@@ -7,14 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import csdn.fast
-import csdn.fold
-import csdn.inference
+import csdn.inference.fast
+import csdn.inference.fold
+import csdn.inference.embed
 from csdn import CSDNConfig
-from csdn.fast import chunk_size, clear_cache, folded_tower, inference_features
-from csdn.fast_pool import single_query_attention_pool
-from csdn.model import CSDN
-from csdn.modules import attention_pool
+from csdn.inference.fast import chunk_size, clear_cache, folded_tower, inference_features
+from csdn.inference.pool import single_query_attention_pool
+from csdn.model.network import CSDN
+from csdn.model.layers import attention_pool
 
 TINY = CSDNConfig.tiny()
 H, W = TINY.image_size
@@ -76,7 +76,7 @@ def test_single_query_pool_equals_clip_attention_pool(config, layout):
 def kernels(request, monkeypatch) -> str:
     """Run a test with oneDNN's fused kernels (where this build has them) and with the plain fallback."""
     if request.param == "conv2d":
-        monkeypatch.setattr(csdn.fold, "onednn_fusion_available", lambda dtype: False)
+        monkeypatch.setattr(csdn.inference.fold, "onednn_fusion_available", lambda dtype: False)
     return request.param
 
 
@@ -85,7 +85,7 @@ def test_fast_features_equal_plain_modules(modality, kernels):
     model = _model()
     x = torch.randn(5, 3, H, W)
     fast = inference_features(model, x, modality)
-    assert folded_tower(model).fused == (kernels == "onednn-fused" and csdn.fold.onednn_fusion_available(torch.float32))
+    assert folded_tower(model).fused == (kernels == "onednn-fused" and csdn.inference.fold.onednn_fusion_available(torch.float32))
     torch.testing.assert_close(fast, _plain_features(model, x, modality), atol=1e-5, rtol=0)
     other = "infrared" if modality == "visible" else "visible"
     assert not torch.allclose(fast, _plain_features(model, x, other), atol=1e-3)  # the right stem was used
@@ -101,7 +101,7 @@ def test_fast_features_equal_plain_modules_full_size_rn50():
 
 def test_chunks_cover_every_image_in_order(monkeypatch):
     model = _model()
-    monkeypatch.setattr(csdn.fast, "ACTIVATION_BUDGET", 2 * model.config.vision_width * H * W // 4 * 4)
+    monkeypatch.setattr(csdn.inference.fast, "ACTIVATION_BUDGET", 2 * model.config.vision_width * H * W // 4 * 4)
     assert chunk_size(model, torch.float32) == 2
     x = torch.randn(5, 3, H, W)  # chunks of 2, 2 and 1
     torch.testing.assert_close(inference_features(model, x, "visible"), _plain_features(model, x, "visible"),
@@ -206,6 +206,6 @@ def test_inference_features_need_eval_mode_and_a_known_precision():
 
 def test_bf16_warns_on_cpus_without_native_support(monkeypatch):
     model = _model()
-    monkeypatch.setattr(csdn.inference, "_cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(csdn.inference.embed, "_cpu_has_bf16", lambda: False)
     with pytest.warns(UserWarning, match="no native bfloat16 support"):
         model.embed_image(torch.randn(1, 3, H, W), "visible", precision="bf16")

@@ -17,12 +17,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import csdn
-from csdn import hub
+from csdn.hub import api as hub
 from csdn.config import CSDNConfig
-from csdn.convert import from_official, to_official_state_dict
-from csdn.hub import WeightsError, WeightsNotAvailableError
-from csdn.model import CSDN
-from csdn.registry import AUTHORS_RELEASE, Registry, list_models, model_info
+from csdn.hub.convert import from_official, to_official_state_dict
+from csdn.hub.api import WeightsError, WeightsNotAvailableError
+from csdn.model.network import CSDN
+from csdn.hub.registry import AUTHORS_RELEASE, Registry, list_models, model_info
 
 FILES = {"model.safetensors", "config.json", "README.md"}
 

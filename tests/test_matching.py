@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from csdn.matching import FaissIndex, Matches, match
+from csdn.retrieval.matching import FaissIndex, Matches, match
 
 
 def brute_force(query, gallery, k):

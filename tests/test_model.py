@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from csdn import CSDNConfig
-from csdn._openai_clip import clip_model, tokenize
-from csdn.model import CSDN
+from csdn.model.clip_code import clip_model, tokenize
+from csdn.model.network import CSDN
 
 TEMPLATE_TOKENS = [49406, 320, 1125, 539, 320, 343, 343, 343, 343, 2533, 269, 49407]
 
@@ -233,7 +233,7 @@ def test_config_json_round_trip_and_validation():
 
 
 def test_resized_positional_embedding_keeps_mean_token_and_interpolates_grid():
-    from csdn.modules import resize_positional_embedding
+    from csdn.model.layers import resize_positional_embedding
 
     original = torch.randn(50, 16)  # CLIP RN50 at 224 px: 7x7 grid + 1
     resized = resize_positional_embedding(original, (18, 9))

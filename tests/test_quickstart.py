@@ -13,7 +13,7 @@ from PIL import Image
 
 from csdn import cli
 from csdn.data.synthetic import write_sysu
-from csdn.visualize import GREEN, GREY, RED
+from csdn.retrieval.visualize import GREEN, GREY, RED
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -25,7 +25,7 @@ def _offline_env(tmp_path: Path) -> dict[str, str]:
 
 
 def _border_colours(picture: Image.Image, cell=(64, 128)) -> list[tuple[int, int, int]]:
-    """The colour of each ranked tile's left border in the first row (layout of csdn.visualize.draw_ranking)."""
+    """The colour of each ranked tile's left border in the first row (layout of csdn.retrieval.visualize.draw_ranking)."""
     border, gap = 4, 12
     tile_w = cell[0] + 2 * border
     colours = []

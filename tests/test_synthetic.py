@@ -24,7 +24,7 @@ from csdn.data.synthetic import (
     write_regdb,
     write_sysu,
 )
-from csdn.data.synthetic_body import PART_UPPER
+from csdn.data.synthetic.body import PART_UPPER
 
 SMALL = (64, 32)
 

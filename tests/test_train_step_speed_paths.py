@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from csdn import CSDNConfig
-from csdn.model import CSDN, TrainOutput
+from csdn.model.network import CSDN, TrainOutput
 
 RTOL, ATOL = 1e-5, 1e-6  # fp32, for single-layer comparisons
 # (outputs, gradients) tolerance per dtype, relative to each tensor's largest entry

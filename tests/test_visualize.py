@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from csdn.visualize import GREEN, GREY, RED, draw_ranking
+from csdn.retrieval.visualize import GREEN, GREY, RED, draw_ranking
 
 
 def _images(count, seed):

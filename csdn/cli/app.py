@@ -39,7 +39,7 @@ def error_message(error: Exception) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from csdn import __version__
+    from csdn.version import __version__
 
     parser = argparse.ArgumentParser(prog="csdn",
                                      description="CSDN models for visible-infrared person re-identification.")

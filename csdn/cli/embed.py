@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Sequence
 
+from csdn.inference.fast import COMPUTE_DTYPES
 from csdn.preprocess import IMAGE_SUFFIXES
 from csdn.retrieval.embeddings import Embeddings, check_embeddings_path, manifest_path, save_embeddings
 
@@ -30,7 +31,7 @@ def image_paths(inputs: Sequence[str]) -> list[Path]:
 
 def load_model(args: argparse.Namespace):
     """The model ``--model`` names, on ``--device``."""
-    from csdn.hub import load
+    from csdn.hub.api import load
 
     return load(args.model, device=args.device, progress=not args.quiet)
 
@@ -59,7 +60,7 @@ def add_embedding_options(parser: argparse.ArgumentParser) -> None:
     """The options of commands that embed images: batch size, flip, precision, device, progress."""
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     parser.add_argument("--no-flip", action="store_true", help="no flip test-time augmentation (half-size embeddings)")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="compute precision (default fp32)")
+    parser.add_argument("--precision", choices=tuple(COMPUTE_DTYPES), default="fp32", help="compute precision (default fp32)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 

@@ -46,8 +46,8 @@ def register(commands) -> list[argparse.ArgumentParser]:
 
 def run_eval(args: argparse.Namespace) -> int:
     """Handler for ``csdn eval``; returns the process exit code."""
-    from csdn.hub import load
-    from csdn.protocol import evaluate
+    from csdn.hub.api import load
+    from csdn.evaluation.protocol import evaluate
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")

@@ -36,7 +36,7 @@ def _side(path: str, modality: str, args: argparse.Namespace, cache: dict[str, A
 
 def run_match(args: argparse.Namespace) -> int:
     from csdn.fileio import atomic_write_text
-    from csdn.matching import match
+    from csdn.retrieval.matching import match
 
     output = Path(args.output)
     _check_suffix(output, RANKING_SUFFIXES, "--output")
@@ -92,7 +92,7 @@ def _folder_id(path: str) -> int | str:
 def _visualize(picture: Path, query_paths: list[str], gallery_paths: list[str], result: Any,
                args: argparse.Namespace) -> None:
     """Draw the first ``--visualize-queries`` queries with their ranked gallery images."""
-    from csdn.visualize import draw_ranking
+    from csdn.retrieval.visualize import draw_ranking
 
     count = min(args.visualize_queries, len(query_paths))
     queries = query_paths[:count]

@@ -11,7 +11,7 @@ import torch
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from csdn.registry import open_registry
+    from csdn.hub.registry import open_registry
 
     registry = open_registry()
     rows = [("NAME", "DATASET", "WEIGHTS", "DESCRIPTION")]
@@ -26,9 +26,9 @@ def run_models(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from csdn import hub
-    from csdn.model import CSDN
-    from csdn.registry import open_registry
+    from csdn.hub import api as hub
+    from csdn.model.network import CSDN
+    from csdn.hub.registry import open_registry
 
     registry = open_registry()
     name = args.model
@@ -53,8 +53,8 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from csdn.convert import from_official
-    from csdn.hub import WEIGHTS_NAME
+    from csdn.hub.convert import from_official
+    from csdn.hub.api import WEIGHTS_NAME
 
     out = Path(args.output)
     if (out / WEIGHTS_NAME).exists() and not args.overwrite:

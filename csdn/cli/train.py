@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from csdn.train.config import PRECISIONS, RECIPES, TrainConfig
+from csdn.train.config import AUTOCAST_PRECISIONS, RECIPES, TrainConfig
 
 DATASETS = ("sysu", "regdb", "llcm", "folder")
 _ALIASES = {"stage1_epochs": "--epochs-stage1", "stage2_epochs": "--epochs-stage2", "stage3_epochs": "--epochs-stage3"}
@@ -29,7 +29,7 @@ def _config_options(parser: argparse.ArgumentParser) -> None:
         if isinstance(default, tuple):
             kwargs.update(nargs="*", type=int)
         elif field.name == "precision":
-            kwargs.update(choices=PRECISIONS)
+            kwargs.update(choices=AUTOCAST_PRECISIONS)
         elif field.name == "recipe":
             kwargs.update(choices=tuple(RECIPES), help="reference: the authors' training code, quirks included "
                           "(default); clean: each quirk corrected")

@@ -7,10 +7,20 @@ from csdn.data.regdb import RegDB
 from csdn.data.samples import UNKNOWN_CAMERA, Sample, TrainSet
 from csdn.data.sysu import SYSUMM01, load_sysu_arrays
 
+# benchmark name (and accepted spellings) -> reader; one table for training and evaluation
+READERS = {"sysu": SYSUMM01, "sysu-mm01": SYSUMM01, "sysumm01": SYSUMM01, "regdb": RegDB, "llcm": LLCM}
+
+
+def reader_for(name: str) -> type | None:
+    """The reader class a benchmark name stands for (case and surrounding spaces ignored), or None."""
+    return READERS.get(name.strip().lower())
+
+
 __all__ = [
     "DIRECTIONS",
     "DatasetLayoutError",
     "LLCM",
+    "READERS",
     "RegDB",
     "SYSUMM01",
     "Sample",
@@ -18,4 +28,5 @@ __all__ = [
     "UNKNOWN_CAMERA",
     "load_sysu_arrays",
     "parse_direction",
+    "reader_for",
 ]

@@ -33,7 +33,7 @@ class LLCM:
       image is the gallery (see :meth:`search`).
 
     LLCM cameras record both modalities, so the metric ignores gallery images that share
-    the probe's identity *and* camera (:func:`csdn.evaluation.eval_llcm`).
+    the probe's identity *and* camera (:func:`csdn.evaluation.metrics.eval_llcm`).
     """
 
     name = "llcm"

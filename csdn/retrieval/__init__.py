@@ -1,6 +1,8 @@
-"""Retrieval: what happens to embeddings after the model made them. For now the embeddings file
-(``save_embeddings`` / ``load_embeddings``, the format ``csdn embed`` writes and ``csdn match`` reads)."""
+"""Retrieval: what happens to embeddings after the model made them - exact top-k matching (and a
+faiss index for very large galleries), k-reciprocal re-ranking, the embeddings file that
+``csdn embed`` writes and ``csdn match`` reads, and pictures of ranked results."""
 
 from csdn.retrieval.embeddings import Embeddings, load_embeddings, save_embeddings
+from csdn.retrieval.matching import FaissIndex, Matches, match
 
-__all__ = ["Embeddings", "load_embeddings", "save_embeddings"]
+__all__ = ["Embeddings", "FaissIndex", "Matches", "load_embeddings", "match", "save_embeddings"]

@@ -7,7 +7,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+from csdn.config import reject_unknown_fields
+
+AUTOCAST_PRECISIONS = ("fp32", "bf16", "fp16")  # TrainConfig.precision: autocast during training
 
 
 @dataclass(frozen=True)
@@ -141,8 +143,8 @@ class TrainConfig:
             raise ValueError("every stage-3 loss weight is 0, so stage 3 would not train; set stage3_epochs=0 instead")
         if list(self.milestones) != sorted(self.milestones):
             raise ValueError(f"milestones must be increasing, got {self.milestones}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.precision not in AUTOCAST_PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(AUTOCAST_PRECISIONS)}, got {self.precision!r}")
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -152,10 +154,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s): {', '.join(unknown)}")
+        reject_unknown_fields(data, cls, "unknown TrainConfig field(s)")
         return cls(**data)
 
     def to_json(self) -> str:

@@ -17,10 +17,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from csdn.data import READERS, reader_for
 from csdn.data.layout import image_files
 from csdn.data.samples import UNKNOWN_CAMERA, Sample
 
-_READERS = {"sysu": "SYSUMM01", "sysu-mm01": "SYSUMM01", "regdb": "RegDB", "llcm": "LLCM"}
 
 
 @dataclass
@@ -117,16 +117,15 @@ def resolve_train_set(data: Any, root: str | os.PathLike | None = None, **option
             if root is None:
                 raise ValueError("the 'folder' dataset needs root=<directory with visible/ and infrared/>")
             return read_image_folder(root)
-        if name in _READERS:
+        reader = reader_for(name)
+        if reader is not None:
             if root is None:
                 raise ValueError(f"dataset {data!r} needs root=<its directory>")
-            import csdn.data
-
-            return resolve_train_set(getattr(csdn.data, _READERS[name])(root, **options))
+            return resolve_train_set(reader(root, **options))
         if Path(data).is_dir():
             return read_image_folder(data)
         raise ValueError(
-            f"unknown dataset {data!r}; choose one of {', '.join(sorted(_READERS))} or 'folder', "
+            f"unknown dataset {data!r}; choose one of {', '.join(sorted(READERS))} or 'folder', "
             "or pass a directory with visible/ and infrared/ sub-folders"
         )
     split = getattr(data, "train", data)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Union
 
 from csdn.config import CSDNConfig
-from csdn.model import CSDN
+from csdn.model.network import CSDN
 
 Init = Union[str, os.PathLike, CSDN, None]
 
@@ -38,11 +38,11 @@ def initial_model(init: Init, num_classes: int, *, image_size: tuple[int, int] |
         overrides = {"image_size": image_size} if image_size else {}
         return CSDN(CSDNConfig.tiny(num_classes=num_classes, **overrides))
     elif init is not None and Path(init).exists() and _is_csdn_file(Path(init)):
-        from csdn.hub import load
+        from csdn.hub.api import load
 
         model = load(str(init))
     else:
-        from csdn.clip_backbone import from_clip
+        from csdn.hub.clip import from_clip
 
         weights = "RN50" if init is None or str(init).upper() == "RN50" else init
         return from_clip(weights, num_classes=num_classes, image_size=image_size or (288, 144),

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from csdn.losses import msel_loss, supcon_loss, wrt_triplet_loss
-from csdn.model import CSDN
+from csdn.model.network import CSDN
 from csdn.train.config import TrainConfig
 
 STAGE_NAMES = {1: "prompts", 2: "fusion", 3: "image"}

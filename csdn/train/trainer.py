@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from csdn.config import CSDNConfig
 from csdn.device import resolve_device
-from csdn.model import CSDN
+from csdn.model.network import CSDN
 from csdn.train import distributed as ddp
 from csdn.train.augment import TrainAugment
 from csdn.fileio import atomic_write_text

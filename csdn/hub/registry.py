@@ -1,6 +1,6 @@
 """The model registry: the short names users type (``"sysu"``) and where their weights live.
 
-The registry is a data file, ``weights/registry.json``, installed with the package
+The registry is a data file, ``csdn/weights/registry.json``, installed with the package
 as ``csdn.weights``, so adding or re-pinning a model never touches code. Each entry
 names a Hugging Face Hub file (repo, filename, pinned revision, SHA-256) and/or a
 ``bundled`` folder next to the registry that holds a ``save_pretrained`` model and
@@ -19,16 +19,18 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Union
 
+from csdn.config import reject_unknown_fields
+from csdn.io.card import AUTHORS_RELEASE  # re-exported: where the authors publish code and weights
+
 REGISTRY_ENV = "CSDN_REGISTRY"
 # What ``csdn.load()`` loads when given no name: the demo model bundled with the
 # package (trained on synthetic images), so a fresh install works offline.
 DEFAULT_MODEL = "synthetic-tiny"
 REGISTRY_FILENAME = "registry.json"
 REGISTRY_FORMAT_VERSION = 1
-AUTHORS_RELEASE = "https://github.com/nengdong96/CSDN"
 
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")  # a lowercase hex SHA-256 digest
+REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # a Hugging Face Hub "org/name"
 
 
 @dataclass(frozen=True)
@@ -81,19 +83,16 @@ class Registry:
         where = f"model registry {self.path}, entry {name!r}"
         if not isinstance(fields, dict):
             raise ValueError(f"{where}: must be an object")
-        known = {f.name for f in dataclasses.fields(RegistryEntry)} - {"name"}
-        unknown = sorted(set(fields) - known)
-        if unknown:
-            raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        reject_unknown_fields(fields, RegistryEntry, f"{where}: unknown field(s)", exclude={"name"})
         try:
             entry = RegistryEntry(name=name, **fields)
         except TypeError as err:  # a required field is missing
             raise ValueError(f"{where}: {err}") from None
         if entry.repo_id is None and entry.bundled is None:
             raise ValueError(f"{where}: needs a 'repo_id' (Hub) or a 'bundled' folder")
-        if entry.repo_id is not None and not _REPO_ID.fullmatch(entry.repo_id):
+        if entry.repo_id is not None and not REPO_ID.fullmatch(entry.repo_id):
             raise ValueError(f"{where}: repo_id {entry.repo_id!r} is not of the form 'org/name'")
-        if entry.sha256 is not None and not _SHA256.fullmatch(entry.sha256):
+        if entry.sha256 is not None and not SHA256_HEX.fullmatch(entry.sha256):
             raise ValueError(f"{where}: sha256 must be 64 lowercase hex digits or null")
         if entry.bundled is not None and (Path(entry.bundled).is_absolute() or ".." in Path(entry.bundled).parts):
             raise ValueError(f"{where}: 'bundled' must be a folder inside {self.path.parent}")
@@ -118,22 +117,11 @@ RegistryLike = Union[Registry, str, Path, None]
 
 
 def default_registry_path() -> Path:
-    """``$CSDN_REGISTRY``, else the registry installed with the package.
-
-    An installed package reads it from ``csdn.weights``; a bare source checkout
-    (or an editable install, whose finder does not map data-only packages) from
-    ``<repository>/weights``.
-    """
+    """``$CSDN_REGISTRY``, else the registry that ships inside the package (``csdn/weights``)."""
     override = os.environ.get(REGISTRY_ENV)
     if override:
         return Path(override)
-    try:
-        installed = Path(str(resources.files("csdn.weights") / REGISTRY_FILENAME))
-    except ModuleNotFoundError:
-        installed = None
-    if installed is not None and installed.is_file():
-        return installed
-    return Path(__file__).resolve().parent.parent / "weights" / REGISTRY_FILENAME
+    return Path(str(resources.files("csdn.weights") / REGISTRY_FILENAME))
 
 
 def open_registry(registry: RegistryLike = None) -> Registry:

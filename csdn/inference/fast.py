@@ -2,9 +2,9 @@
 
 ``inference_features`` returns the same test feature f(x) as ``CSDN.image_features``
 in eval mode (to float rounding, ~1e-6) but does less work: BatchNorms are folded
-into the convolutions and fused with ReLU and the residual adds (:mod:`csdn.fold`),
+into the convolutions and fused with ReLU and the residual adds (:mod:`csdn.inference.fold`),
 activations are channels-last (the layout oneDNN convolutions run fastest in), and
-the attention pool evaluates only its one used query (:mod:`csdn.fast_pool`).
+the attention pool evaluates only its one used query (:mod:`csdn.inference.pool`).
 Images go through in chunks small enough that the largest activation stays near
 ``ACTIVATION_BUDGET`` bytes: this keeps the working set in cache and every
 allocation below the size at which the C allocator would hand memory back to the
@@ -24,15 +24,13 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
-from csdn.fold import FoldedTower
+from csdn.inference.fold import FoldedTower
 from csdn.modality import normalize_modality
+from csdn.inference.protocol import EmbeddingModel
 
-if TYPE_CHECKING:
-    from csdn.model import CSDN
 
 COMPUTE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 ACTIVATION_BUDGET = 16 * 2**20  # bytes of the largest activation map of one chunk of images
@@ -51,14 +49,14 @@ class _CachedTower:
         )
 
 
-_CACHE: "weakref.WeakKeyDictionary[CSDN, dict[torch.dtype, _CachedTower]]" = weakref.WeakKeyDictionary()
+_CACHE: "weakref.WeakKeyDictionary[EmbeddingModel, dict[torch.dtype, _CachedTower]]" = weakref.WeakKeyDictionary()
 
 
 def _stamp(tensor: torch.Tensor) -> tuple[int, int]:
     return tensor._version, tensor.data_ptr()
 
 
-def _folded_sources(model: "CSDN") -> list[torch.Tensor]:
+def _folded_sources(model: EmbeddingModel) -> list[torch.Tensor]:
     """Every parameter and buffer the folded tower is computed from."""
     tensors: list[torch.Tensor] = []
     for module in (model.stem_visible, model.stem_infrared, model.trunk):
@@ -74,7 +72,7 @@ def compute_dtype(precision: str) -> torch.dtype:
     return COMPUTE_DTYPES[precision]
 
 
-def chunk_size(model: "CSDN", dtype: torch.dtype) -> int:
+def chunk_size(model: EmbeddingModel, dtype: torch.dtype) -> int:
     """Images per tower call, so that the largest activation map stays within ``ACTIVATION_BUDGET``.
 
     The largest maps are the stem's last convolution (``width`` channels at H/2 x W/2)
@@ -85,7 +83,7 @@ def chunk_size(model: "CSDN", dtype: torch.dtype) -> int:
     return max(1, ACTIVATION_BUDGET // largest)
 
 
-def folded_tower(model: "CSDN", dtype: torch.dtype = torch.float32) -> FoldedTower:
+def folded_tower(model: EmbeddingModel, dtype: torch.dtype = torch.float32) -> FoldedTower:
     """The model's stems and trunk with BatchNorms folded, weights in ``dtype``; cached while valid."""
     sources = _folded_sources(model)
     per_model = _CACHE.setdefault(model, {})
@@ -99,12 +97,12 @@ def folded_tower(model: "CSDN", dtype: torch.dtype = torch.float32) -> FoldedTow
     return cached.tower
 
 
-def clear_cache(model: "CSDN") -> None:
+def clear_cache(model: EmbeddingModel) -> None:
     """Drop the model's folded towers (frees their memory; the next call rebuilds them)."""
     _CACHE.pop(model, None)
 
 
-def inference_features(model: "CSDN", x: torch.Tensor, modality: str, precision: str = "fp32") -> torch.Tensor:
+def inference_features(model: EmbeddingModel, x: torch.Tensor, modality: str, precision: str = "fp32") -> torch.Tensor:
     """f(x) ``[N, feature_dim + embed_dim]`` with eval-mode semantics, via the folded tower.
 
     ``precision="fp32"`` matches ``model.image_features`` to float rounding.
@@ -115,12 +113,12 @@ def inference_features(model: "CSDN", x: torch.Tensor, modality: str, precision:
     dtype = compute_dtype(precision)
     if model.training:
         raise RuntimeError("inference_features uses BatchNorm running statistics; call model.eval() first")
-    model._check_images(x)
+    model.check_images(x)
     tower = folded_tower(model, dtype)
     modality = normalize_modality(modality)
     with torch.inference_mode():
         features = []
         for chunk in x.split(chunk_size(model, dtype)):
             fmap = tower(chunk.to(dtype=dtype, memory_format=torch.channels_last), modality)
-            features.append(model._features_from_map(fmap.float()))
+            features.append(model.features_from_map(fmap.float()))
         return torch.cat(features)

@@ -24,11 +24,11 @@ from typing import Mapping
 import torch
 from tqdm.auto import tqdm
 
-from csdn._openai_clip import tokenize
+from csdn.model.clip_code import tokenize
 from csdn.config import CSDNConfig
 from csdn.fileio import atomic_write, sha256_file
-from csdn.model import CSDN
-from csdn.modules import resize_positional_embedding
+from csdn.model.network import CSDN
+from csdn.model.layers import resize_positional_embedding
 from csdn.errors import CLIPWeightsError
 
 # OpenAI publishes each checkpoint under a URL whose second-to-last part is the file's SHA-256.

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from csdn._openai_clip import clip_model
+from csdn.model.clip_code import clip_model
 from csdn.config import CSDNConfig
 
 

@@ -20,17 +20,16 @@ import torch
 from tqdm.auto import tqdm
 
 from csdn.data.direction import parse_direction
-from csdn.data.llcm import LLCM
 from csdn.data.regdb import RegDB
 from csdn.data.samples import Sample, sample_arrays
-from csdn.data.sysu import SYSUMM01
-from csdn.evaluation import EvaluationResult, SearchResult, TrialResult, eval_llcm, eval_regdb, eval_sysu
-from csdn.reranking import rerank_embeddings
+from csdn.data import reader_for
+from csdn.evaluation.metrics import eval_llcm, eval_regdb, eval_sysu
+from csdn.evaluation.results import EvaluationResult, SearchResult, TrialResult
+from csdn.retrieval.reranking import rerank_embeddings
 
 __all__ = ["evaluate", "EmbeddingTable", "weights_fingerprint"]
 
 MAX_RANK = 20
-_READERS = {"sysu": SYSUMM01, "sysu-mm01": SYSUMM01, "sysumm01": SYSUMM01, "regdb": RegDB, "llcm": LLCM}
 _DEFAULTS = {"mode": "all", "shots": 1}
 
 
@@ -157,7 +156,7 @@ def _reader(dataset: Any, root: Any, trials: Sequence[int] | None) -> Any:
         if root is not None:
             raise ValueError(f"root= goes with a dataset name; the reader {dataset!r} already has its folder")
         return dataset
-    kind = _READERS.get(dataset.strip().lower())
+    kind = reader_for(dataset)
     if kind is None:
         raise ValueError(f"unknown dataset {dataset!r}; choose 'sysu', 'regdb' or 'llcm'")
     if root is None:
@@ -212,7 +211,7 @@ def evaluate(
             Probes and gallery are the reference code's: the named query modality probes the
             other, except LLCM ``visible->infrared``, where the infrared images drawn per trial
             probe every visible test image (:meth:`csdn.data.LLCM.search`).
-        rerank: apply k-reciprocal re-ranking (:mod:`csdn.reranking`); not the paper's protocol.
+        rerank: apply k-reciprocal re-ranking (:mod:`csdn.retrieval.reranking`); not the paper's protocol.
         flip: flip test-time augmentation (the paper's protocol).
         cache_dir: keep embeddings on disk here, keyed by the model's weights and ``flip``.
 

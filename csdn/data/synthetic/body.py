@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from csdn.data.synthetic_identity import Identity
+from csdn.data.synthetic.identity import Identity
 
 PART_BACKGROUND, PART_SKIN, PART_HAIR, PART_UPPER, PART_UPPER_PATTERN = 0, 1, 2, 3, 4
 PART_LOWER, PART_SHOES, PART_BAG, PART_HAT = 5, 6, 7, 8

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageFilter
 
-from csdn.data.synthetic_body import (
+from csdn.data.synthetic.body import (
     NUM_PARTS,
     PART_BAG,
     PART_HAIR,
@@ -28,8 +28,8 @@ from csdn.data.synthetic_body import (
     draw_body,
     sample_pose,
 )
-from csdn.data.synthetic_identity import Identity, Material
-from csdn.data.synthetic_scene import CameraStyle, build_place
+from csdn.data.synthetic.identity import Identity, Material
+from csdn.data.synthetic.scene import CameraStyle, build_place
 from csdn.modality import normalize_modality
 
 _SUPERSAMPLE = 2  # _finish's box filter assumes 2

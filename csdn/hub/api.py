@@ -20,15 +20,11 @@ names the file, what is wrong, and how to get a good copy.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import re
-import struct
 import sys
 import tempfile
 from dataclasses import dataclass
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -50,13 +46,20 @@ from safetensors.torch import load_file
 
 from csdn.config import CSDNConfig
 from csdn.device import resolve_device
-from csdn.fileio import atomic_write, atomic_write_text, sha256_file
-from csdn.model import CSDN
-from csdn.statedict import mismatch_report
 from csdn.errors import WeightsError, WeightsNotAvailableError
-from csdn.registry import (  # list_models and model_info are part of this module's API (csdn.list_models)
+from csdn.fileio import atomic_write, sha256_file
+from csdn.hub.statedict import mismatch_report
+from csdn.io.card import describe_architecture, render_model_card
+from csdn.io.pretrained import (CONFIG_METADATA_KEY, CONFIG_NAME, MODEL_CARD_NAME, WEIGHTS_NAME, package_version,
+                                 save_pretrained)
+from csdn.io.safetensors import (FLOAT_DTYPES, InvalidSafetensors, TensorInfo, parse_header,
+                                 read_safetensors_header, write_safetensors)
+from csdn.model.network import CSDN
+from csdn.hub.registry import (  # list_models and model_info are part of this module's API (csdn.list_models)
     AUTHORS_RELEASE,
     DEFAULT_MODEL,
+    REPO_ID,
+    SHA256_HEX,
     Registry,
     RegistryEntry,
     RegistryLike,
@@ -69,200 +72,10 @@ __all__ = [
     "load", "load_config", "save_pretrained", "DEFAULT_MODEL", "push_to_hub", "list_models", "model_info",
     "WeightsError", "WeightsNotAvailableError",
     "atomic_write", "write_safetensors", "read_safetensors_header", "render_model_card", "describe_architecture",
+    "WEIGHTS_NAME", "CONFIG_NAME", "MODEL_CARD_NAME", "CONFIG_METADATA_KEY", "TensorInfo",
 ]
 
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
-MODEL_CARD_NAME = "README.md"
-CONFIG_METADATA_KEY = "csdn_config"
 HUB_PREFIX = "hf-hub:"
-
-_MAX_HEADER_BYTES = 100 * 1024 * 1024
-# torch dtype -> safetensors dtype name, for the dtypes a CSDN state dict can hold
-_DTYPE_NAMES = {
-    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL",
-}
-_DTYPE_BYTES = {name: dtype.itemsize for dtype, name in _DTYPE_NAMES.items()}
-_FLOAT_DTYPES = {name for dtype, name in _DTYPE_NAMES.items() if dtype.is_floating_point}
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-# ---------------------------------------------------------------------------- saving
-def _package_version() -> str:
-    try:
-        return importlib_metadata.version("csdn-reid")
-    except importlib_metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def write_safetensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> None:
-    """Write a safetensors file whose bytes depend only on ``tensors`` and ``metadata``.
-
-    safetensors' own writer puts the metadata keys in random order, so saving the same
-    model twice gave files with different SHA-256s; here the metadata keys are sorted and
-    tensors ordered by (element size, largest first, then name), which also keeps every
-    tensor aligned to its element size. Each tensor's bytes are copied out on their own,
-    so tensors that share memory are fine.
-    """
-    ordered = sorted(tensors.items(), key=lambda item: (-item[1].element_size(), item[0]))
-    header: dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))}
-    offset = 0
-    for name, tensor in ordered:
-        if tensor.dtype not in _DTYPE_NAMES:
-            raise ValueError(f"cannot save tensor {name!r} of dtype {tensor.dtype} in safetensors")
-        size = tensor.numel() * tensor.element_size()
-        header[name] = {"dtype": _DTYPE_NAMES[tensor.dtype], "shape": list(tensor.shape), "data_offsets": [offset, offset + size]}
-        offset += size
-    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    raw += b" " * (-len(raw) % 8)
-    with open(path, "wb") as handle:
-        handle.write(struct.pack("<Q", len(raw)) + raw)
-        for _, tensor in ordered:
-            handle.write(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-
-
-def save_pretrained(
-    model: CSDN,
-    directory: str | Path,
-    *,
-    model_card: bool = True,
-    extra_meta: Mapping[str, Any] | None = None,
-    repo_id: str | None = None,
-) -> Path:
-    """Write ``model.safetensors`` (config in its metadata), ``config.json`` and a ``README.md`` model card.
-
-    Args:
-        extra_meta: provenance merged into the saved config's ``meta`` (e.g.
-            ``{"dataset": "SYSU-MM01", "metrics": {...}}``); the model itself is not changed.
-        repo_id: the Hub repository the model card's usage snippet should name.
-
-    Returns the directory. Each file is replaced atomically.
-    """
-    directory = Path(directory)
-    if directory.exists() and not directory.is_dir():
-        raise ValueError(f"cannot save into {directory}: it exists and is not a directory")
-    directory.mkdir(parents=True, exist_ok=True)
-    config = CSDNConfig.from_dict(model.config.to_dict())
-    config.meta.update(extra_meta or {})
-    try:
-        config_json = config.to_json()
-    except TypeError as err:
-        raise ValueError(f"config meta must hold JSON values (numbers, strings, lists, dicts): {err}") from err
-    state = model.state_dict()
-    metadata = {"format": "pt", CONFIG_METADATA_KEY: config_json, "csdn_version": _package_version()}
-    atomic_write(directory / WEIGHTS_NAME, lambda temp: write_safetensors(temp, state, metadata))
-    atomic_write_text(directory / CONFIG_NAME, config_json + "\n")
-    if model_card:
-        num_parameters = sum(p.numel() for p in model.parameters())
-        atomic_write_text(directory / MODEL_CARD_NAME, render_model_card(config, num_parameters, repo_id=repo_id))
-    return directory
-
-
-# ---------------------------------------------------------------------------- model card
-_CITATION = """\
-@article{yu2025csdn,
-  title   = {CLIP-Driven Semantic Discovery Network for Visible-Infrared Person Re-Identification},
-  author  = {Yu, Xiaoyan and Dong, Neng and Zhu, Liehuang and Peng, Hao and Tao, Dapeng},
-  journal = {IEEE Transactions on Multimedia},
-  year    = {2025},
-  note    = {arXiv:2401.05806}
-}"""
-
-
-def _backbone_name(config: CSDNConfig) -> str:
-    reference = CSDNConfig.rn50()
-    if (config.vision_layers, config.vision_width) == (reference.vision_layers, reference.vision_width):
-        return "CLIP RN50"
-    return f"CLIP ModifiedResNet (blocks {list(config.vision_layers)}, width {config.vision_width})"
-
-
-def _metrics_table(metrics: Any) -> list[str]:
-    """``{"protocol": {"rank1": .., "mAP": ..}}`` or a flat ``{"rank1": ..}`` as a Markdown table."""
-    if not isinstance(metrics, Mapping) or not metrics:
-        return []
-    rows = dict(metrics) if all(isinstance(v, Mapping) for v in metrics.values()) else {"": dict(metrics)}
-    columns = list(dict.fromkeys(key for row in rows.values() for key in row))
-    lines = ["| protocol | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    for protocol, row in rows.items():
-        cells = [f"{row[c]:.2f}" if isinstance(row.get(c), (int, float)) else str(row.get(c, "")) for c in columns]
-        lines.append(f"| {protocol} | " + " | ".join(cells) + " |")
-    return ["## Results", "", *lines, ""]
-
-
-def describe_architecture(config: CSDNConfig, num_parameters: int) -> list[str]:
-    """One line per architecture fact, for the model card and ``csdn info``."""
-    height, width = config.image_size
-    return [
-        f"Backbone: {_backbone_name(config)}, a stem per modality and a shared trunk (layer4 stride "
-        f"{config.last_stride}), attention pool to {config.embed_dim}-d",
-        f"Input: {height}x{width} (HxW), ImageNet normalisation",
-        f"Test feature: {config.test_feature_dim}-d (GeM half + projection half, each unit norm); "
-        f"embedding with flip test-time augmentation: {2 * config.test_feature_dim}-d",
-        f"Training identities: {config.num_classes}",
-        f"Parameters: {num_parameters:,}",
-    ]
-
-
-def render_model_card(config: CSDNConfig, num_parameters: int, *, repo_id: str | None = None) -> str:
-    """The ``README.md`` of a saved model: what it is, how it was made, how to use and cite it."""
-    meta = dict(config.meta)
-    dataset = meta.get("dataset", "unspecified")
-    load_target = f"hf-hub:{repo_id}" if repo_id else "path/to/this/folder"
-    provenance = [f"- {key}: `{value}`" for key, value in meta.items() if key not in ("metrics", "license")]
-    lines = [
-        "---",
-        "library_name: csdn-reid",
-        f"license: {meta.get('license', 'other')}",
-        "pipeline_tag: image-feature-extraction",
-        "tags: [person-reid, visible-infrared, cross-modality, clip, csdn]",
-        "---",
-        "",
-        f"# CSDN for visible-infrared person re-identification ({dataset})",
-        "",
-        f"Trained on: **{dataset}**. Maps visible (RGB) and infrared person crops into one embedding "
-        "space, so the same person is close whatever the camera's modality.",
-        "",
-        "## Architecture",
-        "",
-        *(f"- {line}" for line in describe_architecture(config, num_parameters)),
-        "",
-        *_metrics_table(meta.get("metrics")),
-        "## Usage",
-        "",
-        "```python",
-        "import csdn",
-        "",
-        f'model = csdn.load("{load_target}")',
-        'query = model.embed_image(["ir_0001.jpg"], modality="infrared")',
-        'gallery = model.embed_image(["rgb_0001.jpg", "rgb_0002.jpg"], modality="visible")',
-        "matches = csdn.match(query, gallery, topk=2)  # .indices, .scores (cosine, best first)",
-        "```",
-        "",
-        *(["## Provenance", "", *provenance, ""] if provenance else []),
-        "## License and citation",
-        "",
-        "The csdn-reid code is MIT-licensed. Weights converted from the authors' release "
-        f"({AUTHORS_RELEASE}) follow that release's terms. If you use this model, cite the CSDN paper:",
-        "",
-        "Yu, Dong, Zhu, Peng, Tao. *CLIP-Driven Semantic Discovery Network for Visible-Infrared Person "
-        "Re-Identification.* IEEE Transactions on Multimedia, 2025. arXiv:2401.05806.",
-        "",
-        "```bibtex",
-        _CITATION,
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------- verification
-@dataclass(frozen=True)
-class TensorInfo:
-    """A tensor as the safetensors header declares it."""
-
-    dtype: str
-    shape: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -278,63 +91,6 @@ class _WeightsFile:
     def error(self, problem: str) -> WeightsError:
         return WeightsError(f"{self.path}: {problem}. It was not loaded. {self.fix}")
 
-
-class _InvalidSafetensors(Exception):
-    """What makes a file unreadable as safetensors (worded to follow "not a valid safetensors file:")."""
-
-
-def _parse_header(path: Path) -> tuple[dict[str, str], dict[str, TensorInfo]]:
-    size = path.stat().st_size
-    with open(path, "rb") as handle:
-        prefix = handle.read(8)
-        if len(prefix) < 8:
-            raise _InvalidSafetensors(f"it is only {size} bytes long")
-        (header_bytes,) = struct.unpack("<Q", prefix)
-        if header_bytes > min(size - 8, _MAX_HEADER_BYTES):
-            raise _InvalidSafetensors(
-                f"it declares a {header_bytes}-byte header but holds {size} bytes (truncated, or another format)"
-            )
-        raw = handle.read(header_bytes)
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise _InvalidSafetensors("its header is not JSON (truncated, or another format)") from None
-    if not isinstance(header, dict):
-        raise _InvalidSafetensors("its header is not a JSON object")
-    metadata = header.pop("__metadata__", None) or {}
-    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise _InvalidSafetensors("its __metadata__ is not a string-to-string map")
-    infos: dict[str, TensorInfo] = {}
-    data_end = 0
-    for name, spec in header.items():
-        try:
-            dtype, shape, (begin, end) = spec["dtype"], tuple(int(d) for d in spec["shape"]), spec["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise _InvalidSafetensors(f"the header entry of tensor {name!r} is malformed") from None
-        if dtype not in _DTYPE_BYTES:
-            raise _InvalidSafetensors(f"tensor {name!r} has unsupported dtype {dtype!r}")
-        if begin < 0 or end - begin != math.prod(shape) * _DTYPE_BYTES[dtype]:
-            raise _InvalidSafetensors(f"tensor {name!r} declares {end - begin} bytes for shape {list(shape)} of {dtype}")
-        infos[name] = TensorInfo(dtype, shape)
-        data_end = max(data_end, end)
-    data_bytes = size - 8 - header_bytes
-    if data_end > data_bytes:
-        raise _InvalidSafetensors(f"it is truncated: its tensors need {data_end} data bytes, the file holds {data_bytes}")
-    if data_end < data_bytes:
-        raise _InvalidSafetensors(f"it has {data_bytes - data_end} unexpected bytes after its tensors")
-    return metadata, infos
-
-
-def read_safetensors_header(path: str | Path) -> tuple[dict[str, str], dict[str, TensorInfo]]:
-    """Parse and check a safetensors header: ``(metadata, {name: TensorInfo})``.
-
-    Checks that the declared tensors fill the file exactly, so a truncated download
-    or a file that is not safetensors at all is caught before any tensor is read.
-    """
-    try:
-        return _parse_header(Path(path))
-    except _InvalidSafetensors as err:
-        raise WeightsError(f"{path} is not a valid safetensors file: {err}") from None
 
 
 def _parse_config(text: str, where: str, weights: _WeightsFile) -> CSDNConfig:
@@ -380,7 +136,7 @@ def _check_tensors(weights: _WeightsFile, infos: Mapping[str, TensorInfo], expec
         info, tensor = infos[name], expected[name]
         if info.shape != tuple(tensor.shape):
             wrong.append(f"{name}: shape {list(info.shape)} in the file, {list(tensor.shape)} in the model")
-        elif (info.dtype in _FLOAT_DTYPES) != tensor.is_floating_point():
+        elif (info.dtype in FLOAT_DTYPES) != tensor.is_floating_point():
             wrong.append(f"{name}: dtype {info.dtype} in the file, {tensor.dtype} in the model")
     problems = mismatch_report(missing, unexpected, wrong, noun="tensors")
     if problems:
@@ -397,8 +153,8 @@ def _verified_config(weights: _WeightsFile) -> tuple[CSDNConfig, dict[str, Tenso
                 "(corrupted, or not the published file)"
             )
     try:
-        metadata, infos = _parse_header(weights.path)
-    except _InvalidSafetensors as err:
+        metadata, infos = parse_header(weights.path)
+    except InvalidSafetensors as err:
         raise weights.error(f"not a valid safetensors file: {err}") from None
     return _config_of(weights, metadata), infos
 
@@ -431,7 +187,7 @@ def _local_weights(path: Path, *, fix: str | None = None, sha256: str | None = N
     if path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
         raise ValueError(
             f"{path} looks like a PyTorch checkpoint, not a csdn model: convert the authors' checkpoint "
-            f"with `csdn convert {path} out/` (or csdn.convert.from_official), then load out/"
+            f"with `csdn convert {path} out/` (or csdn.hub.convert.from_official), then load out/"
         )
     sidecar = path.with_name(CONFIG_NAME) if path.name == WEIGHTS_NAME else None
     return _WeightsFile(path, fix, sha256, sha256_source, config_json=sidecar)
@@ -441,7 +197,7 @@ def _hub_content_hash(path: Path) -> str | None:
     """The SHA-256 a Hub cache file is stored under (LFS files' blobs are named by it), if any."""
     if path.is_symlink():
         name = path.resolve().name
-        return name if _SHA256.fullmatch(name) else None
+        return name if SHA256_HEX.fullmatch(name) else None
     return None
 
 
@@ -505,7 +261,7 @@ def _download(
                 local_files_only=bool(local_files_only),
                 force_download=force_download,
                 library_name="csdn-reid",
-                library_version=_package_version(),
+                library_version=package_version(),
                 tqdm_class=None if progress else silent_tqdm,
             )
         )
@@ -573,7 +329,7 @@ def _hub_weights(path: Path, repo_id: str, revision: str | None, sha256: str | N
 def _parse_hub_id(text: str, revision: str | None) -> tuple[str, str | None]:
     """``hf-hub:org/repo`` or ``hf-hub:org/repo@revision`` -> (repo_id, revision)."""
     repo_id, _, pinned = text[len(HUB_PREFIX):].partition("@")
-    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+    if not REPO_ID.fullmatch(repo_id):
         raise ValueError(f"{text!r} is not a Hub model id; write 'hf-hub:org/repo' or 'hf-hub:org/repo@revision'")
     if pinned and revision and pinned != revision:
         raise ValueError(f"{text!r} pins revision {pinned!r}, but revision={revision!r} was also given")
@@ -642,7 +398,7 @@ def load(
     Downloads go through ``huggingface_hub`` (its cache, ``HF_HUB_OFFLINE``, ``HF_ENDPOINT``,
     ``HF_TOKEN``). ``local_files_only=None`` follows ``HF_HUB_OFFLINE``; ``revision`` picks a
     branch, tag or commit (overriding a registry entry's pinned revision); ``registry`` is a
-    registry file or :class:`csdn.registry.Registry` to use instead of the installed one.
+    registry file or :class:`csdn.hub.registry.Registry` to use instead of the installed one.
 
     Raises:
         WeightsNotAvailableError: the weights cannot be obtained (for a registered model, the
@@ -697,7 +453,7 @@ def push_to_hub(
     Creates the repository if needed. Returns huggingface_hub's ``CommitInfo`` (a string
     holding the commit URL, with ``.oid`` the commit hash).
     """
-    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+    if not REPO_ID.fullmatch(repo_id):
         raise ValueError(f"repo_id must look like 'org/name', got {repo_id!r}")
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")

@@ -14,7 +14,7 @@ call. Where those kernels are missing (other devices, other torch builds) the sa
 arithmetic runs as ``F.conv2d`` followed by in-place add and ReLU.
 
 The folded tower is a snapshot: it does not follow later changes to the model's
-weights. :mod:`csdn.fast` owns the cache that decides when to rebuild it.
+weights. :mod:`csdn.inference.fast` owns the cache that decides when to rebuild it.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from csdn.modules import Stem, Trunk
 
 Shape = list[int]
 
@@ -97,7 +96,7 @@ class FoldedConv(nn.Module):
 class FoldedStem(nn.Module):
     """CSDN's stem: three folded convolutions back to back, one ReLU, 2x2 average pool."""
 
-    def __init__(self, stem: Stem, dtype: torch.dtype):
+    def __init__(self, stem: nn.Module, dtype: torch.dtype):
         super().__init__()
         self.conv1 = FoldedConv(stem.conv1, stem.bn1, dtype)
         self.conv2 = FoldedConv(stem.conv2, stem.bn2, dtype)
@@ -148,7 +147,7 @@ class FoldedTower(nn.Module):
     """
 
     def __init__(
-        self, stem_visible: Stem, stem_infrared: Stem, trunk: Trunk, dtype: torch.dtype,
+        self, stem_visible: nn.Module, stem_infrared: nn.Module, trunk: nn.Module, dtype: torch.dtype,
         pack_for: Sequence[int] | None = None,
     ):
         super().__init__()

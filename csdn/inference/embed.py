@@ -3,14 +3,14 @@
 Accepts one image or many (paths, PIL images, numpy arrays, or preprocessed float
 tensors), decodes and transforms lazily batch by batch so memory stays bounded,
 and runs the flipped copy in the same forward pass as the original, through the
-folded, channels-last inference tower of :mod:`csdn.fast`.
+folded, channels-last inference tower of :mod:`csdn.inference.fast`.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -18,14 +18,12 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from csdn.fast import COMPUTE_DTYPES, compute_dtype, inference_features
+from csdn.inference.fast import compute_dtype, inference_features
 from csdn.modality import normalize_modality
 from csdn.preprocess import TestTransform, load_image
+from csdn.inference.protocol import EmbeddingModel
 
-if TYPE_CHECKING:
-    from csdn.model import CSDN
 
-PRECISIONS = tuple(COMPUTE_DTYPES)
 
 
 def _is_single_image(images: Any) -> bool:
@@ -85,7 +83,7 @@ def _check_precision(precision: str, device: torch.device) -> None:
 
 
 def embed_images(
-    model: "CSDN",
+    model: EmbeddingModel,
     images: Any,
     modality: str,
     *,
@@ -106,7 +104,7 @@ def embed_images(
         precision: ``"fp32"`` (default; equals ``image_features`` to float rounding) or
             ``"bf16"`` (bfloat16 convolutions, float32 pooling and normalisation: several
             times faster on CPUs with AMX / AVX512-BF16 and on GPUs, embeddings within
-            ~1e-2 cosine of fp32; see :mod:`csdn.fast`).
+            ~1e-2 cosine of fp32; see :mod:`csdn.inference.fast`).
 
     Returns:
         float32 tensor on the CPU: ``[D]`` for one image, ``[N, D]`` for many; rows have unit norm.

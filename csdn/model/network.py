@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from csdn._openai_clip import tokenize
+from csdn.model.clip_code import tokenize
 from csdn.config import CSDNConfig
-from csdn.fast_pool import single_query_attention_pool
+from csdn.io.pretrained import SavePretrainedMixin
+from csdn.inference.pool import single_query_attention_pool
 from csdn.modality import normalize_modality
-from csdn.modules import (
+from csdn.model.layers import (
     BNNeckHead,
     GeMHead,
     PromptLearner,
@@ -40,7 +40,7 @@ class TrainOutput:
 class _MeanOfPowers(torch.autograd.Function):
     """``mean over H, W of clamp(x, eps) ** p`` (``[N, C, H, W] -> [N, C]``) with a hand-written backward.
 
-    The arithmetic of :class:`csdn.modules.GeM` up to its outer root. Autograd's
+    The arithmetic of :class:`csdn.model.layers.GeM` up to its outer root. Autograd's
     backward of ``pow(tensor, tensor)`` re-evaluates powers and logarithms over the
     whole trunk map in several passes; this one reuses the forward's ``x ** p``:
     ``d/dx = p x^p / x`` where ``x >= eps`` (clamp passes nothing below) and
@@ -66,11 +66,11 @@ class _MeanOfPowers(torch.autograd.Function):
         return grad_map, grad_p, None
 
 
-class CSDN(nn.Module):
+class CSDN(SavePretrainedMixin, nn.Module):
     """CLIP-Driven Semantic Discovery Network for visible-infrared person re-identification.
 
     Build with random weights from a :class:`CSDNConfig`; load trained weights with
-    :func:`csdn.load`, or start from CLIP with :func:`csdn.clip_backbone.from_clip`.
+    :func:`csdn.load`, or start from CLIP with :func:`csdn.hub.clip.from_clip`.
     """
 
     def __init__(self, config: CSDNConfig | None = None):
@@ -137,7 +137,7 @@ class CSDN(nn.Module):
             nn.init.normal_(block.mlp.c_proj.weight, std=(width**-0.5) * ((2 * layers) ** -0.5))
 
     # ------------------------------------------------------------------ image side
-    def _check_images(self, x: torch.Tensor) -> None:
+    def check_images(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"expected a preprocessed image tensor [N,3,H,W], got {type(x).__name__}")
         if not x.is_floating_point():
@@ -157,19 +157,19 @@ class CSDN(nn.Module):
 
     def feature_map(self, x: torch.Tensor, modality: str) -> torch.Tensor:
         """Trunk output ``[N, feature_dim, rows, cols]`` of preprocessed images of one modality."""
-        self._check_images(x)
+        self.check_images(x)
         return self.trunk(self._stem(modality)(x))
 
     def _project(self, fmap: torch.Tensor) -> torch.Tensor:
         """The attention-pool projection of a trunk map.
 
-        Computed in the exact single-query form of CLIP's pool (:mod:`csdn.fast_pool`):
+        Computed in the exact single-query form of CLIP's pool (:mod:`csdn.inference.pool`):
         the same values and gradients to float rounding, ~70x less work, so one
         path serves inference and training alike.
         """
         return single_query_attention_pool(self.attnpool, fmap)
 
-    def _features_from_map(self, fmap: torch.Tensor) -> torch.Tensor:
+    def features_from_map(self, fmap: torch.Tensor) -> torch.Tensor:
         gem = self.gem_head.bn(self.gem_head.gem(fmap))
         projection = self._project(fmap)
         return torch.cat([F.normalize(gem, dim=1), F.normalize(projection, dim=1)], dim=1)
@@ -180,7 +180,7 @@ class CSDN(nn.Module):
         ``concat(l2norm(BN(GeM(map))), l2norm(projection))``: each half has unit norm.
         Uses the module's mode, so call ``.eval()`` first for the inference feature.
         """
-        return self._features_from_map(self.feature_map(x, modality))
+        return self.features_from_map(self.feature_map(x, modality))
 
     def image_projection(self, x: torch.Tensor, modality: str) -> torch.Tensor:
         """The attention-pool projection ``[N, embed_dim]`` (the image side of the text losses)."""
@@ -205,7 +205,7 @@ class CSDN(nn.Module):
         stems = []
         for x, modality in ((visible, "visible"), (infrared, "infrared")):
             if x is not None:
-                self._check_images(x)
+                self.check_images(x)
                 stems.append(self._stem(modality)(x))
         if not stems:
             raise ValueError("forward_train needs a visible batch, an infrared batch, or both")
@@ -270,16 +270,10 @@ class CSDN(nn.Module):
 
     # ------------------------------------------------------------------ inference and I/O
     def embed_image(self, images, modality: str, **options) -> torch.Tensor:
-        """Modality-invariant, L2-normalised embeddings; see :func:`csdn.inference.embed_images`."""
-        from csdn.inference import embed_images
+        """Modality-invariant, L2-normalised embeddings; see :func:`csdn.inference.embed.embed_images`."""
+        from csdn.inference.embed import embed_images
 
         return embed_images(self, images, modality, **options)
-
-    def save_pretrained(self, directory: str | Path, **options) -> Path:
-        """Write ``model.safetensors``, ``config.json`` and a model card; see :func:`csdn.hub.save_pretrained`."""
-        from csdn.hub import save_pretrained
-
-        return save_pretrained(self, directory, **options)
 
     def extra_repr(self) -> str:
         cfg = self.config

@@ -24,10 +24,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from csdn.data.synthetic_body import Pose, sample_pose
-from csdn.data.synthetic_identity import Identity, Material, sample_identity
-from csdn.data.synthetic_render import check_size, render_person, render_person_with_parts
-from csdn.data.synthetic_scene import CameraStyle
+from csdn.data.synthetic.body import Pose, sample_pose
+from csdn.data.synthetic.identity import Identity, Material, sample_identity
+from csdn.data.synthetic.render import check_size, render_person, render_person_with_parts
+from csdn.data.synthetic.scene import CameraStyle
 
 __all__ = [
     "CameraStyle",

@@ -1,0 +1,6 @@
+"""Getting weights: the model registry, locating and verifying files (registry name, Hub repo,
+local folder), ``load`` / ``push_to_hub``, CLIP weights, and the authors' released checkpoint."""
+
+from csdn.hub.api import list_models, load, load_config, model_info, push_to_hub, save_pretrained
+
+__all__ = ["load", "load_config", "push_to_hub", "save_pretrained", "list_models", "model_info"]

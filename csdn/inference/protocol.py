@@ -1,0 +1,33 @@
+"""What inference needs of a model, as a structural type: the fast path and ``embed_images`` work
+on anything with these members, so this package never imports the model it serves."""
+
+from __future__ import annotations
+
+from typing import Iterator, Protocol
+
+import torch
+from torch import nn
+
+from csdn.config import CSDNConfig
+
+
+class EmbeddingModel(Protocol):
+    """The public surface of :class:`csdn.model.CSDN` that inference uses."""
+
+    config: CSDNConfig
+    training: bool
+    stem_visible: nn.Module
+    stem_infrared: nn.Module
+    trunk: nn.Module
+
+    def check_images(self, x: torch.Tensor) -> None: ...
+
+    def features_from_map(self, fmap: torch.Tensor) -> torch.Tensor: ...
+
+    def image_features(self, x: torch.Tensor, modality: str) -> torch.Tensor: ...
+
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
+
+    def train(self, mode: bool = True) -> nn.Module: ...
+
+    def eval(self) -> nn.Module: ...

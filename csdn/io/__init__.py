@@ -1,0 +1,1 @@
+"""Reading and writing weights: safetensors, model cards, and the saved-model folder."""

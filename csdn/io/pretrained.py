@@ -1,0 +1,77 @@
+"""The saved-model folder: ``model.safetensors`` (every tensor, and the config in its metadata),
+``config.json`` and a ``README.md`` model card, written by a mixin that never names the model.
+
+Any ``nn.Module`` with a ``config`` (:class:`csdn.config.CSDNConfig`) can inherit
+:class:`SavePretrainedMixin`; loading, which must build the concrete model, lives in
+:mod:`csdn.hub`.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any, Mapping
+
+from torch import nn
+
+from csdn.config import CSDNConfig
+from csdn.fileio import atomic_write, atomic_write_text
+from csdn.io.card import render_model_card
+from csdn.io.safetensors import write_safetensors
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+MODEL_CARD_NAME = "README.md"
+CONFIG_METADATA_KEY = "csdn_config"
+
+
+def package_version() -> str:
+    try:
+        return importlib_metadata.version("csdn-reid")
+    except importlib_metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def save_pretrained(
+    model: nn.Module,
+    directory: str | Path,
+    *,
+    model_card: bool = True,
+    extra_meta: Mapping[str, Any] | None = None,
+    repo_id: str | None = None,
+) -> Path:
+    """Write ``model.safetensors`` (config in its metadata), ``config.json`` and a ``README.md`` model card.
+
+    Args:
+        extra_meta: provenance merged into the saved config's ``meta`` (e.g.
+            ``{"dataset": "SYSU-MM01", "metrics": {...}}``); the model itself is not changed.
+        repo_id: the Hub repository the model card's usage snippet should name.
+
+    Returns the directory. Each file is replaced atomically.
+    """
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"cannot save into {directory}: it exists and is not a directory")
+    directory.mkdir(parents=True, exist_ok=True)
+    config = CSDNConfig.from_dict(model.config.to_dict())
+    config.meta.update(extra_meta or {})
+    try:
+        config_json = config.to_json()
+    except TypeError as err:
+        raise ValueError(f"config meta must hold JSON values (numbers, strings, lists, dicts): {err}") from err
+    state = model.state_dict()
+    metadata = {"format": "pt", CONFIG_METADATA_KEY: config_json, "csdn_version": package_version()}
+    atomic_write(directory / WEIGHTS_NAME, lambda temp: write_safetensors(temp, state, metadata))
+    atomic_write_text(directory / CONFIG_NAME, config_json + "\n")
+    if model_card:
+        num_parameters = sum(p.numel() for p in model.parameters())
+        atomic_write_text(directory / MODEL_CARD_NAME, render_model_card(config, num_parameters, repo_id=repo_id))
+    return directory
+
+
+class SavePretrainedMixin:
+    """``save_pretrained`` for a module that carries its :class:`CSDNConfig` as ``self.config``."""
+
+    def save_pretrained(self, directory: str | Path, **options: Any) -> Path:
+        """Write ``model.safetensors``, ``config.json`` and a model card; see :func:`save_pretrained`."""
+        return save_pretrained(self, directory, **options)

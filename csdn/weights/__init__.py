@@ -1,0 +1,1 @@
+"""Bundled model weights and the model registry (data only; see csdn.hub.registry)."""

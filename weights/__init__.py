@@ -1,1 +1,0 @@
-"""Bundled model weights and the model registry (data only; see csdn.registry)."""
