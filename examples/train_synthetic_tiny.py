@@ -63,6 +63,9 @@ TRIALS = list(range(10))
 INIT_SEED = 1
 
 TRAIN = TrainConfig(
+    # the corrected recipe: the authors' quirks (see the README's training section) are for
+    # reproducing their numbers; on this data it scored ~1 mAP point higher (compare_recipes.py)
+    recipe="clean",
     seed=1,
     ids_per_batch=8, images_per_id=4, steps_per_epoch=50, pad=4,
     # stages 1-2 read features of the randomly initialised image model: short, brisk
@@ -289,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
                         help=f"model folder to write (default {DEFAULT_OUTPUT}; only that one is also registered "
-                             "in weights/registry.json)")
+                             "in csdn/weights/registry.json)")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="a new or empty folder to keep the generated data and training run in "
                              "(default: a temporary folder, deleted at the end)")

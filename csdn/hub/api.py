@@ -1,32 +1,19 @@
-"""Weights I/O: ``save_pretrained``, ``load`` (registry name, Hub repo or local path) and ``push_to_hub``.
+"""Where weights come from and the entry points: ``load`` (registry name, ``hf-hub:`` repo or local
+path), ``load_config`` and ``push_to_hub``.
 
-File format: ``model.safetensors`` holds every tensor, and its metadata holds the
-config JSON under ``csdn_config``, so the single file rebuilds the model. Beside it,
-``config.json`` (the same config, for people and the Hub's web page) and a
-``README.md`` model card.
-
-On load, the metadata config is authoritative: it was written into the same file
-as the tensors and cannot drift from them. A ``config.json`` next to a local
-``model.safetensors`` must agree with it on every architecture field (else the
-load stops and says which fields differ); it is read on its own only for files
-whose metadata has no config. Hub downloads fetch the safetensors file alone.
-
-Nothing is loaded before it is verified: the SHA-256 against the registry (or,
-for Hub files, against the content hash the Hub's cache names the file by), a
-full parse of the safetensors header (which catches truncation), and a strict
-name, shape and dtype match against the model its config describes. A failure
-names the file, what is wrong, and how to get a good copy.
+A name is located (bundled with the package, downloaded from the Hub into its cache, or
+read from disk), verified completely by :mod:`csdn.hub.verify`, and only then built into a
+model. The saved-model format itself (``model.safetensors`` with the config in its
+metadata, ``config.json``, a model card) is :mod:`csdn.io.pretrained`'s.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import torch
 from huggingface_hub import HfApi, hf_hub_download
@@ -41,19 +28,16 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 from huggingface_hub.utils import silent_tqdm
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from csdn.config import CSDNConfig
 from csdn.device import resolve_device
 from csdn.errors import WeightsError, WeightsNotAvailableError
-from csdn.fileio import atomic_write, sha256_file
-from csdn.hub.statedict import mismatch_report
+from csdn.fileio import atomic_write
 from csdn.io.card import describe_architecture, render_model_card
 from csdn.io.pretrained import (CONFIG_METADATA_KEY, CONFIG_NAME, MODEL_CARD_NAME, WEIGHTS_NAME, package_version,
                                  save_pretrained)
-from csdn.io.safetensors import (FLOAT_DTYPES, InvalidSafetensors, TensorInfo, parse_header,
-                                 read_safetensors_header, write_safetensors)
+from csdn.io.safetensors import TensorInfo, read_safetensors_header, write_safetensors
+from csdn.hub.verify import WeightsFile, load_verified, verified_config
 from csdn.model.network import CSDN
 from csdn.hub.registry import (  # list_models and model_info are part of this module's API (csdn.list_models)
     AUTHORS_RELEASE,
@@ -78,103 +62,8 @@ __all__ = [
 HUB_PREFIX = "hf-hub:"
 
 
-@dataclass(frozen=True)
-class _WeightsFile:
-    """A located weights file and what is known about it, for verification and error messages."""
-
-    path: Path
-    fix: str  # how to get a good copy; ends every error about this file
-    sha256: str | None = None  # expected content hash
-    sha256_source: str = ""  # who expects it
-    config_json: Path | None = None  # a config.json that must agree with the metadata
-
-    def error(self, problem: str) -> WeightsError:
-        return WeightsError(f"{self.path}: {problem}. It was not loaded. {self.fix}")
-
-
-
-def _parse_config(text: str, where: str, weights: _WeightsFile) -> CSDNConfig:
-    try:
-        return CSDNConfig.from_json(text)
-    except (ValueError, TypeError) as err:
-        raise weights.error(f"{where} holds no valid CSDN config ({err})") from err
-
-
-def _config_of(weights: _WeightsFile, metadata: Mapping[str, str]) -> CSDNConfig:
-    """The config from the file's metadata, checked against a ``config.json`` beside it."""
-    sidecar = weights.config_json if weights.config_json is not None and weights.config_json.is_file() else None
-    text = metadata.get(CONFIG_METADATA_KEY)
-    if text is None and sidecar is None:
-        raise weights.error(
-            f"its metadata has no '{CONFIG_METADATA_KEY}' and no {CONFIG_NAME} lies beside it, so the "
-            "architecture is unknown (save models with csdn's save_pretrained; convert the authors' "
-            "checkpoint with `csdn convert`)"
-        )
-    config = _parse_config(text, "its metadata", weights) if text is not None else None
-    if sidecar is None:
-        return config  # type: ignore[return-value]
-    other = _parse_config(sidecar.read_text(encoding="utf-8"), str(sidecar), weights)
-    if config is None:
-        return other
-    ours, theirs = config.to_dict(), other.to_dict()
-    differ = [key for key in ours if key != "meta" and ours[key] != theirs[key]]
-    if differ:
-        details = "; ".join(f"{key}: {ours[key]} in the metadata, {theirs[key]} in {CONFIG_NAME}" for key in differ)
-        raise weights.error(
-            f"{sidecar} disagrees with the config stored in the weights file ({details}); the stored one "
-            f"belongs to the tensors, so delete or regenerate {CONFIG_NAME} (save_pretrained writes both)"
-        )
-    return config
-
-
-def _check_tensors(weights: _WeightsFile, infos: Mapping[str, TensorInfo], expected: Mapping[str, torch.Tensor]) -> None:
-    """Every tensor the model needs, nothing else, each with its shape and kind of dtype."""
-    missing = sorted(set(expected) - set(infos))
-    unexpected = sorted(set(infos) - set(expected))
-    wrong = []
-    for name in sorted(set(infos) & set(expected)):
-        info, tensor = infos[name], expected[name]
-        if info.shape != tuple(tensor.shape):
-            wrong.append(f"{name}: shape {list(info.shape)} in the file, {list(tensor.shape)} in the model")
-        elif (info.dtype in FLOAT_DTYPES) != tensor.is_floating_point():
-            wrong.append(f"{name}: dtype {info.dtype} in the file, {tensor.dtype} in the model")
-    problems = mismatch_report(missing, unexpected, wrong, noun="tensors")
-    if problems:
-        raise weights.error("its tensors do not match the architecture its config describes: " + " | ".join(problems))
-
-
-def _verified_config(weights: _WeightsFile) -> tuple[CSDNConfig, dict[str, TensorInfo]]:
-    """Check the file's hash and header; return its config and declared tensors."""
-    if weights.sha256 is not None:
-        actual = sha256_file(weights.path)
-        if actual != weights.sha256:
-            raise weights.error(
-                f"its SHA-256 is {actual}, but {weights.sha256_source} expects {weights.sha256} "
-                "(corrupted, or not the published file)"
-            )
-    try:
-        metadata, infos = parse_header(weights.path)
-    except InvalidSafetensors as err:
-        raise weights.error(f"not a valid safetensors file: {err}") from None
-    return _config_of(weights, metadata), infos
-
-
-def _load_verified(weights: _WeightsFile, device: torch.device) -> CSDN:
-    """Verify ``weights`` completely, then build the model and load it (eval mode, on ``device``)."""
-    config, infos = _verified_config(weights)
-    model = CSDN(config)
-    expected = model.state_dict()
-    _check_tensors(weights, infos, expected)
-    try:
-        state = load_file(str(weights.path))
-    except (SafetensorError, OSError) as err:
-        raise weights.error(f"its tensors cannot be read ({err})") from err
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
-    return model.to(device).eval()
-
-
 # ---------------------------------------------------------------------------- locating weights
-def _local_weights(path: Path, *, fix: str | None = None, sha256: str | None = None, sha256_source: str = "") -> _WeightsFile:
+def _local_weights(path: Path, *, fix: str | None = None, sha256: str | None = None, sha256_source: str = "") -> WeightsFile:
     """A ``save_pretrained`` folder or a single ``.safetensors`` file on disk."""
     fix = fix or "Re-create it with save_pretrained() or `csdn convert`."
     if path.is_dir():
@@ -183,14 +72,14 @@ def _local_weights(path: Path, *, fix: str | None = None, sha256: str | None = N
             raise FileNotFoundError(
                 f"{path} has no {WEIGHTS_NAME}: expected a folder written by save_pretrained() or `csdn convert`"
             )
-        return _WeightsFile(file, fix, sha256, sha256_source, config_json=path / CONFIG_NAME)
+        return WeightsFile(file, fix, sha256, sha256_source, config_json=path / CONFIG_NAME)
     if path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
         raise ValueError(
             f"{path} looks like a PyTorch checkpoint, not a csdn model: convert the authors' checkpoint "
             f"with `csdn convert {path} out/` (or csdn.hub.convert.from_official), then load out/"
         )
     sidecar = path.with_name(CONFIG_NAME) if path.name == WEIGHTS_NAME else None
-    return _WeightsFile(path, fix, sha256, sha256_source, config_json=sidecar)
+    return WeightsFile(path, fix, sha256, sha256_source, config_json=sidecar)
 
 
 def _hub_content_hash(path: Path) -> str | None:
@@ -289,7 +178,7 @@ def _convert_instructions(entry: RegistryEntry) -> str:
 
 def _registry_weights(
     registry: Registry, entry: RegistryEntry, revision: str | None, **download: Any
-) -> _WeightsFile:
+) -> WeightsFile:
     source = f"the registry entry {entry.name!r}"
     if entry.bundled is not None:
         if revision is not None:
@@ -316,14 +205,14 @@ def _registry_weights(
     return _hub_weights(path, entry.repo_id, revision, pinned_hash, source)
 
 
-def _hub_weights(path: Path, repo_id: str, revision: str | None, sha256: str | None, source: str) -> _WeightsFile:
+def _hub_weights(path: Path, repo_id: str, revision: str | None, sha256: str | None, source: str) -> WeightsFile:
     fix = (
         f"Delete the cached file ({path.resolve()}) and download it again, or pass force_download=True "
         "to csdn.load()."
     )
     if sha256 is None:
         sha256, source = _hub_content_hash(path), f"the Hub ({repo_id}@{revision or 'main'})"
-    return _WeightsFile(path, fix, sha256, source)
+    return WeightsFile(path, fix, sha256, source)
 
 
 def _parse_hub_id(text: str, revision: str | None) -> tuple[str, str | None]:
@@ -342,7 +231,7 @@ def _locate(
     revision: str | None,
     registry: RegistryLike,
     **download: Any,
-) -> _WeightsFile:
+) -> WeightsFile:
     """Resolve a Hub id, an existing local path or a registry name (in that order) to a file on disk."""
     text = os.fspath(name_or_path)
     if text.startswith(HUB_PREFIX):
@@ -407,16 +296,9 @@ def load(
         DeviceError: ``device`` is not available (e.g. ``"cuda"`` on a CPU-only torch build).
     """
     device = resolve_device(device)  # before any download
-    weights = _locate(
-        name_or_path,
-        revision=revision,
-        registry=registry,
-        cache_dir=cache_dir,
-        local_files_only=local_files_only,
-        force_download=force_download,
-        progress=progress,
-    )
-    return _load_verified(weights, device)
+    weights = _locate(name_or_path, revision=revision, registry=registry, cache_dir=cache_dir,
+                      local_files_only=local_files_only, force_download=force_download, progress=progress)
+    return load_verified(weights, device)
 
 
 def load_config(
@@ -428,16 +310,9 @@ def load_config(
     registry: RegistryLike = None,
 ) -> CSDNConfig:
     """The config of a model, from the same verified file :func:`load` would use, without building it."""
-    weights = _locate(
-        name_or_path,
-        revision=revision,
-        registry=registry,
-        cache_dir=cache_dir,
-        local_files_only=local_files_only,
-        force_download=False,
-        progress=False,
-    )
-    return _verified_config(weights)[0]
+    weights = _locate(name_or_path, revision=revision, registry=registry, cache_dir=cache_dir,
+                      local_files_only=local_files_only, force_download=False, progress=False)
+    return verified_config(weights)[0]
 
 
 def push_to_hub(
