@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
+
+from csdn.errors import SettingError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -97,29 +100,54 @@ class CSDNConfig:
         return self.feature_dim + self.embed_dim
 
     def validate(self) -> None:
-        """Reject inconsistent sizes with a message that names the field."""
+        """Reject inconsistent sizes and unusable preprocessing statistics, naming the field."""
+        if len(self.image_size) != 2:
+            raise SettingError(f"image_size must be (height, width), got {self.image_size}")
         h, w = self.image_size
+        if h <= 0 or w <= 0:
+            raise SettingError(f"image_size {self.image_size} must be positive (height, width)")
+        for name in ("vision_width", "embed_dim", "context_length", "vocab_size", "text_width", "num_prompt_tokens"):
+            value = getattr(self, name)
+            if value < 1:
+                raise SettingError(f"{name} must be at least 1, got {value}")
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if len(values) != 3:
+                raise SettingError(f"{name} needs one value per RGB channel (3), got {len(values)}: {values}")
+            if not all(math.isfinite(v) for v in values):
+                raise SettingError(f"{name} {values} holds NaN or infinite values; use finite per-channel statistics")
+        if not all(v > 0 for v in self.std):
+            raise SettingError(
+                f"std {self.std} must be positive in every channel (a std of 0 divides by zero and makes "
+                f"every image embed alike); use the statistics the model was trained with, e.g. {IMAGENET_STD}"
+            )
+        if not (math.isfinite(self.gem_p) and self.gem_p > 0):
+            raise SettingError(f"gem_p must be a positive finite number, got {self.gem_p}")
+        if not (math.isfinite(self.gem_eps) and self.gem_eps > 0):
+            raise SettingError(f"gem_eps must be a positive finite number, got {self.gem_eps}")
+        if not 0 <= self.fusion_dropout < 1:
+            raise SettingError(f"fusion_dropout must lie in [0, 1), got {self.fusion_dropout}")
         if self.last_stride not in (1, 2):
-            raise ValueError(f"last_stride must be 1 or 2, got {self.last_stride}")
+            raise SettingError(f"last_stride must be 1 or 2, got {self.last_stride}")
         if h % self.downsample or w % self.downsample or h <= 0 or w <= 0:
-            raise ValueError(
+            raise SettingError(
                 f"image_size {self.image_size} must be positive multiples of the trunk "
                 f"stride {self.downsample}"
             )
         if len(self.vision_layers) != 4 or min(self.vision_layers) < 1:
-            raise ValueError(f"vision_layers needs four positive block counts, got {self.vision_layers}")
+            raise SettingError(f"vision_layers needs four positive block counts, got {self.vision_layers}")
         if self.vision_heads < 1 or self.text_heads < 1:
-            raise ValueError(f"vision_heads and text_heads must be at least 1, got {self.vision_heads}, {self.text_heads}")
+            raise SettingError(f"vision_heads and text_heads must be at least 1, got {self.vision_heads}, {self.text_heads}")
         if self.feature_dim % self.vision_heads:
-            raise ValueError(
+            raise SettingError(
                 f"vision_heads ({self.vision_heads}) must divide the feature width {self.feature_dim}"
             )
         if self.text_width % self.text_heads:
-            raise ValueError(f"text_heads ({self.text_heads}) must divide text_width {self.text_width}")
+            raise SettingError(f"text_heads ({self.text_heads}) must divide text_width {self.text_width}")
         if self.num_classes < 1:
-            raise ValueError(f"num_classes must be at least 1, got {self.num_classes}")
+            raise SettingError(f"num_classes must be at least 1, got {self.num_classes}")
         if self.prompt_template.split().count("X") != self.num_prompt_tokens:
-            raise ValueError(
+            raise SettingError(
                 f"prompt_template {self.prompt_template!r} must hold num_prompt_tokens="
                 f"{self.num_prompt_tokens} 'X' placeholders"
             )

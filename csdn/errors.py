@@ -47,3 +47,31 @@ class EmbeddingsFileError(CSDNError, ValueError):
 
 class DiskFullError(CSDNError, OSError):
     """An output that could not be written because its disk (or the user's quota) is full."""
+
+
+class OutputExistsError(CSDNError, FileExistsError):
+    """An output file or folder that already exists and was not asked to be replaced."""
+
+
+class IntegrityError(WeightsError):
+    """A weights file whose content differs from the SHA-256 recorded when it was saved."""
+
+
+class HubError(CSDNError, OSError):
+    """A Hugging Face Hub call (an upload, a query) that failed: offline, refused, server error, timed out."""
+
+
+class HubTimeoutError(WeightsNotAvailableError, TimeoutError):
+    """A Hub call that did not finish within its deadline (``timeout=`` or ``CSDN_HUB_TIMEOUT``)."""
+
+
+class SettingError(CSDNError, ValueError):
+    """A setting (a config field or a keyword option) outside the values it can take."""
+
+
+class ImageTensorError(CSDNError, ValueError):
+    """Preprocessed image tensors of the wrong size, of mixed sizes, or holding NaN/infinite values."""
+
+
+class UnsupportedInputError(CSDNError, TypeError):
+    """An input of a type that cannot be read as an image."""

@@ -7,9 +7,9 @@ import hashlib
 import os
 import uuid
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
-from csdn.errors import DiskFullError
+from csdn.errors import DiskFullError, OutputExistsError
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -53,3 +53,12 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def refuse_existing(paths: Iterable[str | Path], flag: str = "--overwrite") -> None:
+    """:class:`csdn.errors.OutputExistsError` naming the first of ``paths`` that exists (checked before any work)."""
+    for path in paths:
+        path = Path(path)
+        if path.exists() or path.is_symlink():
+            raise OutputExistsError(f"{path} already exists; pass {flag} to replace it, or choose another "
+                                    "name (nothing was written)")

@@ -8,6 +8,7 @@ resizes it to the model's input size and applies ImageNet normalisation.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from pathlib import Path
@@ -18,19 +19,25 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from csdn.config import CSDNConfig
-from csdn.errors import ImageDecodeError
+from csdn.errors import ImageDecodeError, SettingError, UnsupportedInputError
 
-ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
+ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, bytes, bytearray, io.IOBase]
+
+# What `load_image` (and so `embed_image`) reads, for error messages that list the choices.
+ACCEPTED_IMAGE_INPUTS = (
+    "a file path (str or pathlib.Path), a PIL image, a numpy array (HxW or HxWxC), "
+    "encoded image bytes (bytes, bytearray), a binary file object with .read() (e.g. io.BytesIO)"
+)
 
 # File name endings (lower case) that anything listing a folder treats as images: the
 # dataset readers, training folders and `csdn embed`. PIL decodes every one of them.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 
 # Sensor bit depths a 16-bit container commonly carries (thermal cameras store
-# 14-bit counts, machine-vision cameras 10 or 12). A frame is scaled by the
-# smallest of these that holds its largest value, so a 14-bit frame fills the
-# 8-bit range instead of coming out a quarter as bright.
-_SENSOR_BIT_DEPTHS = (8, 10, 12, 14, 16)
+# 14-bit counts, machine-vision cameras 10 or 12). With ``bit_depth=None`` a frame is
+# scaled by the smallest of these that holds its own largest value (a per-frame guess);
+# a stated ``bit_depth`` scales every frame the same way.
+SENSOR_BIT_DEPTHS = (8, 10, 12, 14, 16)
 
 _RESAMPLING = {
     "lanczos": Image.Resampling.LANCZOS,
@@ -40,8 +47,20 @@ _RESAMPLING = {
 }
 
 
+def check_bit_depth(bit_depth: int | None) -> int | None:
+    """``bit_depth`` if it is None or one of ``SENSOR_BIT_DEPTHS``, else a ``SettingError`` naming the choices."""
+    if bit_depth is None:
+        return None
+    if isinstance(bit_depth, bool) or not isinstance(bit_depth, (int, np.integer)) or int(bit_depth) not in SENSOR_BIT_DEPTHS:
+        raise SettingError(
+            f"bit_depth must be None (guess per frame) or one of {', '.join(map(str, SENSOR_BIT_DEPTHS))}, "
+            f"got {bit_depth!r}; pass the bit depth your camera records (e.g. 14 for most thermal cameras)"
+        )
+    return int(bit_depth)
+
+
 def _bit_depth(max_value: float) -> int:
-    for bits in _SENSOR_BIT_DEPTHS:
+    for bits in SENSOR_BIT_DEPTHS:
         if max_value <= (1 << bits) - 1:
             return bits
     return 16
@@ -54,8 +73,12 @@ def _to_uint8(array: np.ndarray, bit_depth: int | None) -> np.ndarray:
     if array.dtype == np.bool_:
         return array.astype(np.uint8) * 255
     if np.issubdtype(array.dtype, np.floating):
-        if not np.all(np.isfinite(array)):
-            raise ImageDecodeError("image array holds NaN or infinite values")
+        finite = np.isfinite(array)
+        if not finite.all():
+            raise ImageDecodeError(
+                f"image array holds {int(finite.size - np.count_nonzero(finite))} NaN or infinite values "
+                f"(of {finite.size}); replace them (e.g. numpy.nan_to_num) or fix the source that produced them"
+            )
         low, high = float(array.min(initial=0.0)), float(array.max(initial=0.0))
         if low < 0:
             raise ImageDecodeError(f"float image values must be >= 0, found minimum {low:g}")
@@ -71,7 +94,13 @@ def _to_uint8(array: np.ndarray, bit_depth: int | None) -> np.ndarray:
         peak = int(array.max(initial=0))
         bits = bit_depth or _bit_depth(peak)
         if peak > (1 << bits) - 1:
-            raise ImageDecodeError(f"image values reach {peak}, beyond a {bits}-bit range")
+            hint = (
+                f"pass the camera's real bit_depth (one of {', '.join(map(str, SENSOR_BIT_DEPTHS))})"
+                if bit_depth else "scale the values to at most 16 bits"
+            )
+            raise ImageDecodeError(
+                f"image values reach {peak}, beyond the {bits}-bit range (maximum {(1 << bits) - 1}); {hint}"
+            )
         if bits == 8:
             return array.astype(np.uint8)
         scaled = array.astype(np.float64) * (255.0 / ((1 << bits) - 1))
@@ -115,7 +144,7 @@ def _pil_to_rgb(image: Image.Image, bit_depth: int | None) -> Image.Image:
 _BOMB_SIZES = re.compile(r"\((\d+) pixels\) exceeds limit of (\d+) pixels")
 
 
-def _too_large(path: Path, err: Image.DecompressionBombError) -> ImageDecodeError:
+def _too_large(path: object, err: Image.DecompressionBombError) -> ImageDecodeError:
     """PIL's decompression-bomb refusal, worded with the file, its size, the limit and the way round it."""
     found = _BOMB_SIZES.search(str(err))
     size = f"it has {int(found[1]):,} pixels, over PIL's limit of {int(found[2]):,}" if found else str(err)
@@ -128,31 +157,72 @@ def _too_large(path: Path, err: Image.DecompressionBombError) -> ImageDecodeErro
 def load_image(src: ImageInput, bit_depth: int | None = None) -> Image.Image:
     """Decode ``src`` into an 8-bit RGB image.
 
-    Single-channel images (grayscale, infrared) are replicated to three channels,
-    alpha is dropped, and 16-bit frames are scaled to 8 bits by their bit depth
-    (``bit_depth``, or the smallest of 8/10/12/14/16 bits that holds the frame's
-    largest value).
+    ``src`` is a file path, a ``PIL.Image`` in any mode, a numpy array (HxW or HxWxC;
+    uint8, uint16/integer or float in [0, 1] or [0, 255]), encoded image bytes
+    (``bytes``/``bytearray``) or a binary file object with ``.read()`` (``io.BytesIO``, an
+    open file). Single-channel images (grayscale, infrared) are replicated to three
+    channels and alpha is dropped.
+
+    Frames deeper than 8 bits (``uint16`` arrays, ``I;16``/``I`` PIL images) are scaled
+    to 8 bits:
+
+    * ``bit_depth=8|10|12|14|16``: value ``2**bit_depth - 1`` becomes 255, the same
+      scaling for every frame; a value above that range is an error naming the maximum.
+      State it for sequences from one camera, so every frame is scaled alike.
+    * ``bit_depth=None`` (default): a **per-frame guess**, the smallest of 8/10/12/14/16
+      bits that holds the frame's own largest value. Convenient for a single frame, but
+      one bright pixel moves a frame to the next depth (4x darker), so frames of one
+      sequence may be scaled differently.
+
+    8-bit inputs are used as they are whatever ``bit_depth`` says.
     """
+    bit_depth = check_bit_depth(bit_depth)
     if isinstance(src, (str, os.PathLike)):
         path = Path(src)
         if not path.is_file():
             raise FileNotFoundError(f"image file not found: {path}")
-        try:
-            with Image.open(path) as opened:
-                opened.load()
-                return _pil_to_rgb(opened, bit_depth).copy()
-        except (UnidentifiedImageError, OSError) as err:
-            raise ImageDecodeError(f"cannot read image {path}: {err}") from err
-        except Image.DecompressionBombError as err:
-            raise _too_large(path, err) from err
+        return _decode_file(path, path, bit_depth)
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        return _decode_file(io.BytesIO(bytes(src)), f"<{len(src)} bytes>", bit_depth)
+    if callable(getattr(src, "read", None)):
+        name = getattr(src, "name", None)
+        return _decode_file(src, name if isinstance(name, str) else f"<{type(src).__name__}>", bit_depth)
     if isinstance(src, Image.Image):
         return _pil_to_rgb(src, bit_depth)
     if isinstance(src, np.ndarray):
         return _array_to_rgb(src, bit_depth)
-    raise TypeError(
-        f"cannot read an image from {type(src).__name__}; pass a file path, a PIL image, "
-        "a numpy array or a preprocessed float tensor [N,3,H,W]"
+    raise UnsupportedInputError(
+        f"cannot read an image from {type(src).__name__}; pass {ACCEPTED_IMAGE_INPUTS}"
     )
+
+
+def _decode_file(source, label, bit_depth: int | None) -> Image.Image:
+    """Open and decode a path or binary file object; errors name ``label``."""
+    try:
+        with Image.open(source) as opened:
+            opened.load()
+            return _pil_to_rgb(opened, bit_depth).copy()
+    except ImageDecodeError as err:
+        raise ImageDecodeError(f"image {label}: {err}") from err
+    except (UnidentifiedImageError, OSError) as err:
+        raise ImageDecodeError(f"cannot read image {label}: {err}") from err
+    except Image.DecompressionBombError as err:
+        raise _too_large(label, err) from err
+
+
+def nonfinite_rows(batch: torch.Tensor, first: int = 0) -> tuple[int, str] | None:
+    """``(count, "a, b, ...")``: how many images of ``batch`` (``[N, ...]``) hold NaN or inf and
+    which (the first ten), or None when all are finite.
+
+    Row numbers start at ``first``: the position of ``batch[0]`` in what the user passed.
+    """
+    if not batch.is_floating_point() or batch.shape[0] == 0:
+        return None
+    bad = ~torch.isfinite(batch).flatten(1).all(dim=1)
+    if not bool(bad.any()):
+        return None
+    rows = (bad.nonzero().squeeze(1) + first).tolist()
+    return len(rows), ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
 
 
 class TestTransform:

@@ -13,8 +13,12 @@ It answers the routes ``huggingface_hub`` uses to download a file and to upload 
 
 Repositories live in memory: each commit is an immutable ``{path: bytes}`` snapshot with a
 40-hex id, and branches point at commits. Every request is logged in ``requests``.
-``fail(prefix, how)`` makes downloads under a path prefix fail as a broken Hub or network
-does: an HTTP error status, or ``"cut"`` (the connection closed without an answer).
+``fail(prefix, how)`` makes requests (downloads and uploads) under a path prefix fail as a broken Hub or network
+does: an HTTP error status, ``"cut"`` (the connection closed without an answer), ``"cut-body"``
+(headers and half the body, then the connection closed), ``"hang"`` (the connection accepted
+and never answered; the handler gives up by itself after ``HANG_LIMIT_S`` or when the hub
+closes, so the server always stops), or ``"html"`` (200 with a web page, as a captive portal
+or a misconfigured proxy answers).
 """
 
 from __future__ import annotations
@@ -27,6 +31,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
 LFS_SUFFIXES = (".safetensors",)
+HANG_LIMIT_S = 20.0  # the longest a "hang" handler keeps its connection open
+HTML_PAGE = b"<!DOCTYPE html><html><head><title>Sign in</title></head><body>Please sign in.</body></html>"
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True  # a "hang" handler never holds up the test process at exit
+
+    def handle_error(self, request, client_address) -> None:  # a client that gave up is not news
+        pass
 
 
 class FakeHub:
@@ -39,8 +52,9 @@ class FakeHub:
         self.requests: list[dict] = []  # {"method", "path", "authorization"}
         self.failures: dict[str, int | str] = {}  # download path prefix -> HTTP status, or "cut"
         self.lock = threading.Lock()
+        self.closing = threading.Event()  # ends every "hang" at once
         handler = type("Handler", (_Handler,), {"hub": self})
-        self._servers = [ThreadingHTTPServer(("127.0.0.1", 0), handler) for _ in range(2)]
+        self._servers = [_QuietServer(("127.0.0.1", 0), handler) for _ in range(2)]
         for server in self._servers:
             threading.Thread(target=server.serve_forever, daemon=True).start()
 
@@ -53,6 +67,7 @@ class FakeHub:
         return f"http://127.0.0.1:{self._servers[1].server_address[1]}"
 
     def close(self) -> None:
+        self.closing.set()
         for server in self._servers:
             server.shutdown()
             server.server_close()
@@ -83,8 +98,9 @@ class FakeHub:
             return commit
 
     def fail(self, prefix: str, how: int | str) -> None:
-        """Answer HEAD/GET requests whose path starts with ``prefix`` (e.g. ``"/lfs/"``, the CDN) with
-        the HTTP status ``how`` (e.g. 503), or with ``"cut"`` by closing the connection unanswered."""
+        """Answer HEAD/GET/POST requests whose path starts with ``prefix`` (e.g. ``"/lfs/"``, the CDN) with
+        the HTTP status ``how`` (e.g. 503), ``"cut"`` (closing the connection unanswered), ``"cut-body"``
+        (half the body, then closing), ``"hang"`` (never answering) or ``"html"`` (a 200 web page)."""
         with self.lock:
             self.failures[prefix] = how
 
@@ -170,6 +186,20 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         if how == "cut":
             self.close_connection = True  # no status line, no headers: the client sees the connection drop
+        elif how == "hang":
+            self.hub.closing.wait(HANG_LIMIT_S)  # accepted, never answered; bounded, and ended by close()
+            self.close_connection = True
+        elif how == "html":
+            self._send(200, HTML_PAGE, {"Content-Type": "text/html; charset=utf-8"})
+        elif how == "cut-body":
+            self.send_response(200)
+            self.send_header("Content-Length", "1000000")
+            self.send_header("Content-Type", "application/octet-stream")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(b"\0" * 1000)
+                self.wfile.flush()
+            self.close_connection = True
         else:
             self._json(int(how), {"error": "injected failure"})
         return True
@@ -215,6 +245,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         parts = self._record()
         body = self._body()
+        if self._injected_failure():
+            return
         if parts == ["api", "repos", "create"]:
             payload = json.loads(body)
             repo_id = f"{payload['organization']}/{payload['name']}" if payload.get("organization") else payload["name"]

@@ -125,7 +125,7 @@ def test_embed_a_folder_to_safetensors_with_manifest(capsys, tmp_path, saved_mod
     code, out, _ = run(capsys, "embed", "--model", saved_model, "--modality", "ir", tmp_path / "query",
                        "--output", output, "--batch-size", "2", "--quiet")
     assert code == 0 and str(output) in out
-    manifest = json.loads((tmp_path / "emb" / "query.json").read_text())
+    manifest = json.loads((tmp_path / "emb" / "query.safetensors.json").read_text())
     assert manifest["paths"] == [str(p) for p in query]
     assert (manifest["format"], manifest["modality"], manifest["flip"], manifest["count"]) == (
         "csdn-embeddings", "infrared", True, 3)
@@ -147,7 +147,7 @@ def test_embed_files_to_npy_without_flip(capsys, tmp_path, saved_model, tiny_mod
     assert stored.shape == (2, 288)
     expected = tiny_model.embed_image([str(p) for p in chosen], "visible", flip=False)
     np.testing.assert_allclose(stored, expected.numpy(), rtol=0, atol=BATCH_TOLERANCE)
-    assert json.loads((tmp_path / "g.json").read_text())["paths"] == [str(p) for p in chosen]
+    assert json.loads((tmp_path / "g.npy.json").read_text())["paths"] == [str(p) for p in chosen]
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ def test_round_trip(tmp_path, name):
     written = save_embeddings(tmp_path / "out" / name, vectors, paths=paths, model="sysu", modality="ir",
                               flip=True, precision="fp32")
     assert written == tmp_path / "out" / name
-    manifest = json.loads((tmp_path / "out" / "e.json").read_text())
+    manifest = json.loads((tmp_path / "out" / f"{name}.json").read_text())  # named after the whole file name
     assert set(manifest) == MANIFEST_KEYS
     assert (manifest["format"], manifest["version"]) == ("csdn-embeddings", 1)
     assert (manifest["count"], manifest["dim"]) == (5, 12)
@@ -88,7 +88,7 @@ def _write(tmp_path: Path, name: str, array: np.ndarray, manifest: dict | None =
     else:
         save_file({"embeddings": torch.from_numpy(array)}, str(path))
     if manifest is not None:
-        path.with_suffix(".json").write_text(json.dumps(manifest))
+        path.with_name(path.name + ".json").write_text(json.dumps(manifest))
     return path
 
 
@@ -175,7 +175,7 @@ def test_save_refuses_bad_input_and_writes_nothing(tmp_path, embeddings, options
 
 def test_a_full_disk_keeps_the_previous_file_and_names_it(tmp_path, monkeypatch):
     save_embeddings(tmp_path / "e.npy", unit_rows(2, 3), paths=["a", "b"])
-    before = (tmp_path / "e.npy").read_bytes(), (tmp_path / "e.json").read_text()
+    before = (tmp_path / "e.npy").read_bytes(), (tmp_path / "e.npy.json").read_text()
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -183,5 +183,5 @@ def test_a_full_disk_keeps_the_previous_file_and_names_it(tmp_path, monkeypatch)
     monkeypatch.setattr(np, "save", full)
     with pytest.raises(DiskFullError, match=r"cannot write .*e.npy: no space left on its disk.*free space"):
         save_embeddings(tmp_path / "e.npy", unit_rows(3, 3), paths=["x", "y", "z"])
-    assert ((tmp_path / "e.npy").read_bytes(), (tmp_path / "e.json").read_text()) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.json", "e.npy"]  # no temporary left behind
+    assert ((tmp_path / "e.npy").read_bytes(), (tmp_path / "e.npy.json").read_text()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.npy", "e.npy.json"]  # no temporary left behind

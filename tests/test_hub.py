@@ -76,7 +76,10 @@ def test_saved_folder_is_self_describing(tiny_model, tmp_path):
     metadata, tensors = hub.read_safetensors_header(out / "model.safetensors")
     assert metadata["format"] == "pt"
     stored = CSDNConfig.from_json(metadata["csdn_config"])
-    assert stored.to_dict() == CSDNConfig.from_json((out / "config.json").read_text()).to_dict()
+    sidecar = CSDNConfig.from_json((out / "config.json").read_text()).to_dict()
+    # config.json adds the file's SHA-256 (the file cannot hold its own hash)
+    assert sidecar["meta"].pop("weights_sha256") == hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
+    assert stored.to_dict() == sidecar
     assert stored.meta == {"dataset": "SYSU-MM01"}
     assert tiny_model.config.meta == {}  # extra_meta goes to the file, not into the model
     assert set(tensors) == set(tiny_model.state_dict())

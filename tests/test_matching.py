@@ -178,7 +178,6 @@ def test_bad_input_is_refused_clearly(query, gallery, kwargs, error, message):
         ("gallery", float("nan"), "gallery row 37 contains NaN or infinite values"),
         ("gallery", float("inf"), "gallery row 37 contains NaN or infinite values"),
         ("gallery", 0.0, "gallery row 37 is all zeros"),
-        ("gallery", 1e30, "gallery row 37 has values too large"),
         ("query", float("-inf"), "query row 1 contains NaN or infinite values"),
         ("query", 0.0, "query row 1 is all zeros"),
     ],

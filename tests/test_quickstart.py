@@ -86,12 +86,12 @@ def test_match_visualize_from_embeddings_files_without_identities(capsys, tmp_pa
     assert code == 0
     assert set(_border_colours(Image.open(tmp_path / "grey.png").convert("RGB"))) == {GREY}
 
-    (tmp_path / "gallery.json").unlink()  # without its manifest the gallery rows have no images
+    (tmp_path / "gallery.safetensors.json").unlink()  # without its manifest the gallery rows have no images
     capsys.readouterr()
-    code = cli.main(["match", "query.safetensors", "gallery.safetensors", "--output", "ranked.json",
+    code = cli.main(["match", "query.safetensors", "gallery.safetensors", "--output", "ranked2.json",
                      "--visualize", "again.png", "--quiet"])
     assert code == 2 and "--visualize draws the gallery images" in capsys.readouterr().err
     assert not (tmp_path / "again.png").exists()
-    code = cli.main(["match", "query.safetensors", "gallery.safetensors", "--output", "ranked.json",
+    code = cli.main(["match", "query.safetensors", "gallery.safetensors", "--output", "ranked3.json",
                      "--visualize", "picture.jpg"])
     assert code == 2 and "--visualize picture.jpg must end in .png" in capsys.readouterr().err

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from csdn.inference.fast import COMPUTE_DTYPES
-from csdn.preprocess import IMAGE_SUFFIXES
+from csdn.preprocess import IMAGE_SUFFIXES, SENSOR_BIT_DEPTHS
 from csdn.retrieval.embeddings import Embeddings, check_embeddings_path, manifest_path, save_embeddings
 
 
@@ -43,35 +43,50 @@ def embed_images(model: Any, inputs: Sequence[str], modality: str, args: argpars
     modality = normalize_modality(modality)
     paths = [str(p) for p in image_paths(inputs)]
     vectors = model.embed_image(paths, modality, batch_size=args.batch_size, flip=not args.no_flip,
-                                precision=args.precision, progress=not args.quiet)
+                                precision=args.precision, progress=not args.quiet, bit_depth=args.bit_depth)
     return Embeddings(vectors, paths, model=args.model, modality=modality, flip=not args.no_flip,
                       precision=args.precision)
 
 
 def run_embed(args: argparse.Namespace) -> int:
+    from csdn.fileio import refuse_existing
+
     output = check_embeddings_path(args.output)
+    if not args.overwrite:  # before any work: an hour of embedding must not end in this error
+        refuse_existing([output, manifest_path(output)])
     embeddings = embed_images(load_model(args), args.images, args.modality, args)
-    save_embeddings(output, embeddings)
+    save_embeddings(output, embeddings, overwrite=args.overwrite)
     print(f"wrote {output} ({embeddings.count} x {embeddings.dim}) and {manifest_path(output)}")
     return 0
 
 
 def add_embedding_options(parser: argparse.ArgumentParser) -> None:
-    """The options of commands that embed images: batch size, flip, precision, device, progress."""
+    """The options of commands that embed images: batch size, flip, precision, device, bit depth, progress."""
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     parser.add_argument("--no-flip", action="store_true", help="no flip test-time augmentation (half-size embeddings)")
     parser.add_argument("--precision", choices=tuple(COMPUTE_DTYPES), default="fp32", help="compute precision (default fp32)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    parser.add_argument("--bit-depth", type=int, choices=SENSOR_BIT_DEPTHS, default=None, metavar="BITS",
+                        help="bits per pixel of the camera that made 16-bit frames (thermal PNG/TIFF): "
+                             f"{', '.join(map(str, SENSOR_BIT_DEPTHS))}; scales every frame the same way "
+                             "(default: guessed per frame from its largest value)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_overwrite_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--overwrite``: without it, a command refuses to replace any output that already exists."""
+    parser.add_argument("--overwrite", action="store_true", help=f"{what} (default: refuse)")
 
 
 def register(commands) -> list[argparse.ArgumentParser]:
     """Add ``embed`` to an ``argparse`` sub-command collection."""
-    embed = commands.add_parser("embed", help="embed images into an embeddings file (+ a .json manifest)")
+    embed = commands.add_parser("embed", help="embed images into an embeddings file (+ a NAME.ext.json manifest)")
     embed.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
     embed.add_argument("--model", required=True, help="registry name, hf-hub:org/repo, or a local model")
     embed.add_argument("--modality", required=True, help="visible (rgb, vis) or infrared (ir, thermal, nir)")
-    embed.add_argument("--output", required=True, help="embeddings file: NAME.safetensors or NAME.npy")
+    embed.add_argument("--output", required=True,
+                       help="embeddings file: NAME.safetensors or NAME.npy (its manifest: NAME.safetensors.json / NAME.npy.json)")
+    add_overwrite_option(embed, "replace an existing --output file and its manifest")
     add_embedding_options(embed)
     embed.set_defaults(func=run_embed)
     return [embed]

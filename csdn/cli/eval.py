@@ -34,6 +34,7 @@ def register(commands) -> list[argparse.ArgumentParser]:
         help="query->gallery, e.g. infrared->visible, visible->thermal, t2v (default: every direction the protocol reports)",
     )
     parser.add_argument("--json", metavar="OUT", help="also write the full result (per-trial scores, CMC) as JSON")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file (default: refuse)")
     parser.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (NOT the paper's protocol)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
     parser.add_argument("--cache-dir", help="keep embeddings here, so a second evaluation of the same weights embeds nothing")
@@ -51,6 +52,13 @@ def run_eval(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.json:
+        from csdn.fileio import refuse_existing
+
+        if Path(args.json).suffix.lower() != ".json":
+            raise ValueError(f"--json {args.json} must end in .json")
+        if not args.overwrite:  # before the evaluation, which may take an hour
+            refuse_existing([args.json])
     model = load(args.model, device=args.device, progress=not args.quiet)
     result = evaluate(
         model, args.dataset, args.root,

@@ -11,8 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from csdn.cli.embed import add_embedding_options, embed_images, load_model
-from csdn.retrieval.embeddings import EMBEDDINGS_SUFFIXES, Embeddings, load_embeddings
+from csdn.cli.embed import add_embedding_options, add_overwrite_option, embed_images, load_model
+from csdn.errors import OutputExistsError
+from csdn.retrieval.embeddings import (EMBEDDINGS_SUFFIXES, Embeddings, legacy_manifest_path, load_embeddings,
+                                       manifest_path)
 
 RANKING_SUFFIXES = (".csv", ".json")
 
@@ -34,6 +36,28 @@ def _side(path: str, modality: str, args: argparse.Namespace, cache: dict[str, A
     return embed_images(cache["model"], [path], modality, args)
 
 
+def _check_outputs(outputs: dict[str, Path], args: argparse.Namespace) -> None:
+    """No output may be an input (or an input's manifest), even with --overwrite; none may exist without it."""
+    from csdn.fileio import refuse_existing
+
+    inputs: dict[Path, str] = {}
+    for name in (args.query, args.gallery):
+        path = Path(name)
+        inputs[path.resolve()] = name
+        if path.suffix.lower() in EMBEDDINGS_SUFFIXES:
+            for manifest in (manifest_path(path), legacy_manifest_path(path)):
+                inputs.setdefault(manifest.resolve(), f"the manifest of {name}")
+    for flag, path in outputs.items():
+        clash = inputs.get(path.resolve())
+        if clash is not None:
+            raise OutputExistsError(f"{flag} {path} is {clash}, an input of this run; write the output "
+                                    "under another name (--overwrite never replaces an input)")
+    if len(set(p.resolve() for p in outputs.values())) < len(outputs):
+        raise ValueError(f"--output and --visualize name the same file {outputs['--output']}; give two names")
+    if not args.overwrite:
+        refuse_existing(outputs.values())
+
+
 def run_match(args: argparse.Namespace) -> int:
     from csdn.fileio import atomic_write_text
     from csdn.retrieval.matching import match
@@ -42,10 +66,13 @@ def run_match(args: argparse.Namespace) -> int:
     _check_suffix(output, RANKING_SUFFIXES, "--output")
     if args.topk < 1:
         raise ValueError(f"--topk must be at least 1, got {args.topk}")
+    outputs = {"--output": output}
     if args.visualize:
         _check_suffix(Path(args.visualize), (".png",), "--visualize")
         if args.visualize_queries < 1:
             raise ValueError(f"--visualize-queries must be at least 1, got {args.visualize_queries}")
+        outputs["--visualize"] = Path(args.visualize)
+    _check_outputs(outputs, args)
     cache: dict[str, Any] = {}
     query = _side(args.query, args.query_modality, args, cache)
     gallery = _side(args.gallery, args.gallery_modality, args, cache)
@@ -140,6 +167,7 @@ def register(commands) -> list[argparse.ArgumentParser]:
     match.add_argument("--ids-from-folders", action="store_true",
                        help="--visualize: read identities from each image's parent folder (.../0007/x.jpg -> 7) "
                             "and draw correct matches green, wrong ones red (default: grey, identities unknown)")
+    add_overwrite_option(match, "replace an existing --output / --visualize file (never an input)")
     add_embedding_options(match)
     match.set_defaults(func=run_match)
     return [match]

@@ -53,12 +53,15 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_convert(args: argparse.Namespace) -> int:
+    from csdn.fileio import refuse_existing
     from csdn.hub.convert import from_official
-    from csdn.hub.api import WEIGHTS_NAME
+    from csdn.io.pretrained import CONFIG_NAME, MODEL_CARD_NAME, WEIGHTS_NAME
 
     out = Path(args.output)
-    if (out / WEIGHTS_NAME).exists() and not args.overwrite:
-        raise FileExistsError(f"{out / WEIGHTS_NAME} already exists; pass --overwrite to replace it")
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a folder; give a new or existing folder to write the model into")
+    if not args.overwrite:  # every file save_pretrained writes, not only the weights: README.md may be the user's
+        refuse_existing([out / name for name in (WEIGHTS_NAME, CONFIG_NAME, MODEL_CARD_NAME)])
     model = from_official(args.checkpoint, image_size=tuple(args.image_size), dataset=args.dataset)
     model.save_pretrained(out)
     print(f"wrote {out}/ ({model.config.num_classes} identities, input {model.config.image_size[0]}x"
@@ -82,6 +85,6 @@ def register(commands) -> list[argparse.ArgumentParser]:
     convert.add_argument("--dataset", help="training set, recorded in the model card (e.g. sysu)")
     convert.add_argument("--image-size", type=int, nargs=2, default=(288, 144), metavar=("H", "W"),
                          help="input size the checkpoint was trained at (default 288 144)")
-    convert.add_argument("--overwrite", action="store_true", help="replace a model already in the output folder")
+    convert.add_argument("--overwrite", action="store_true", help="replace model.safetensors, config.json or README.md already in the output folder (default: refuse)")
     convert.set_defaults(func=run_convert)
     return [models, info, convert]

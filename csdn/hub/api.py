@@ -9,9 +9,14 @@ metadata, ``config.json``, a model card) is :mod:`csdn.io.pretrained`'s.
 
 from __future__ import annotations
 
+import concurrent.futures
+import logging
+import math
 import os
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,7 +36,7 @@ from huggingface_hub.utils import silent_tqdm
 
 from csdn.config import CSDNConfig
 from csdn.device import resolve_device
-from csdn.errors import WeightsError, WeightsNotAvailableError
+from csdn.errors import HubError, HubTimeoutError, WeightsError, WeightsNotAvailableError
 from csdn.fileio import atomic_write
 from csdn.io.card import describe_architecture, render_model_card
 from csdn.io.pretrained import (CONFIG_METADATA_KEY, CONFIG_NAME, MODEL_CARD_NAME, WEIGHTS_NAME, package_version,
@@ -54,12 +59,126 @@ from csdn.hub.registry import (  # list_models and model_info are part of this m
 
 __all__ = [
     "load", "load_config", "save_pretrained", "DEFAULT_MODEL", "push_to_hub", "list_models", "model_info",
+    "hub_timeout", "DEFAULT_HUB_TIMEOUT", "HUB_TIMEOUT_ENV",
     "WeightsError", "WeightsNotAvailableError",
     "atomic_write", "write_safetensors", "read_safetensors_header", "render_model_card", "describe_architecture",
     "WEIGHTS_NAME", "CONFIG_NAME", "MODEL_CARD_NAME", "CONFIG_METADATA_KEY", "TensorInfo",
 ]
 
 HUB_PREFIX = "hf-hub:"
+DEFAULT_HUB_TIMEOUT = 30.0  # seconds for a whole Hub call (all its requests and retries)
+HUB_TIMEOUT_ENV = "CSDN_HUB_TIMEOUT"
+
+
+# ---------------------------------------------------------------------------- bounded Hub calls
+def hub_timeout(timeout: float | None = None) -> float:
+    """The deadline of one Hub call: ``timeout``, else ``$CSDN_HUB_TIMEOUT``, else 30 seconds."""
+    source = "timeout="
+    if timeout is None:
+        text = os.environ.get(HUB_TIMEOUT_ENV, "").strip()
+        if not text:
+            return DEFAULT_HUB_TIMEOUT
+        source = f"the environment variable {HUB_TIMEOUT_ENV}"
+        try:
+            timeout = float(text)
+        except ValueError:
+            raise ValueError(f"{source} is {text!r}; set it to a number of seconds (e.g. 30), or unset it "
+                             f"for the default {DEFAULT_HUB_TIMEOUT:g}") from None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
+        raise ValueError(f"{source} must be a positive number of seconds, got {timeout!r}")
+    return float(timeout)
+
+
+# What huggingface_hub logs (and then retries) on its way to a failure, most telling first.
+_OFFLINE_SIGNS = ("connection refused", "name or service not known", "temporary failure in name resolution",
+                  "network is unreachable", "no route to host", "nodename nor servname", "connecterror",
+                  "failed to establish a new connection", "getaddrinfo failed")
+
+
+def _hub_endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+def _offline_reason(detail: str) -> str:
+    return (f"the Hub at {_hub_endpoint()} cannot be reached (no network, or the address is wrong: {detail}); "
+            "check the connection (and HF_ENDPOINT if set), or set HF_HUB_OFFLINE=1 to use the local cache")
+
+
+def _logged_reason(messages: list[str]) -> str | None:
+    """What went wrong, from huggingface_hub's retry warnings (the last one seen)."""
+    told = [m for m in messages if m.strip() and not m.startswith("Retrying in")]
+    if not told:
+        return None
+    last = told[-1].splitlines()[0].strip()
+    lowered = last.lower()
+    if any(sign in lowered for sign in _OFFLINE_SIGNS):
+        return _offline_reason(last)
+    if lowered.startswith("http error 5"):
+        return f"the Hub kept answering with a server error ({last.split(' thrown')[0]})"
+    if "error while downloading" in lowered:
+        return f"the transfer was interrupted again and again ({last.split(': ', 1)[-1]})"
+    return f"the last problem seen was: {last}"
+
+
+class _Collect(logging.Filter):
+    """Keeps huggingface_hub's retry warnings from one thread out of the terminal, and remembers them."""
+
+    def __init__(self, thread: threading.Thread) -> None:
+        super().__init__()
+        self.thread, self.messages = thread, []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.thread != self.thread.ident:
+            return True
+        self.messages.append(record.getMessage())
+        return False
+
+
+def _within(deadline: float, call: Callable[[], Any], what: str,
+            unreachable: type[Exception] = WeightsNotAvailableError) -> Any:
+    """``call()`` in a worker thread, given up after ``deadline`` seconds with :class:`HubTimeoutError`.
+
+    The HTTP client's own timeouts apply per request and restart with every retry and every
+    byte received; this bounds the whole call. An abandoned download leaves only an
+    ``.incomplete`` file in the Hub cache, which the next download resumes or replaces.
+    huggingface_hub's retry warnings are kept off the terminal: a refused connection (no
+    network) ends the call at once, and a timeout says the last problem they reported.
+    """
+    result: concurrent.futures.Future = concurrent.futures.Future()
+
+    handlers = list(logging.getLogger("huggingface_hub").handlers)
+
+    def work() -> None:
+        try:
+            result.set_result(call())
+        except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
+            result.set_exception(err)
+        finally:  # here, not in the caller: an abandoned call stays quiet until it ends
+            for handler in handlers:
+                handler.removeFilter(collect)
+
+    worker = threading.Thread(target=work, name="csdn-hub-call", daemon=True)
+    collect = _Collect(worker)
+    for handler in handlers:
+        handler.addFilter(collect)
+    worker.start()
+    start = time.monotonic()
+    while (left := deadline - (time.monotonic() - start)) > 0:
+        try:
+            return result.result(timeout=min(0.05, left))
+        except concurrent.futures.TimeoutError:
+            reason = _logged_reason(collect.messages)
+            if reason is not None and reason.startswith("the Hub at "):  # absent network: retrying is noise
+                raise unreachable(f"{what}: {reason}") from None
+    reason = _logged_reason(collect.messages)
+    detail = (f"{reason}, and it had not succeeded when the {deadline:g} s deadline ran out" if reason else
+              f"the Hub did not finish answering within {deadline:g} s (a hung connection, or a very slow network)")
+    raise HubTimeoutError(
+        f"{what}: {detail}; try again, raise the limit with timeout= or {HUB_TIMEOUT_ENV}=SECONDS, or set "
+        "HF_HUB_OFFLINE=1 to use the local cache"
+    ) from None
 
 
 # ---------------------------------------------------------------------------- locating weights
@@ -115,6 +234,16 @@ def _transfer_errors() -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
+def _not_a_hub(err: BaseException) -> str | None:
+    """The endpoint answered, but not as a Hub does (an HTML page: a captive portal, a proxy, a wrong HF_ENDPOINT)."""
+    for cause in (err, err.__cause__):
+        if cause is not None and "X-Repo-Commit" in str(cause):
+            return (f"the server at {_hub_endpoint()} answered with something that is not the Hub (a web page? a "
+                    "network sign-in or proxy page, or HF_ENDPOINT pointing at a website); sign in to the network "
+                    "or fix HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to use the cache")
+    return None
+
+
 def _transfer_failure(err: BaseException) -> str | None:
     """What went wrong when ``err`` is a failed transfer or a Hub server error (HTTP 5xx), else None."""
     for cause in (err, err.__cause__):  # a failed HEAD reaches us as LocalEntryNotFoundError from it
@@ -123,6 +252,10 @@ def _transfer_failure(err: BaseException) -> str | None:
         status = getattr(getattr(cause, "response", None), "status_code", None)
         if isinstance(cause, HfHubHTTPError) and isinstance(status, int) and status >= 500:
             return f"the Hub answered HTTP {status} (a server error)"
+        if type(cause).__name__ == "ConnectError" or isinstance(cause, ConnectionRefusedError):
+            return _offline_reason(f"{type(cause).__name__}: {str(cause).strip() or 'no details'}")
+        if type(cause).__name__ in ("RemoteProtocolError", "ReadError") and "message body" in str(cause):
+            return f"the transfer was interrupted mid-file ({str(cause).strip()})"
         if isinstance(cause, (ConnectionError, *_transfer_errors())):
             return f"the connection failed ({type(cause).__name__}: {str(cause).strip() or 'no details'})"
     return None
@@ -138,23 +271,33 @@ def _download(
     force_download: bool,
     progress: bool,
     unavailable: Callable[[str], str],
+    timeout: float | None = None,
 ) -> Path:
-    """``hf_hub_download`` (its cache, offline mode and revisions), with failures turned into our error."""
-    try:
-        return Path(
-            hf_hub_download(
-                repo_id,
-                filename,
-                revision=revision,
-                cache_dir=cache_dir,
-                local_files_only=bool(local_files_only),
-                force_download=force_download,
-                library_name="csdn-reid",
-                library_version=package_version(),
-                tqdm_class=None if progress else silent_tqdm,
-            )
+    """``hf_hub_download`` (its cache, offline mode and revisions) within the Hub deadline, with
+    failures turned into our error."""
+    deadline = hub_timeout(timeout)
+    where = f"cannot download {filename} of the Hub repository {repo_id} (revision {revision or 'main'})"
+
+    def call() -> str:
+        return hf_hub_download(
+            repo_id,
+            filename,
+            revision=revision,
+            cache_dir=cache_dir,
+            local_files_only=bool(local_files_only),
+            force_download=force_download,
+            library_name="csdn-reid",
+            library_version=package_version(),
+            tqdm_class=None if progress else silent_tqdm,
+            etag_timeout=min(10.0, deadline),
         )
+
+    try:
+        return Path(_within(deadline, call, where))
     except (HfHubHTTPError, EntryNotFoundError, OfflineModeIsEnabled, FileMetadataError, *_transfer_errors()) as err:
+        not_hub = _not_a_hub(err)
+        if not_hub is not None:
+            raise WeightsNotAvailableError(f"{where}: {not_hub}") from None
         failure = _transfer_failure(err)
         if failure is not None:
             raise WeightsNotAvailableError(
@@ -162,6 +305,14 @@ def _download(
                 f"{failure}; check the connection, or set HF_HUB_OFFLINE=1 to use the cache"
             ) from err
         raise WeightsNotAvailableError(unavailable(_unavailable_reason(err, filename))) from err
+    except OSError as err:  # huggingface_hub's size check after a short or substituted body
+        if "Consistency check failed" not in str(err):
+            raise
+        raise WeightsNotAvailableError(
+            f"{where}: the server sent a file of the wrong size ({str(err).splitlines()[0]}): an interrupted "
+            "transfer, or a web page in place of the file; try again, check the network (a proxy or "
+            "sign-in page?) and HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to use the cache"
+        ) from None
 
 
 def _convert_instructions(entry: RegistryEntry) -> str:
@@ -274,6 +425,7 @@ def load(
     force_download: bool = False,
     progress: bool = True,
     registry: RegistryLike = None,
+    timeout: float | None = None,
 ) -> CSDN:
     """A verified CSDN model in eval mode.
 
@@ -288,16 +440,20 @@ def load(
     ``HF_TOKEN``). ``local_files_only=None`` follows ``HF_HUB_OFFLINE``; ``revision`` picks a
     branch, tag or commit (overriding a registry entry's pinned revision); ``registry`` is a
     registry file or :class:`csdn.hub.registry.Registry` to use instead of the installed one.
+    ``timeout`` bounds each Hub download as a whole, retries included (default: the environment
+    variable ``CSDN_HUB_TIMEOUT``, else 30 seconds).
 
     Raises:
         WeightsNotAvailableError: the weights cannot be obtained (for a registered model, the
-            message says how to convert the authors' checkpoint instead).
+            message says how to convert the authors' checkpoint instead); its subclass
+            HubTimeoutError when the Hub did not answer within ``timeout``.
         WeightsError: the file is corrupted, truncated or does not fit its config.
         DeviceError: ``device`` is not available (e.g. ``"cuda"`` on a CPU-only torch build).
     """
     device = resolve_device(device)  # before any download
     weights = _locate(name_or_path, revision=revision, registry=registry, cache_dir=cache_dir,
-                      local_files_only=local_files_only, force_download=force_download, progress=progress)
+                      local_files_only=local_files_only, force_download=force_download, progress=progress,
+                      timeout=timeout)
     return load_verified(weights, device)
 
 
@@ -308,10 +464,11 @@ def load_config(
     local_files_only: bool | None = None,
     cache_dir: str | Path | None = None,
     registry: RegistryLike = None,
+    timeout: float | None = None,
 ) -> CSDNConfig:
     """The config of a model, from the same verified file :func:`load` would use, without building it."""
     weights = _locate(name_or_path, revision=revision, registry=registry, cache_dir=cache_dir,
-                      local_files_only=local_files_only, force_download=False, progress=False)
+                      local_files_only=local_files_only, force_download=False, progress=False, timeout=timeout)
     return verified_config(weights)[0]
 
 
@@ -322,16 +479,34 @@ def push_to_hub(
     private: bool = False,
     token: str | None = None,
     commit_message: str = "Upload CSDN model",
+    timeout: float | None = None,
 ):
     """Save ``model`` with :func:`save_pretrained` and upload the folder to the Hub repository ``repo_id``.
 
     Creates the repository if needed. Returns huggingface_hub's ``CommitInfo`` (a string
-    holding the commit URL, with ``.oid`` the commit hash).
+    holding the commit URL, with ``.oid`` the commit hash). Each Hub call (creating the
+    repository, uploading) must finish within ``timeout`` seconds (default: ``CSDN_HUB_TIMEOUT``,
+    else 30); a failure raises :class:`csdn.errors.HubError` (``HubTimeoutError`` past the
+    deadline) saying what went wrong.
     """
     if not REPO_ID.fullmatch(repo_id):
         raise ValueError(f"repo_id must look like 'org/name', got {repo_id!r}")
+    deadline = hub_timeout(timeout)
     api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    where = f"cannot upload to the Hub repository {repo_id}"
+
+    def bounded(call: Callable[[], Any]) -> Any:
+        try:
+            return _within(deadline, call, where, unreachable=HubError)
+        except (HfHubHTTPError, OfflineModeIsEnabled, *_transfer_errors()) as err:
+            if isinstance(err, OfflineModeIsEnabled):
+                reason = "offline mode is on (HF_HUB_OFFLINE); unset it to upload"
+            else:
+                reason = _transfer_failure(err) or str(err).strip().splitlines()[0]
+            raise HubError(f"{where}: {reason}") from None
+
+    bounded(lambda: api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model"))
     with tempfile.TemporaryDirectory(prefix="csdn-push-") as folder:
         save_pretrained(model, folder, repo_id=repo_id)
-        return api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message, repo_type="model")
+        return bounded(lambda: api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message,
+                                                 repo_type="model"))

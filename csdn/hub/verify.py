@@ -7,6 +7,7 @@ is wrong, and how to get a good copy.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -16,10 +17,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from csdn.config import CSDNConfig
-from csdn.errors import WeightsError
+from csdn.errors import IntegrityError, WeightsError
 from csdn.fileio import sha256_file
 from csdn.hub.statedict import mismatch_report
-from csdn.io.pretrained import CONFIG_METADATA_KEY, CONFIG_NAME
+from csdn.io.pretrained import CONFIG_METADATA_KEY, CONFIG_NAME, WEIGHTS_SHA256_KEY
 from csdn.io.safetensors import FLOAT_DTYPES, InvalidSafetensors, TensorInfo, parse_header
 from csdn.model.network import CSDN
 
@@ -89,6 +90,19 @@ def _check_tensors(weights: WeightsFile, infos: Mapping[str, TensorInfo], expect
         raise weights.error("its tensors do not match the architecture its config describes: " + " | ".join(problems))
 
 
+def _recorded_sha256(weights: WeightsFile) -> str | None:
+    """The SHA-256 that save_pretrained recorded in the ``config.json`` beside the file, if any."""
+    sidecar = weights.config_json
+    if sidecar is None or not sidecar.is_file():
+        return None
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8")).get("meta") or {}
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return None  # reported, with the file's name, when the config itself is parsed
+    recorded = meta.get(WEIGHTS_SHA256_KEY) if isinstance(meta, dict) else None
+    return recorded.lower() if isinstance(recorded, str) else None
+
+
 def verified_config(weights: WeightsFile) -> tuple[CSDNConfig, dict[str, TensorInfo]]:
     """Check the file's hash and header; return its config and declared tensors."""
     if weights.sha256 is not None:
@@ -102,18 +116,47 @@ def verified_config(weights: WeightsFile) -> tuple[CSDNConfig, dict[str, TensorI
         metadata, infos = parse_header(weights.path)
     except InvalidSafetensors as err:
         raise weights.error(f"not a valid safetensors file: {err}") from None
+    recorded = _recorded_sha256(weights) if weights.sha256 is None else None
+    if recorded is not None:
+        actual = sha256_file(weights.path)
+        if actual != recorded:
+            raise IntegrityError(
+                f"{weights.path}: this file changed after it was saved: its SHA-256 is {actual}, but "
+                f"{weights.config_json} (written with it by save_pretrained) records {recorded} (corrupted "
+                f"on disk or in a copy, or edited). It was not loaded. Get a good copy: restore "
+                f"{weights.path.name} from a backup, download it again, or save the model again; if you "
+                f"replaced the weights on purpose, write them with save_pretrained, which records the new hash"
+            )
     return _config_of(weights, metadata), infos
 
 
+def _check_finite(weights: WeightsFile, state: Mapping[str, torch.Tensor]) -> None:
+    """No float tensor may hold NaN or inf: such weights give NaN, or silently wrong, embeddings."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            count = int((~torch.isfinite(tensor)).sum())
+            raise weights.error(f"tensor {name!r} holds {count} NaN or infinite value(s) (corrupted, or saved "
+                                "from a diverged training run)")
+
+
 def load_verified(weights: WeightsFile, device: torch.device) -> CSDN:
-    """Verify ``weights`` completely, then build the model and load it (eval mode, on ``device``)."""
+    """Verify ``weights`` completely, then build the model and load it (eval mode, on ``device``).
+
+    The config comes from the file, so it is untrusted: the model it describes is first built on
+    the ``meta`` device (shapes only, no memory) and its tensors compared with the file's header,
+    so a config claiming sizes the file does not hold fails before any real allocation.
+    """
     config, infos = verified_config(weights)
+    with torch.device("meta"):
+        skeleton = CSDN(config)
+    _check_tensors(weights, infos, skeleton.state_dict())
+    del skeleton
     model = CSDN(config)
     expected = model.state_dict()
-    _check_tensors(weights, infos, expected)
     try:
         state = load_file(str(weights.path))
     except (SafetensorError, OSError) as err:
         raise weights.error(f"its tensors cannot be read ({err})") from err
+    _check_finite(weights, state)
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
     return model.to(device).eval()

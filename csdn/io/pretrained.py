@@ -15,12 +15,15 @@ from typing import Any, Mapping
 from torch import nn
 
 from csdn.config import CSDNConfig
-from csdn.fileio import atomic_write, atomic_write_text
+from csdn.fileio import atomic_write, atomic_write_text, sha256_file
 from csdn.io.card import render_model_card
 from csdn.io.safetensors import write_safetensors
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+# config.json's meta records the SHA-256 of the model.safetensors written with it (the file's own
+# metadata cannot hold its own hash); load verifies it, so a flipped bit in a local copy is refused.
+WEIGHTS_SHA256_KEY = "weights_sha256"
 MODEL_CARD_NAME = "README.md"
 CONFIG_METADATA_KEY = "csdn_config"
 
@@ -47,6 +50,9 @@ def save_pretrained(
             ``{"dataset": "SYSU-MM01", "metrics": {...}}``); the model itself is not changed.
         repo_id: the Hub repository the model card's usage snippet should name.
 
+    ``config.json`` (and the card) record the SHA-256 of ``model.safetensors`` as
+    ``meta["weights_sha256"]``; loading the folder verifies it.
+
     Returns the directory. Each file is replaced atomically.
     """
     directory = Path(directory)
@@ -55,6 +61,7 @@ def save_pretrained(
     directory.mkdir(parents=True, exist_ok=True)
     config = CSDNConfig.from_dict(model.config.to_dict())
     config.meta.update(extra_meta or {})
+    config.meta.pop(WEIGHTS_SHA256_KEY, None)  # a loaded model's record of its old file; recomputed below
     try:
         config_json = config.to_json()
     except TypeError as err:
@@ -62,7 +69,8 @@ def save_pretrained(
     state = model.state_dict()
     metadata = {"format": "pt", CONFIG_METADATA_KEY: config_json, "csdn_version": package_version()}
     atomic_write(directory / WEIGHTS_NAME, lambda temp: write_safetensors(temp, state, metadata))
-    atomic_write_text(directory / CONFIG_NAME, config_json + "\n")
+    config.meta[WEIGHTS_SHA256_KEY] = sha256_file(directory / WEIGHTS_NAME)
+    atomic_write_text(directory / CONFIG_NAME, config.to_json() + "\n")
     if model_card:
         num_parameters = sum(p.numel() for p in model.parameters())
         atomic_write_text(directory / MODEL_CARD_NAME, render_model_card(config, num_parameters, repo_id=repo_id))

@@ -12,6 +12,8 @@ from torch import nn
 
 from csdn.model.clip_code import tokenize
 from csdn.config import CSDNConfig
+from csdn.errors import ImageTensorError
+from csdn.preprocess import nonfinite_rows
 from csdn.io.pretrained import SavePretrainedMixin
 from csdn.inference.pool import single_query_attention_pool
 from csdn.modality import normalize_modality
@@ -138,6 +140,7 @@ class CSDN(SavePretrainedMixin, nn.Module):
 
     # ------------------------------------------------------------------ image side
     def check_images(self, x: torch.Tensor) -> None:
+        """Refuse anything but finite float images ``[N,3,H,W]`` of the model's input size."""
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"expected a preprocessed image tensor [N,3,H,W], got {type(x).__name__}")
         if not x.is_floating_point():
@@ -147,9 +150,16 @@ class CSDN(SavePretrainedMixin, nn.Module):
             )
         height, width = self.config.image_size
         if x.dim() != 4 or x.shape[1] != 3 or tuple(x.shape[2:]) != (height, width):
-            raise ValueError(
+            raise ImageTensorError(
                 f"expected preprocessed images of shape [N,3,{height},{width}], got {list(x.shape)}; "
                 "pass raw images to embed_image() to have them resized"
+            )
+        bad = nonfinite_rows(x)
+        if bad:
+            raise ImageTensorError(
+                f"{bad[0]} of {x.shape[0]} preprocessed images hold NaN or infinite values (batch rows {bad[1]}); "
+                "their features would be meaningless. Check the code that produced the tensor, "
+                "or pass raw images to embed_image() to have them preprocessed"
             )
 
     def _stem(self, modality: str) -> Stem:

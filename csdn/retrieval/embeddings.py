@@ -1,13 +1,15 @@
 """Embeddings files: what ``csdn embed`` writes and ``csdn match`` reads, as a Python API.
 
 A file is ``NAME.safetensors`` (one float32 tensor ``embeddings`` ``[N, D]``) or ``NAME.npy``
-(the same array), with a manifest ``NAME.json`` beside it::
+(the same array), with a manifest named after the whole file name beside it (``e.npy`` ->
+``e.npy.json``, ``e.safetensors`` -> ``e.safetensors.json``, so the two never share one)::
 
     {"format": "csdn-embeddings", "version": 1, "model": "sysu", "modality": "infrared",
      "flip": true, "precision": "fp32", "count": N, "dim": D, "paths": ["cam3/0001.jpg", ...]}
 
 Row ``i`` embeds ``paths[i]``. A ``.npy`` or ``.safetensors`` file without a manifest is read
-too, its rows labelled ``"0"``, ``"1"``, ...
+too, its rows labelled ``"0"``, ``"1"``, ... Files written before this naming (manifest
+``NAME.json``) are still read: that manifest is used when the new one is absent.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ import numpy as np
 import torch
 
 from csdn.errors import EmbeddingsFileError
-from csdn.fileio import atomic_write, atomic_write_text
+from csdn.fileio import atomic_write, atomic_write_text, refuse_existing
 
-__all__ = ["Embeddings", "save_embeddings", "load_embeddings", "manifest_path", "check_embeddings_path",
+__all__ = ["Embeddings", "save_embeddings", "load_embeddings", "manifest_path", "legacy_manifest_path",
+           "check_embeddings_path",
            "EMBEDDINGS_FORMAT", "EMBEDDINGS_VERSION", "EMBEDDINGS_SUFFIXES"]
 
 EMBEDDINGS_FORMAT = "csdn-embeddings"
@@ -58,7 +61,13 @@ class Embeddings:
 
 
 def manifest_path(path: str | os.PathLike) -> Path:
-    """The manifest beside an embeddings file: ``NAME.json``."""
+    """The manifest beside an embeddings file: the whole file name plus ``.json`` (``e.npy`` -> ``e.npy.json``)."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def legacy_manifest_path(path: str | os.PathLike) -> Path:
+    """Where csdn-reid before 0.x put the manifest (``e.npy`` -> ``e.json``); read only when the new one is absent."""
     return Path(path).with_suffix(".json")
 
 
@@ -118,15 +127,20 @@ def save_embeddings(
     modality: str | None = None,
     flip: bool | None = None,
     precision: str | None = None,
+    overwrite: bool = True,
 ) -> Path:
     """Write ``embeddings`` (``[N, D]`` floats: tensor, array, or an :class:`Embeddings`) and its manifest.
 
     ``paths[i]`` names what row ``i`` embeds (default: ``"0"``, ``"1"``, ...); ``model``,
     ``modality`` (any alias, stored as ``"visible"`` / ``"infrared"``), ``flip`` and ``precision``
     record how they were made. Keywords override the fields of an :class:`Embeddings`. The
-    array (float32) and the manifest are each replaced atomically. Returns ``path``.
+    array (float32) and the manifest are each replaced atomically. With ``overwrite=False`` an
+    existing ``path`` or manifest raises :class:`csdn.errors.OutputExistsError` and nothing is
+    written. No other file is touched. Returns ``path``.
     """
     path = check_embeddings_path(path)
+    if not overwrite:
+        refuse_existing([path, manifest_path(path)], "--overwrite (overwrite=True in Python)")
     if isinstance(embeddings, Embeddings):
         paths = embeddings.paths if paths is None else paths
         model = embeddings.model if model is None else model
@@ -208,6 +222,8 @@ def _read_safetensors(path: Path) -> torch.Tensor:
 def _read_manifest(path: Path, vectors: torch.Tensor) -> dict[str, Any]:
     """The manifest's fields, checked against the array they describe."""
     manifest_file = manifest_path(path)
+    if not manifest_file.is_file():
+        manifest_file = legacy_manifest_path(path)
     count, dim = vectors.shape
     if not manifest_file.is_file():
         return {"paths": [str(i) for i in range(count)]}

@@ -95,7 +95,10 @@ def match(
     Scores are cosine similarities: rows are scaled to unit L2 norm here, so inputs
     need not be normalised. Rows already of unit norm (within ``UNIT_NORM_TOLERANCE``,
     as ``embed_image`` output is) are used as they are: their scores are plain inner
-    products. Work is done in float32. Exactly equal scores are ranked by smaller
+    products. Work is done in float32; rows of extreme scale (a norm below 1e-12 or
+    above 1e12, e.g. float64 rows of 1e300) are first divided by their largest absolute
+    value in their own precision, so they neither underflow nor overflow. Rows holding
+    NaN/inf or all zeros are refused, naming the row. Exactly equal scores are ranked by smaller
     gallery index, whatever the chunk sizes. Queries are held in memory as float32;
     only the gallery is streamed.
     """
@@ -226,48 +229,89 @@ def _check_gallery(gallery: ArrayLike, dim: int | None = None) -> tuple[int, int
     return num, gallery_dim
 
 
+# Rows whose float32 norm falls outside this range (or is NaN/inf) are rescaled by their
+# largest absolute value, in their own precision, before the float32 cast and the norm:
+# rows scaled by 1e-30 would otherwise square to zero ("all zeros") and float64 rows of
+# 1e300 would overflow float32 to inf. Cosine similarity does not change with scale.
+_SAFE_NORM_RANGE = (1e-12, 1e12)
+
+
 def _as_float32(block: ArrayLike) -> torch.Tensor:
     """A float32 tensor of ``block``, sharing memory when it already is float32 and contiguous."""
     if isinstance(block, torch.Tensor):
         return block.detach().to(torch.float32)
     if block.dtype != np.float32 or not block.flags.c_contiguous:
-        block = np.ascontiguousarray(block, dtype=np.float32)
+        with np.errstate(over="ignore", under="ignore"):  # out-of-range rows are redone by _float32_rows
+            block = np.ascontiguousarray(block, dtype=np.float32)
     with warnings.catch_warnings():
         # A read-only memmap is shared, not copied; nothing here ever writes to it.
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         return torch.from_numpy(block)
 
 
-def _checked_norms(rows: torch.Tensor, name: str, row_ids: int | np.ndarray) -> torch.Tensor:
-    """Row L2 norms (exactly 1 for unit rows), refusing rows that cannot be scaled to unit length.
+def _rescaled_rows(block: ArrayLike, picked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows ``picked`` of ``block`` divided by their largest absolute value, computed in the
+    input's own precision, as float32; with per-row flags (finite, nonzero)."""
+    if isinstance(block, torch.Tensor):
+        original = block.detach()[picked.to(block.device)]
+        finite = torch.isfinite(original).all(dim=1)
+        scale = original.abs().amax(dim=1)
+        usable = finite & (scale > 0)
+        scaled = original / torch.where(usable, scale, torch.ones_like(scale)).unsqueeze(1)
+        return scaled.to(torch.float32).to(picked.device), finite.to(picked.device), (scale > 0).to(picked.device)
+    original = np.asarray(block[picked.cpu().numpy()])
+    with np.errstate(all="ignore"):
+        finite = np.isfinite(original).all(axis=1)
+        scale = np.abs(original).max(axis=1) if original.shape[1] else np.zeros(len(original), original.dtype)
+        usable = finite & (scale > 0)
+        scaled = np.ascontiguousarray(original / np.where(usable, scale, 1)[:, None], dtype=np.float32)
+    rows = torch.from_numpy(scaled).to(picked.device)
+    return rows, torch.from_numpy(finite).to(picked.device), torch.from_numpy(scale > 0).to(picked.device)
 
-    ``row_ids`` names rows in errors: the input row number of ``rows[0]``, or of every row.
+
+def _float32_rows(block: ArrayLike, name: str, row_ids: int | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """``block`` as float32 rows with their L2 norms (exactly 1 for unit rows), refusing rows
+    that cannot be scaled to unit length: NaN/inf values or all zeros.
+
+    Rows of extreme scale (norm outside ``_SAFE_NORM_RANGE`` in float32) are first divided by
+    their largest absolute value in the input's precision, which leaves their cosine
+    similarities unchanged. ``row_ids`` names rows in errors: the input row number of
+    ``block[0]``, or of every row.
     """
+    rows = _as_float32(block)
     norms = torch.linalg.vector_norm(rows, dim=1)
+    low, high = _SAFE_NORM_RANGE
+    unsafe = ~((norms >= low) & (norms <= high))
+    if bool(unsafe.any()):
+        picked = unsafe.nonzero().squeeze(1)
+        scaled, finite, nonzero = _rescaled_rows(block, picked)
+        bad = ~(finite & nonzero)
+        if bool(bad.any()):
+            first = int(bad.nonzero()[0, 0])
+            row = int(picked[first])
+            if not bool(finite[first]):
+                problem = "contains NaN or infinite values"
+            else:
+                problem = "is all zeros, so its cosine similarity is undefined"
+            row_id = row_ids + row if isinstance(row_ids, int) else int(row_ids[row])
+            raise ValueError(f"{name} row {row_id} {problem}; check the embeddings that produced it")
+        rows = rows.clone()  # never write into the caller's tensor or a shared memmap
+        norms = norms.clone()
+        rows[picked] = scaled
+        norms[picked] = torch.linalg.vector_norm(scaled, dim=1)
     norms = torch.where((norms - 1).abs() <= UNIT_NORM_TOLERANCE, 1.0, norms)
-    bad = ~torch.isfinite(norms) | (norms == 0)
-    if bad.any():
-        row = int(bad.nonzero()[0, 0])
-        if not torch.isfinite(rows[row]).all():
-            problem = "contains NaN or infinite values"
-        elif norms[row] == 0:
-            problem = "is all zeros, so its cosine similarity is undefined"
-        else:
-            problem = "has values too large to normalise in float32"
-        row_id = row_ids + row if isinstance(row_ids, int) else int(row_ids[row])
-        raise ValueError(f"{name} row {row_id} {problem}; check the embeddings that produced it")
-    return norms
+    return rows, norms
 
 
 def _prepare_queries(query: ArrayLike) -> torch.Tensor:
     """Queries as a float32 ``[Q, D]`` tensor with unit rows (one vector ``[D]`` -> ``[1, D]``)."""
     _check_array(query, "query", (1, 2))
-    rows = _as_float32(query)
-    if rows.ndim == 1:
-        rows = rows.unsqueeze(0)
-    if rows.shape[1] == 0:
+    if query.ndim == 1:
+        query = query[None]
+    if query.shape[1] == 0:
         raise ValueError("query rows have 0 dimensions")
-    return rows / _checked_norms(rows, "query", 0).unsqueeze(1)
+    rows, norms = _float32_rows(query, "query", 0)
+    return rows / norms.unsqueeze(1)
 
 
 def _gallery_chunks(
@@ -277,8 +321,8 @@ def _gallery_chunks(
     num = gallery.shape[0]
     with tqdm(total=num, disable=not progress, desc=desc, unit="row") as bar:
         for start in range(0, num, chunk_size):
-            rows = _as_float32(gallery[start : start + chunk_size])
-            yield start, rows, _checked_norms(rows, "gallery", start)
+            rows, norms = _float32_rows(gallery[start : start + chunk_size], "gallery", start)
+            yield start, rows, norms
             bar.update(rows.shape[0])
 
 
@@ -400,6 +444,7 @@ def _unit_sample(gallery: ArrayLike, size: int, seed: int) -> np.ndarray:
         picked = np.arange(num)
     else:
         picked = np.sort(np.random.default_rng(seed).choice(num, size=size, replace=False))
-    rows = _as_float32(gallery[torch.from_numpy(picked)] if isinstance(gallery, torch.Tensor) else gallery[picked])
-    rows = rows / _checked_norms(rows, "gallery", picked).unsqueeze(1)
+    block = gallery[torch.from_numpy(picked)] if isinstance(gallery, torch.Tensor) else gallery[picked]
+    rows, norms = _float32_rows(block, "gallery", picked)
+    rows = rows / norms.unsqueeze(1)
     return np.ascontiguousarray(rows.numpy())
