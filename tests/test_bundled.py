@@ -60,7 +60,10 @@ def test_model_card_and_config_describe_how_it_was_made(bundled):
     meta = bundled.config.meta
     assert meta["reproduce"] == "python examples/train_synthetic_tiny.py" and meta["reproduce"] in card
     assert "not a model for real cameras" in card
-    assert json.loads((folder / "config.json").read_text())["meta"] == meta
+    sidecar = json.loads((folder / "config.json").read_text())["meta"]
+    # config.json also records the weights' SHA-256 (a file's own metadata cannot hold its hash)
+    assert sidecar.pop("weights_sha256") == sha256_file(folder / "model.safetensors")
+    assert sidecar == meta
     for label in ("untrained", "without the text stages"):
         assert label in meta["baselines"] and label in card
     # the three stages trained a model that clearly beats its own random initialisation
