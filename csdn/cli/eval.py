@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from csdn.cli.embed import add_overwrite_option
+
 
 def register(commands) -> list[argparse.ArgumentParser]:
     """Add ``eval`` to an ``argparse`` sub-command collection."""
@@ -34,7 +36,7 @@ def register(commands) -> list[argparse.ArgumentParser]:
         help="query->gallery, e.g. infrared->visible, visible->thermal, t2v (default: every direction the protocol reports)",
     )
     parser.add_argument("--json", metavar="OUT", help="also write the full result (per-trial scores, CMC) as JSON")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file (default: refuse)")
+    add_overwrite_option(parser, "replace an existing --json file")
     parser.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (NOT the paper's protocol)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
     parser.add_argument("--cache-dir", help="keep embeddings here, so a second evaluation of the same weights embeds nothing")

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from csdn.cli.embed import add_overwrite_option
+
 
 def run_models(args: argparse.Namespace) -> int:
     from csdn.hub.registry import open_registry
@@ -85,6 +87,6 @@ def register(commands) -> list[argparse.ArgumentParser]:
     convert.add_argument("--dataset", help="training set, recorded in the model card (e.g. sysu)")
     convert.add_argument("--image-size", type=int, nargs=2, default=(288, 144), metavar=("H", "W"),
                          help="input size the checkpoint was trained at (default 288 144)")
-    convert.add_argument("--overwrite", action="store_true", help="replace model.safetensors, config.json or README.md already in the output folder (default: refuse)")
+    add_overwrite_option(convert, "replace model.safetensors, config.json or README.md already in the output folder")
     convert.set_defaults(func=run_convert)
     return [models, info, convert]

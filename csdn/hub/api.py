@@ -301,8 +301,7 @@ def _download(
         failure = _transfer_failure(err)
         if failure is not None:
             raise WeightsNotAvailableError(
-                f"cannot download {filename} of the Hub repository {repo_id} (revision {revision or 'main'}): "
-                f"{failure}; check the connection, or set HF_HUB_OFFLINE=1 to use the cache"
+                f"{where}: {failure}; check the connection, or set HF_HUB_OFFLINE=1 to use the cache"
             ) from err
         raise WeightsNotAvailableError(unavailable(_unavailable_reason(err, filename))) from err
     except OSError as err:  # huggingface_hub's size check after a short or substituted body

@@ -19,14 +19,11 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from csdn.inference.fast import compute_dtype, inference_features
-from csdn.modality import normalize_modality
 from csdn.errors import ImageDecodeError, ImageTensorError, UnsupportedInputError
-from csdn.preprocess import ACCEPTED_IMAGE_INPUTS, TestTransform, check_bit_depth, load_image, nonfinite_rows
+from csdn.inference.fast import compute_dtype, inference_features
 from csdn.inference.protocol import EmbeddingModel
-
-
-
+from csdn.modality import normalize_modality
+from csdn.preprocess import ACCEPTED_IMAGE_INPUTS, TestTransform, check_bit_depth, load_image, nonfinite_rows
 
 _ACCEPTED = (
     f"{ACCEPTED_IMAGE_INPUTS}, a preprocessed float tensor [3,H,W] or [N,3,H,W], "
