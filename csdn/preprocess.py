@@ -3,7 +3,6 @@
 Decoding turns whatever a user holds (a path, a PIL image in any mode, a numpy
 array of any common dtype) into an 8-bit RGB ``PIL.Image``; the test transform
 resizes it to the model's input size and applies ImageNet normalisation.
-``IMAGE_SUFFIXES`` are the file types that folder readers (datasets, ``csdn embed``) take as images.
 """
 
 from __future__ import annotations
@@ -28,10 +27,6 @@ ACCEPTED_IMAGE_INPUTS = (
     "a file path (str or pathlib.Path), a PIL image, a numpy array (HxW or HxWxC), "
     "encoded image bytes (bytes, bytearray), a binary file object with .read() (e.g. io.BytesIO)"
 )
-
-# File name endings (lower case) that anything listing a folder treats as images: the
-# dataset readers, training folders and `csdn embed`. PIL decodes every one of them.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 
 # Sensor bit depths a 16-bit container commonly carries (thermal cameras store
 # 14-bit counts, machine-vision cameras 10 or 12). With ``bit_depth=None`` a frame is

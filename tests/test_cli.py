@@ -155,7 +155,7 @@ def test_embed_files_to_npy_without_flip(capsys, tmp_path, saved_model, tiny_mod
     [
         ("ir", "query", "e.txt", "must end in .safetensors or .npy"),
         ("ultraviolet", "query", "e.npy", "unknown modality 'ultraviolet'"),
-        ("ir", "no-such-folder", "e.npy", "no such image or folder"),
+        ("ir", "no-such-folder", "e.npy", "no such image file or folder"),
     ],
 )
 def test_embed_errors_are_one_line(capsys, tmp_path, saved_model, images, modality, inputs, output, message):

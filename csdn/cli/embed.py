@@ -4,29 +4,12 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any, Sequence
 
 from csdn.inference.fast import COMPUTE_DTYPES
-from csdn.preprocess import IMAGE_SUFFIXES, SENSOR_BIT_DEPTHS
+from csdn.imagefiles import expand_folders
+from csdn.preprocess import SENSOR_BIT_DEPTHS
 from csdn.retrieval.embeddings import Embeddings, check_embeddings_path, manifest_path, save_embeddings
-
-
-def image_paths(inputs: Sequence[str]) -> list[Path]:
-    """Image files in the order given; a folder contributes its images (recursively, sorted)."""
-    paths: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {path}")
-            paths.extend(found)
-        elif path.is_file():
-            paths.append(path)
-        else:
-            raise FileNotFoundError(f"no such image or folder: {path}")
-    return paths
 
 
 def load_model(args: argparse.Namespace):
@@ -41,7 +24,7 @@ def embed_images(model: Any, inputs: Sequence[str], modality: str, args: argpars
     from csdn.modality import normalize_modality
 
     modality = normalize_modality(modality)
-    paths = [str(p) for p in image_paths(inputs)]
+    paths = [str(p) for p in expand_folders(inputs)]
     vectors = model.embed_image(paths, modality, batch_size=args.batch_size, flip=not args.no_flip,
                                 precision=args.precision, progress=not args.quiet, bit_depth=args.bit_depth)
     return Embeddings(vectors, paths, model=args.model, modality=modality, flip=not args.no_flip,

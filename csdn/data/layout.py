@@ -17,7 +17,7 @@ from typing import Iterable, Sequence
 
 from csdn.data.samples import UNKNOWN_CAMERA, Sample
 from csdn.errors import DatasetLayoutError
-from csdn.preprocess import IMAGE_SUFFIXES
+from csdn.imagefiles import images_in
 
 _CAMERA_DIR = re.compile(r"^cam(\d+)$", re.IGNORECASE)
 _CAMERA_TOKEN = re.compile(r"(?:^|_)c(\d+)(?:_|$)", re.IGNORECASE)
@@ -61,12 +61,7 @@ def is_integer(value: object) -> bool:
 
 def image_files(directory: Path) -> tuple[str, ...]:
     """Image files in ``directory``, sorted by name (the order the reference loaders sample from)."""
-    names = sorted(
-        entry.name
-        for entry in directory.iterdir()
-        if entry.suffix.lower() in IMAGE_SUFFIXES and not entry.name.startswith(".") and entry.is_file()
-    )
-    return tuple(str(directory / name) for name in names)
+    return tuple(str(path) for path in images_in(directory, recursive=False))
 
 
 def read_id_list(layout: Layout, relative: str) -> list[int]:
