@@ -8,6 +8,33 @@ that raise them.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from typing import Iterator, Mapping
+
+# setting name (a Python argument or config field) -> the flag of the running `csdn` command that sets it
+_CLI_FLAGS: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar("csdn_cli_flags", default={})
+
+
+@contextlib.contextmanager
+def cli_flags(flags: Mapping[str, str]) -> Iterator[None]:
+    """While a ``csdn`` command runs, messages name its flags (``--ids-per-batch``) instead of Python names."""
+    token = _CLI_FLAGS.set(dict(flags))
+    try:
+        yield
+    finally:
+        _CLI_FLAGS.reset(token)
+
+
+def cli_flag(setting: str) -> str | None:
+    """The flag that sets ``setting`` in the running ``csdn`` command, or None (Python, or no such flag)."""
+    return _CLI_FLAGS.get().get(setting)
+
+
+def setting_name(setting: str) -> str:
+    """How a message should name ``setting`` to the person who set it: the CLI flag, else the Python name."""
+    return cli_flag(setting) or setting
+
 
 class CSDNError(Exception):
     """Base of every csdn error whose message names the problem and the fix."""
@@ -31,6 +58,10 @@ class CLIPWeightsError(CSDNError, RuntimeError):
 
 class CheckpointError(CSDNError, ValueError):
     """A checkpoint that is not the authors' CSDN format, or does not fit the model."""
+
+
+class AmbiguousResultError(CSDNError, ValueError):
+    """One figure asked of an evaluation that holds several search directions."""
 
 
 class DatasetLayoutError(CSDNError, ValueError):
@@ -61,8 +92,12 @@ class HubError(CSDNError, OSError):
     """A Hugging Face Hub call (an upload, a query) that failed: offline, refused, server error, timed out."""
 
 
-class HubTimeoutError(WeightsNotAvailableError, TimeoutError):
-    """A Hub call that did not finish within its deadline (``timeout=`` or ``CSDN_HUB_TIMEOUT``)."""
+class HubTimeoutError(HubError, WeightsNotAvailableError, TimeoutError):
+    """A Hub call that did not finish within its deadline (``timeout=`` or ``CSDN_HUB_TIMEOUT``).
+
+    A :class:`HubError` like every failed Hub call, and a :class:`WeightsNotAvailableError`
+    because a download that timed out leaves the weights unavailable.
+    """
 
 
 class SettingError(CSDNError, ValueError):
@@ -75,3 +110,16 @@ class ImageTensorError(CSDNError, ValueError):
 
 class UnsupportedInputError(CSDNError, TypeError):
     """An input of a type that cannot be read as an image."""
+
+
+class SkippedImagesWarning(UserWarning):
+    """Images ``on_error="skip"`` left out of a result; ``.skipped`` lists each with its reason."""
+
+    def __init__(self, skipped: list):
+        self.skipped = list(skipped)
+        super().__init__(f"skipped {len(self.skipped)} image(s) that could not be read:\n{describe_skipped(skipped)}")
+
+
+def describe_skipped(skipped: list) -> str:
+    """One indented line per skipped image (objects with ``.source`` and ``.reason``)."""
+    return "\n".join(f"  {item.source}: {item.reason}" for item in skipped)

@@ -114,7 +114,8 @@ def test_convert_without_the_right_image_size_explains_it(capsys, tmp_path, tiny
     torch.save(to_official_state_dict(tiny_model), tmp_path / "model_119.pth")
     code, _, err = run(capsys, "convert", tmp_path / "model_119.pth", tmp_path / "out")
     assert code == 2
-    assert err.startswith("csdn: error: ") and "pass the image_size it was trained with" in err
+    assert err.startswith("csdn: error: ") and "pass the --image-size it was trained with" in err
+    assert "image_size" not in err  # the flag the user types, not the Python argument
     assert "Traceback" not in err
 
 

@@ -95,6 +95,15 @@ def test_wrong_image_size_is_explained(tmp_path):
         from_official(_save(official_state_dict(CSDNConfig.tiny()), tmp_path), image_size=(288, 144))
 
 
+def test_a_checkpoint_holding_nan_is_refused_before_conversion(tmp_path):
+    state = official_state_dict(CSDNConfig.tiny())
+    state["module.image_encoder1.0.weight"][0, 0, 0, 0] = float("nan")
+    state["module.classifier2.classifier.weight"][1] = float("inf")
+    with pytest.raises(CheckpointError, match=r"tensor 'module.image_encoder1.0.weight' holds 1 NaN or infinite"
+                                              r" value\(s\); the checkpoint is corrupted"):
+        from_official(_save(state, tmp_path), image_size=(64, 32))
+
+
 def test_not_a_csdn_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="not an official CSDN checkpoint"):
         from_official(_save({"module.fc.weight": torch.zeros(2, 2)}, tmp_path))

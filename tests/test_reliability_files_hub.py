@@ -325,9 +325,10 @@ def test_push_to_hub_hung_or_offline_gives_a_clear_error_in_time(fake_hub, tiny_
 
     fake_hub.fail("/api/", "hang")
     start = time.perf_counter()
-    with pytest.raises(HubTimeoutError, match="cannot upload to the Hub repository acme/pushed: .*within 2 s"):
+    with pytest.raises(HubTimeoutError, match="cannot upload to the Hub repository acme/pushed: .*within 2 s") as hung:
         push_to_hub(tiny_model, "acme/pushed", token="hf_test", timeout=DEADLINE)
     assert time.perf_counter() - start < DEADLINE + SLACK
+    assert isinstance(hung.value, HubError)  # what push_to_hub documents; `except HubError` catches a timeout too
 
     endpoint = _closed_port_endpoint(monkeypatch)
     start = time.perf_counter()

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from _train_synthetic import write_identities
+from csdn.errors import DatasetLayoutError
 from csdn import CSDNConfig
 from csdn.preprocess import TestTransform, load_image
 from csdn.train import TrainConfig
@@ -61,7 +62,7 @@ def test_train_set_accepts_reader_like_objects_and_rejects_bad_ones(tmp_path):
         resolve_train_set("sysu")
     with pytest.raises(TypeError, match="cannot train on"):
         resolve_train_set(42)
-    with pytest.raises(FileNotFoundError, match="visible/<pid>"):
+    with pytest.raises(DatasetLayoutError, match="visible/<pid>"):
         read_image_folder(tmp_path)
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import errno
 import sys
+import warnings
 from typing import Sequence
 
 from csdn.cli import embed, match, models, synth, train
 from csdn.cli import eval as evaluate
-from csdn.errors import CSDNError
+from csdn.errors import CSDNError, cli_flags
 
 # Each registers its sub-commands: ``register(commands) -> [parser, ...]``, every parser
 # with ``set_defaults(func=handler)``, ``handler(args) -> exit code``.
@@ -50,7 +51,23 @@ def build_parser() -> argparse.ArgumentParser:
         for command in module.register(commands):
             # SUPPRESS: absent after the command, it leaves the value given before it
             command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+            command.set_defaults(flags=_flags(command))
     return parser
+
+
+def _flags(command: argparse.ArgumentParser) -> dict[str, str]:
+    """``dest -> first long flag`` of a command, so errors name ``--ids-per-batch`` rather than ``ids_per_batch``.
+
+    argparse has no public list of a parser's arguments; ``_actions`` is the stable one every
+    argparse extension reads.
+    """
+    return {action.dest: next((f for f in action.option_strings if f.startswith("--")), action.option_strings[0])
+            for action in command._actions if action.option_strings}
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as ``csdn: warning: ...`` lines: on the command line the Python source line means nothing."""
+    print(f"csdn: warning: {message}", file=file or sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -61,7 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return int(args.func(args) or 0)
+        with cli_flags(args.flags), warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("csdn: interrupted", file=sys.stderr)
         return 130

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any, Sequence
 
 from csdn.inference.fast import COMPUTE_DTYPES
+from csdn.errors import describe_skipped
 from csdn.imagefiles import expand_folders
 from csdn.preprocess import SENSOR_BIT_DEPTHS
 from csdn.retrieval.embeddings import Embeddings, check_embeddings_path, manifest_path, save_embeddings
@@ -20,15 +22,24 @@ def load_model(args: argparse.Namespace):
 
 
 def embed_images(model: Any, inputs: Sequence[str], modality: str, args: argparse.Namespace) -> Embeddings:
-    """Embed the images of ``inputs`` with the options of :func:`add_embedding_options`."""
+    """Embed the images of ``inputs`` with the options of :func:`add_embedding_options`.
+
+    With ``--skip-bad-images`` unreadable images are left out, each listed on stderr, and the
+    manifest names only the images that were embedded.
+    """
+    from csdn.inference.embed import embed_with_report
     from csdn.modality import normalize_modality
 
     modality = normalize_modality(modality)
     paths = [str(p) for p in expand_folders(inputs)]
-    vectors = model.embed_image(paths, modality, batch_size=args.batch_size, flip=not args.no_flip,
-                                precision=args.precision, progress=not args.quiet, bit_depth=args.bit_depth)
-    return Embeddings(vectors, paths, model=args.model, modality=modality, flip=not args.no_flip,
-                      precision=args.precision)
+    report = embed_with_report(model, paths, modality, batch_size=args.batch_size, flip=not args.no_flip,
+                               precision=args.precision, progress=not args.quiet, bit_depth=args.bit_depth,
+                               on_error="skip" if args.skip_bad_images else "raise")
+    if report.skipped:
+        print(f"csdn: skipped {len(report.skipped)} of {len(paths)} {modality} images that could not be read:\n"
+              f"{describe_skipped(report.skipped)}", file=sys.stderr)
+    return Embeddings(report.embeddings, [paths[i] for i in report.kept], model=args.model, modality=modality,
+                      flip=not args.no_flip, precision=args.precision)
 
 
 def run_embed(args: argparse.Namespace) -> int:
@@ -53,6 +64,8 @@ def add_embedding_options(parser: argparse.ArgumentParser) -> None:
                         help="bits per pixel of the camera that made 16-bit frames (thermal PNG/TIFF): "
                              f"{', '.join(map(str, SENSOR_BIT_DEPTHS))}; scales every frame the same way "
                              "(default: guessed per frame from its largest value)")
+    parser.add_argument("--skip-bad-images", action="store_true",
+                        help="leave out images that cannot be read, listing each on stderr (default: stop at the first)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

@@ -1,5 +1,5 @@
-"""``csdn eval``: score a model on SYSU-MM01, RegDB or LLCM with the benchmark's standard protocol
-and print (or write as JSON) rank-1/5/10/20, mAP and mINP."""
+"""``csdn eval``: score a model on SYSU-MM01, RegDB or LLCM with the benchmark's standard protocol,
+or on a user's identity-per-folder images, and print (or write as JSON) rank-1/5/10/20, mAP and mINP."""
 
 from __future__ import annotations
 
@@ -13,14 +13,18 @@ def register(commands) -> list[argparse.ArgumentParser]:
     """Add ``eval`` to an ``argparse`` sub-command collection."""
     parser = commands.add_parser(
         "eval",
-        help="evaluate a model on SYSU-MM01, RegDB or LLCM (standard protocol)",
+        help="evaluate a model on SYSU-MM01, RegDB, LLCM (standard protocol) or your own image folder",
         description=(
             "Embed every test image once, score every trial of the benchmark's standard protocol, "
-            "and print rank-1/5/10/20, mAP and mINP (mean and std over trials)."
+            "and print rank-1/5/10/20, mAP and mINP (mean and std over trials), per search direction. "
+            "--dataset folder reads ROOT/visible/<pid>/* and ROOT/infrared/<pid>/* (identity = the "
+            "integer folder name) and searches every image of one modality among all of the other."
         ),
     )
-    parser.add_argument("--dataset", required=True, choices=("sysu", "regdb", "llcm"), help="which benchmark")
-    parser.add_argument("--root", required=True, help="the dataset folder, in its distributed layout")
+    parser.add_argument("--dataset", required=True, choices=("sysu", "regdb", "llcm", "folder"),
+                        help="which benchmark, or 'folder' for your own images")
+    parser.add_argument("--root", required=True,
+                        help="the dataset folder, in its distributed layout (folder: visible/<pid>/ and infrared/<pid>/)")
     parser.add_argument("--model", required=True, help="registry name, hf-hub:org/repo, or a local folder / .safetensors file")
     parser.add_argument("--mode", choices=("all", "indoor"), help="sysu: all-search (default) or indoor-search")
     parser.add_argument(

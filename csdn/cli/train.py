@@ -59,6 +59,9 @@ def register(commands: Any) -> list[argparse.ArgumentParser]:
                         help="evaluate on the dataset's test protocol every N stage-3 epochs, logged only: "
                              "the final model is the last one, never picked on test data (0: never)")
     parser.add_argument("--config", default=None, help="JSON file of TrainConfig fields (options override it)")
+    parser.add_argument("--skip-bad-images", action="store_true",
+                        help="train on the readable images, listing the others (default: stop before training "
+                             "and list every unreadable image)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars or summary")
     _config_options(parser)
     parser.set_defaults(func=run_train)
@@ -83,12 +86,15 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig | None:
 def _protocol_evaluator(dataset: str, root: str, options: Mapping[str, Any]) -> Callable:
     """``model -> {"rank1", "mAP", "mINP"}`` on the dataset's standard test protocol."""
     if dataset == "folder":
-        raise ValueError("--eval-every needs a benchmark dataset (sysu, regdb, llcm); a folder has no test protocol")
+        raise ValueError("--eval-every needs a benchmark dataset (sysu, regdb, llcm): on --dataset folder it would "
+                         "score the very images the model trains on; evaluate on a separate folder of other "
+                         "identities afterwards with csdn eval --dataset folder")
     from csdn.evaluation import evaluate
 
     def run(model) -> dict[str, float]:
-        result = evaluate(model, dataset, root=root, progress=False, **options)
-        return {name: float(getattr(result, name)) for name in ("rank1", "mAP", "mINP")}
+        # RegDB and LLCM report two directions; model selection follows the protocol's first
+        search = evaluate(model, dataset, root=root, progress=False, **options).searches[0]
+        return {name: float(search.mean[name]) for name in ("rank1", "mAP", "mINP")}
 
     return run
 
@@ -110,7 +116,8 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         fit(args.dataset, config, root=args.root, output_dir=args.output, init=args.init, evaluate=evaluate,
             eval_every=max(1, args.eval_every), device=args.device, resume=args.resume, num_workers=args.workers,
-            progress=not args.no_progress, stop_after=args.stop_after, dataset_options=options)
+            progress=not args.no_progress, stop_after=args.stop_after, dataset_options=options,
+            on_error="skip" if args.skip_bad_images else "raise")
     finally:
         distributed.shutdown()
     return 0

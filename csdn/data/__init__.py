@@ -1,6 +1,7 @@
-"""Dataset readers for SYSU-MM01, RegDB and LLCM, and the synthetic generator."""
+"""Dataset readers for SYSU-MM01, RegDB, LLCM and identity-per-folder image sets, and the synthetic generator."""
 
 from csdn.data.direction import DIRECTIONS, parse_direction
+from csdn.data.folder import ImageFolder
 from csdn.data.layout import DatasetLayoutError
 from csdn.data.llcm import LLCM
 from csdn.data.regdb import RegDB
@@ -8,7 +9,8 @@ from csdn.data.samples import UNKNOWN_CAMERA, Sample, TrainSet
 from csdn.data.sysu import SYSUMM01, load_sysu_arrays
 
 # benchmark name (and accepted spellings) -> reader; one table for training and evaluation
-READERS = {"sysu": SYSUMM01, "sysu-mm01": SYSUMM01, "sysumm01": SYSUMM01, "regdb": RegDB, "llcm": LLCM}
+READERS = {"sysu": SYSUMM01, "sysu-mm01": SYSUMM01, "sysumm01": SYSUMM01, "regdb": RegDB, "llcm": LLCM,
+           "folder": ImageFolder}
 
 
 def reader_for(name: str) -> type | None:
@@ -19,6 +21,7 @@ def reader_for(name: str) -> type | None:
 __all__ = [
     "DIRECTIONS",
     "DatasetLayoutError",
+    "ImageFolder",
     "LLCM",
     "READERS",
     "RegDB",

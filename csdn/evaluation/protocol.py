@@ -31,11 +31,14 @@ __all__ = ["evaluate", "EmbeddingTable", "weights_fingerprint"]
 
 MAX_RANK = 20
 _DEFAULTS = {"mode": "all", "shots": 1}
+# reader names with a test protocol: the benchmarks, and a user's identity-per-folder images
+_PROTOCOLS = ("sysu", "regdb", "llcm", "folder")
+_CHOICES = ", ".join(map(repr, _PROTOCOLS))
 
 
 def _metric(name: str, dist: np.ndarray, query: Sequence[Sample], gallery: Sequence[Sample]):
     (q_pids, q_cams), (g_pids, g_cams) = sample_arrays(query), sample_arrays(gallery)
-    if name == "regdb":
+    if name in ("regdb", "folder"):
         return eval_regdb(dist, q_pids, g_pids, MAX_RANK)
     metric = eval_sysu if name == "sysu" else eval_llcm
     return metric(dist, q_pids, g_pids, q_cams, g_cams, MAX_RANK)
@@ -151,14 +154,14 @@ class EmbeddingTable:
 # ---------------------------------------------------------------------------- protocol
 def _reader(dataset: Any, root: Any, trials: Sequence[int] | None) -> Any:
     if not isinstance(dataset, str):
-        if not callable(getattr(dataset, "search", None)) or getattr(dataset, "name", None) not in ("sysu", "regdb", "llcm"):
-            raise TypeError(f"dataset must be 'sysu', 'regdb', 'llcm' or one of their readers, got {dataset!r}")
+        if not callable(getattr(dataset, "search", None)) or getattr(dataset, "name", None) not in _PROTOCOLS:
+            raise TypeError(f"dataset must be one of {_CHOICES} or one of their readers, got {dataset!r}")
         if root is not None:
             raise ValueError(f"root= goes with a dataset name; the reader {dataset!r} already has its folder")
         return dataset
     kind = reader_for(dataset)
     if kind is None:
-        raise ValueError(f"unknown dataset {dataset!r}; choose 'sysu', 'regdb' or 'llcm'")
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {_CHOICES}")
     if root is None:
         raise ValueError(f"evaluate(..., {dataset!r}) needs root=, the folder that holds the dataset")
     if kind is RegDB:
@@ -175,6 +178,20 @@ def _directions(reader: Any, direction: str | Sequence[str] | None) -> list[str]
     if unsupported:
         raise ValueError(f"the {reader.title} protocol searches {', '.join(reader.directions)}, not {', '.join(unsupported)}")
     return parsed
+
+
+def _model(model: Any) -> Any:
+    """A model object as it is; a registry name, ``hf-hub:`` id or local path loaded with :func:`csdn.load`."""
+    if isinstance(model, (str, os.PathLike)):
+        from csdn.hub.api import load
+
+        return load(model)
+    if not callable(getattr(model, "embed_image", None)):
+        raise TypeError(
+            f"model must be a csdn model, a model name ('synthetic-tiny', 'hf-hub:org/repo') or a local model "
+            f"path; got a {type(model).__name__}, which has no embed_image()"
+        )
+    return model
 
 
 def evaluate(
@@ -195,10 +212,15 @@ def evaluate(
     """Score ``model`` on a benchmark's standard protocol and return an :class:`EvaluationResult`.
 
     Args:
-        model: a :class:`csdn.CSDN`, or anything with ``embed_image(images, modality,
-            batch_size=, flip=, progress=)`` returning unit-norm rows.
-        dataset: ``"sysu"``, ``"regdb"``, ``"llcm"`` (read from ``root``) or a reader
-            (:class:`csdn.data.SYSUMM01`, :class:`~csdn.data.RegDB`, :class:`~csdn.data.LLCM`).
+        model: a :class:`csdn.CSDN`, a name :func:`csdn.load` takes (``"synthetic-tiny"``,
+            ``"hf-hub:org/repo"``, a local folder or ``.safetensors`` file; loaded on the CPU),
+            or anything with ``embed_image(images, modality, batch_size=, flip=, progress=)``
+            returning unit-norm rows.
+        dataset: ``"sysu"``, ``"regdb"``, ``"llcm"``, ``"folder"`` (read from ``root``) or a
+            reader (:class:`csdn.data.SYSUMM01`, :class:`~csdn.data.RegDB`, :class:`~csdn.data.LLCM`,
+            :class:`~csdn.data.ImageFolder`). ``"folder"`` is a user's own
+            ``root/visible/<pid>/*`` and ``root/infrared/<pid>/*``: one trial, every image of
+            the query modality against every image of the other, scored like RegDB.
         mode: SYSU-MM01 ``"all"`` (default) or ``"indoor"`` search.
         shots: images drawn per identity and camera, SYSU-MM01 and LLCM: 1 (default) or 10
             (the gallery; for LLCM visible->infrared, the infrared probes).
@@ -207,7 +229,8 @@ def evaluate(
             is trained on one split, and the others' test halves overlap its training set.
         direction: ``"infrared->visible"``, ``"visible->infrared"`` (aliases such as
             ``"thermal->visible"``, ``"v2t"``), a list, or ``None``/``"both"`` = every
-            direction the protocol reports (RegDB and LLCM: both; SYSU-MM01: infrared->visible).
+            direction the protocol reports (RegDB, LLCM, folder: both; SYSU-MM01: infrared->visible).
+            A result of two directions gives each its own scores (``result["v2i"].rank1``).
             Probes and gallery are the reference code's: the named query modality probes the
             other, except LLCM ``visible->infrared``, where the infrared images drawn per trial
             probe every visible test image (:meth:`csdn.data.LLCM.search`).
@@ -220,6 +243,7 @@ def evaluate(
     """
     trials = None if trials is None else list(trials)
     reader = _reader(dataset, root, trials)
+    model = _model(model)
     options = {k: v for k, v in (("mode", mode), ("shots", shots)) if v is not None}
     extra = sorted(set(options) - set(reader.settings))
     if extra:

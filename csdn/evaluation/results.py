@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from csdn.errors import AmbiguousResultError
+
 RANKS = (1, 5, 10, 20)
 SCORES = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
 
@@ -86,8 +88,11 @@ class SearchResult(_Scores):
 class EvaluationResult(_Scores):
     """Result of :func:`evaluate`: one :class:`SearchResult` per search direction.
 
-    ``rank1`` ... ``mINP``, ``mean``, ``std`` and ``cmc`` are those of the first
-    (the dataset's primary) direction; ``result["visible->infrared"]`` gives another.
+    With one direction (SYSU-MM01's infrared->visible, or a chosen ``direction=``),
+    ``rank1`` ... ``mINP``, ``mean``, ``std`` and ``cmc`` are that search's. A result of
+    several directions (RegDB and LLCM by default) has no single figure: reading
+    ``result.rank1`` raises :class:`csdn.errors.AmbiguousResultError` naming the
+    directions; read ``result["visible->infrared"].rank1`` (or iterate ``result.searches``).
     Scores are fractions in [0, 1]; ``str(result)`` prints them as percentages.
     """
 
@@ -105,16 +110,33 @@ class EvaluationResult(_Scores):
         raise KeyError(f"no {wanted} search in this result; it has {', '.join(s.direction for s in self.searches)}")
 
     @property
+    def directions(self) -> list[str]:
+        """The search directions this result holds, in protocol order."""
+        return [search.direction for search in self.searches]
+
+    @property
+    def only(self) -> SearchResult:
+        """The one search of a single-direction result; an error naming the choices otherwise."""
+        if len(self.searches) == 1:
+            return self.searches[0]
+        choices = " or ".join(f"result[{d!r}]" for d in self.directions)
+        raise AmbiguousResultError(
+            f"this {self.dataset} result holds {len(self.searches)} search directions "
+            f"({', '.join(self.directions)}), each with its own scores; read one of them: {choices} "
+            "(e.g. result[...].rank1), or evaluate with direction=... for a single-direction result"
+        )
+
+    @property
     def mean(self) -> dict[str, float]:  # type: ignore[override]
-        return self.searches[0].mean
+        return self.only.mean
 
     @property
     def std(self) -> dict[str, float]:
-        return self.searches[0].std
+        return self.only.std
 
     @property
     def cmc(self) -> np.ndarray:
-        return self.searches[0].cmc
+        return self.only.cmc
 
     def to_dict(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "settings": dict(self.settings), "searches": [s.to_dict() for s in self.searches]}

@@ -29,7 +29,7 @@ from csdn.config import CSDNConfig
 from csdn.fileio import atomic_write, sha256_file
 from csdn.model.network import CSDN
 from csdn.model.layers import resize_positional_embedding
-from csdn.errors import CLIPWeightsError
+from csdn.errors import CLIPWeightsError, cli_flag
 
 # OpenAI publishes each checkpoint under a URL whose second-to-last part is the file's SHA-256.
 OPENAI_URLS = {
@@ -38,6 +38,12 @@ OPENAI_URLS = {
 }
 
 _STEM_KEYS = ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3")
+
+
+def _as_init() -> str:
+    """On the command line the CLIP weights come from ``--init``: say so where a message tells what to pass."""
+    flag = cli_flag("init")
+    return f" to {flag}" if flag else ""
 
 
 def cache_dir() -> Path:
@@ -68,7 +74,7 @@ def download_openai(name: str = "RN50", *, root: str | Path | None = None, progr
         except (urllib.error.URLError, OSError) as err:
             raise CLIPWeightsError(
                 f"could not download CLIP {name} from {url} ({err}). Without network access, "
-                f"download {Path(url).name} elsewhere and pass its local path instead of {name!r}"
+                f"download {Path(url).name} elsewhere and pass its local path{_as_init()} instead of {name!r}"
             ) from err
         with response, open(temp, "wb") as out, tqdm(
             total=int(response.headers.get("Content-Length") or 0) or None,

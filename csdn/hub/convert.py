@@ -18,8 +18,8 @@ import torch
 from csdn.config import CSDNConfig
 from csdn.fileio import sha256_file
 from csdn.model.network import CSDN
-from csdn.hub.statedict import mismatch_report
-from csdn.errors import CheckpointError
+from csdn.hub.statedict import mismatch_report, nonfinite_tensor
+from csdn.errors import CheckpointError, setting_name
 
 _STEM_LAYERS = ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3")
 
@@ -79,7 +79,14 @@ def read_official(path: str | Path) -> dict[str, torch.Tensor]:
             state = state[wrapper]
     if not isinstance(state, Mapping) or not state:
         raise CheckpointError(f"{path} holds no state dict")
-    return {key: value for key, value in state.items() if isinstance(value, torch.Tensor)}
+    tensors = {key: value for key, value in state.items() if isinstance(value, torch.Tensor)}
+    problem = nonfinite_tensor(tensors)
+    if problem:
+        raise CheckpointError(
+            f"{path}: {problem}; the checkpoint is corrupted (or was saved from a diverged training run), "
+            "so nothing was converted: download it again"
+        )
+    return tensors
 
 
 def config_from_official(state: Mapping[str, torch.Tensor], image_size: tuple[int, int] = (288, 144)) -> CSDNConfig:
@@ -115,9 +122,10 @@ def config_from_official(state: Mapping[str, torch.Tensor], image_size: tuple[in
     tokens = state["attnpool.positional_embedding"].shape[0]
     rows, cols = config.feature_grid
     if tokens != rows * cols + 1:
+        name = setting_name("image_size")
         raise CheckpointError(
-            f"the checkpoint's attention pool has {tokens} positions, but image_size {image_size} gives a "
-            f"{rows}x{cols} grid ({rows * cols + 1} positions); pass the image_size it was trained with"
+            f"the checkpoint's attention pool has {tokens} positions, but {name} {tuple(image_size)} gives a "
+            f"{rows}x{cols} grid ({rows * cols + 1} positions); pass the {name} it was trained with"
         )
     return config
 

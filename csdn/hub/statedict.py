@@ -1,8 +1,11 @@
-"""One wording for state-dict mismatches, shared by checkpoint conversion and weight loading."""
+"""State-dict checks shared by checkpoint conversion and weight loading: one wording for mismatches,
+one test for corrupted (non-finite) values."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
+
+import torch
 
 
 def mismatch_report(
@@ -17,3 +20,16 @@ def mismatch_report(
     if mismatched:
         lines.append(f"mismatched {noun}: {'; '.join(mismatched)}")
     return lines
+
+
+def nonfinite_tensor(state: Mapping[str, torch.Tensor]) -> str | None:
+    """``"tensor 'name' holds N NaN or infinite value(s)"`` for the first float tensor that does, else None.
+
+    Such weights give NaN, or silently wrong, embeddings: corrupted files and diverged training runs.
+    """
+    for name, tensor in state.items():
+        if tensor.is_floating_point():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                return f"tensor {name!r} holds {bad} NaN or infinite value(s)"
+    return None

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from csdn.config import CSDNConfig
 from csdn.errors import IntegrityError, WeightsError
 from csdn.fileio import sha256_file
-from csdn.hub.statedict import mismatch_report
+from csdn.hub.statedict import mismatch_report, nonfinite_tensor
 from csdn.io.pretrained import CONFIG_METADATA_KEY, CONFIG_NAME, WEIGHTS_SHA256_KEY
 from csdn.io.safetensors import FLOAT_DTYPES, InvalidSafetensors, TensorInfo, parse_header
 from csdn.model.network import CSDN
@@ -131,12 +131,10 @@ def verified_config(weights: WeightsFile) -> tuple[CSDNConfig, dict[str, TensorI
 
 
 def _check_finite(weights: WeightsFile, state: Mapping[str, torch.Tensor]) -> None:
-    """No float tensor may hold NaN or inf: such weights give NaN, or silently wrong, embeddings."""
-    for name, tensor in state.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            count = int((~torch.isfinite(tensor)).sum())
-            raise weights.error(f"tensor {name!r} holds {count} NaN or infinite value(s) (corrupted, or saved "
-                                "from a diverged training run)")
+    """No float tensor may hold NaN or inf."""
+    problem = nonfinite_tensor(state)
+    if problem:
+        raise weights.error(f"{problem} (corrupted, or saved from a diverged training run)")
 
 
 def load_verified(weights: WeightsFile, device: torch.device) -> CSDN:

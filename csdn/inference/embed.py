@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
@@ -19,16 +20,42 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from csdn.errors import ImageDecodeError, ImageTensorError, UnsupportedInputError
+from csdn.errors import (ImageDecodeError, ImageTensorError, SkippedImagesWarning, UnsupportedInputError,
+                         describe_skipped)
+from csdn.imagefiles import expand_folders
 from csdn.inference.fast import compute_dtype, inference_features
 from csdn.inference.protocol import EmbeddingModel
 from csdn.modality import normalize_modality
 from csdn.preprocess import ACCEPTED_IMAGE_INPUTS, TestTransform, check_bit_depth, load_image, nonfinite_rows
 
 _ACCEPTED = (
-    f"{ACCEPTED_IMAGE_INPUTS}, a preprocessed float tensor [3,H,W] or [N,3,H,W], "
+    f"{ACCEPTED_IMAGE_INPUTS}, a folder of images, a preprocessed float tensor [3,H,W] or [N,3,H,W], "
     "a numpy batch NxHxWxC, or a list/tuple of any of these"
 )
+ON_ERROR = ("raise", "skip")
+
+
+@dataclass(frozen=True)
+class SkippedImage:
+    """An image ``on_error="skip"`` left out: its position among the inputs (folders expanded), name, reason."""
+
+    index: int
+    source: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class EmbeddingReport:
+    """What :func:`embed_with_report` returns: the rows, which inputs they belong to, and what was skipped.
+
+    ``sources`` are the inputs after folders were expanded (file paths as strings); row ``r`` of
+    ``embeddings`` belongs to ``sources[kept[r]]``.
+    """
+
+    embeddings: torch.Tensor
+    sources: list[Any]
+    kept: list[int]
+    skipped: list[SkippedImage]
 
 
 def _is_file_like(item: Any) -> bool:
@@ -36,7 +63,9 @@ def _is_file_like(item: Any) -> bool:
 
 
 def _is_single_image(images: Any) -> bool:
-    if isinstance(images, (str, os.PathLike, Image.Image)) or _is_file_like(images):
+    if isinstance(images, (str, os.PathLike)):
+        return not os.path.isdir(images)
+    if isinstance(images, Image.Image) or _is_file_like(images):
         return True
     if isinstance(images, np.ndarray):
         if images.ndim == 2 or (images.ndim == 3 and images.shape[-1] in (1, 3, 4)):
@@ -61,6 +90,7 @@ def _is_single_image(images: Any) -> bool:
 def _check_items(images: Sequence[Any]) -> None:
     """Refuse unsupported list items and tensors of mixed or wrong shape before any image is decoded."""
     shapes: dict[tuple[int, ...], int] = {}
+    nonfinite: list[int] = []
     for index, item in enumerate(images):
         if isinstance(item, torch.Tensor):
             if item.dim() != 3:
@@ -68,6 +98,8 @@ def _check_items(images: Sequence[Any]) -> None:
                     f"a preprocessed image tensor in a list must be [3,H,W], got {list(item.shape)} at item {index}"
                 )
             shapes.setdefault(tuple(item.shape), index)
+            if item.is_floating_point() and not bool(torch.isfinite(item).all()):
+                nonfinite.append(index)
         elif not (isinstance(item, (str, os.PathLike, Image.Image, np.ndarray)) or _is_file_like(item)):
             raise UnsupportedInputError(
                 f"item {index} of the list is a {type(item).__name__}, which embed_image cannot read; "
@@ -79,6 +111,8 @@ def _check_items(images: Sequence[Any]) -> None:
             f"preprocessed image tensors in one list must all have the same size, found {listed}; "
             "pass raw images to have them resized, or resize the tensors to the model's input size"
         )
+    if nonfinite:
+        _refuse_nonfinite(len(nonfinite), ", ".join(map(str, nonfinite[:10])) + (", ..." if len(nonfinite) > 10 else ""))
 
 
 def _check_tensor_size(shape: Sequence[int], config_size: tuple[int, int], what: str) -> None:
@@ -92,39 +126,52 @@ def _check_tensor_size(shape: Sequence[int], config_size: tuple[int, int], what:
         )
 
 
-def _check_finite(batch: torch.Tensor, first: int) -> None:
-    """Refuse preprocessed images holding NaN/inf, naming their positions in the call."""
-    bad = nonfinite_rows(batch, first)
-    if bad:
-        raise ImageTensorError(
-            f"{bad[0]} preprocessed image(s) hold NaN or infinite values (image {bad[1]} of this call, "
-            "counting from 0); "
-            "their embeddings would be meaningless. Check the code that produced the tensors, "
-            "or pass raw images to embed_image() to have them preprocessed"
-        )
+def _refuse_nonfinite(count: int, positions: str) -> None:
+    raise ImageTensorError(
+        f"{count} preprocessed image(s) hold NaN or infinite values (image {positions} of this call, "
+        "counting from 0); their embeddings would be meaningless. Check the code that produced the "
+        "tensors, or pass raw images to embed_image() to have them preprocessed"
+    )
 
 
-def _batches(images: Any, transform: TestTransform, batch_size: int, bit_depth: int | None) -> Iterator[torch.Tensor]:
-    """Yield preprocessed ``[B,3,H,W]`` float batches, decoding only one batch at a time."""
-    if isinstance(images, torch.Tensor):
-        for start in range(0, images.shape[0], batch_size):
-            yield images[start : start + batch_size]
-        return
-    items: Sequence[Any] = list(images) if isinstance(images, np.ndarray) else images
+def _tensor_batches(images: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, int]]:
+    """``(batch, images consumed)`` of a preprocessed ``[N,3,H,W]`` tensor; NaN/inf refused by position."""
+    for start in range(0, images.shape[0], batch_size):
+        batch = images[start : start + batch_size]
+        bad = nonfinite_rows(batch, start)
+        if bad:
+            _refuse_nonfinite(*bad)
+        yield batch, batch.shape[0]
+
+
+def _label(item: Any, index: int) -> str:
+    return str(item) if isinstance(item, (str, os.PathLike)) else f"image {index} of this call"
+
+
+def _item_batches(items: Sequence[Any], transform: TestTransform, batch_size: int, bit_depth: int | None,
+                  skipped: list[SkippedImage] | None) -> Iterator[tuple[torch.Tensor, int]]:
+    """``(batch, images consumed)``, decoding one batch at a time.
+
+    With ``skipped`` a list, an image that cannot be read is recorded there and left out
+    (a batch may then be empty); with None the first such image raises, named.
+    """
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
         tensors = []
-        for offset, item in enumerate(chunk):
+        for index, item in enumerate(chunk, start):
             if isinstance(item, torch.Tensor):
                 tensors.append(item)
                 continue
             try:
                 tensors.append(transform(load_image(item, bit_depth=bit_depth)))
-            except ImageDecodeError as err:
-                if isinstance(item, (str, os.PathLike)) or len(items) == 1:
+            except (ImageDecodeError, FileNotFoundError) as err:
+                if skipped is not None:
+                    skipped.append(SkippedImage(index, _label(item, index), str(err)))
+                elif isinstance(item, (str, os.PathLike)) or len(items) == 1:
                     raise  # the message names the file already, or there is only one image
-                raise ImageDecodeError(f"image {start + offset} of this call: {err}") from err
-        yield torch.stack(tensors)
+                else:
+                    raise ImageDecodeError(f"{_label(item, index)}: {err}") from err
+        yield (torch.stack(tensors) if tensors else None), len(chunk)
 
 
 def _cpu_has_bf16() -> bool:
@@ -142,7 +189,27 @@ def _check_precision(precision: str, device: torch.device) -> None:
         )
 
 
-def embed_images(
+def _prepare(images: Any, model: EmbeddingModel) -> tuple[Any, bool]:
+    """``(images as a batch tensor, array or list with folders expanded, whether one image was passed)``."""
+    single = _is_single_image(images)
+    if isinstance(images, torch.Tensor):
+        _check_tensor_size(images.shape, model.config.image_size, "the image tensor" if single else "the image batch")
+        return (images.unsqueeze(0) if single else images), single
+    if single:
+        return [images], True
+    if isinstance(images, (str, os.PathLike)):  # a folder
+        images = [images]
+    if isinstance(images, np.ndarray):
+        return images, False
+    images = expand_folders(images)
+    _check_items(images)
+    tensors = [item for item in images if isinstance(item, torch.Tensor)]
+    if tensors:
+        _check_tensor_size(tensors[0].shape, model.config.image_size, "a preprocessed image tensor in the list")
+    return images, False
+
+
+def embed_with_report(
     model: EmbeddingModel,
     images: Any,
     modality: str,
@@ -152,15 +219,84 @@ def embed_images(
     progress: bool = False,
     precision: str = "fp32",
     bit_depth: int | None = None,
-) -> torch.Tensor:
+    on_error: str = "raise",
+) -> EmbeddingReport:
+    """:func:`embed_images` for many images, also saying which inputs each row belongs to and what was skipped.
+
+    For callers that must label rows (the CLI's manifests): with ``on_error="skip"``,
+    row ``r`` belongs to ``report.sources[report.kept[r]]``.
+    """
+    modality = normalize_modality(modality)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    bit_depth = check_bit_depth(bit_depth)
+    items, _ = _prepare(images, model)
+    total = items.shape[0] if isinstance(items, (torch.Tensor, np.ndarray)) else len(items)
+    device = next(model.parameters()).device
+    _check_precision(precision, device)
+    transform = TestTransform(model.config)
+    dim = model.config.test_feature_dim * (2 if flip else 1)
+    skipped: list[SkippedImage] | None = [] if on_error == "skip" else None
+    if isinstance(items, torch.Tensor):
+        batches = _tensor_batches(items, batch_size)
+    else:
+        batches = _item_batches(list(items) if isinstance(items, np.ndarray) else items, transform, batch_size,
+                                bit_depth, skipped)
+    outputs: list[torch.Tensor] = []
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), tqdm(
+            total=total, disable=not progress, desc=f"embed {modality}", unit="img"
+        ) as bar:
+            for batch, consumed in batches:
+                if batch is not None:
+                    outputs.append(_embed_batch(model, batch.to(device), modality, precision, flip))
+                bar.update(consumed)
+    finally:
+        model.train(was_training)
+    skipped = skipped or []
+    if skipped and len(skipped) == total:
+        raise ImageDecodeError(f"none of the {total} images could be read:\n{describe_skipped(skipped)}")
+    dropped = {s.index for s in skipped}
+    sources = items if isinstance(items, list) else list(range(total))
+    return EmbeddingReport(
+        embeddings=torch.cat(outputs) if outputs else torch.empty(0, dim),
+        sources=sources,
+        kept=[index for index in range(total) if index not in dropped],
+        skipped=skipped,
+    )
+
+
+def _embed_batch(model: EmbeddingModel, batch: torch.Tensor, modality: str, precision: str, flip: bool) -> torch.Tensor:
+    """Unit-norm embeddings of one preprocessed batch; the flipped copy runs in the same forward pass."""
+    count = batch.shape[0]
+    if flip:
+        batch = torch.cat([batch, batch.flip(3)], dim=0)
+    features = inference_features(model, batch, modality, precision)
+    if flip:
+        features = torch.cat([features[:count], features[count:]], dim=1)
+    return F.normalize(features, dim=1).cpu()
+
+
+def embed_images(model: EmbeddingModel, images: Any, modality: str, **options: Any) -> torch.Tensor:
     """Embed images of one modality.
 
-    Args:
+    Args (the keyword options are :func:`embed_with_report`'s, defaults there):
         images: one image (path, ``PIL.Image`` in any mode, numpy array HxW or HxWxC
             of uint8/uint16/float, encoded image ``bytes``/``bytearray``, a binary file
             object such as ``io.BytesIO``, or a preprocessed float tensor ``[3,H,W]``), or
-            many (a list/tuple of those, a numpy batch ``NxHxWxC``, or a tensor ``[N,3,H,W]``).
+            many (a folder path, a list/tuple of any of those, a numpy batch ``NxHxWxC``,
+            or a tensor ``[N,3,H,W]``). A folder stands for its images, searched
+            recursively in sorted path order, image suffixes only
+            (:data:`csdn.imagefiles.IMAGE_SUFFIXES`), hidden files and folders skipped;
+            :func:`csdn.imagefiles.expand_folders` lists them in the same order.
         modality: ``"visible"`` or ``"infrared"`` (aliases: rgb/vis, ir/thermal/nir).
+        batch_size: images per forward pass (default 32).
+        progress: a tqdm bar (default off).
         flip: flip test-time augmentation; the embedding is
             ``concat(f(x), f(flip(x)))`` scaled to unit norm, else ``f(x)`` scaled to unit norm.
         precision: ``"fp32"`` (default; equals ``image_features`` to float rounding) or
@@ -172,56 +308,24 @@ def embed_images(
             (``2**bit_depth - 1`` -> 255; a larger value is an error naming the image);
             ``None`` (default) guesses per frame, see :func:`csdn.preprocess.load_image`.
             State it for frames from one camera.
+        on_error: ``"raise"`` (default): the first image that cannot be read stops the call,
+            named. ``"skip"``: such images are left out of the result and listed in one
+            :class:`csdn.errors.SkippedImagesWarning` (its ``.skipped`` holds
+            :class:`SkippedImage` records); if none can be read, ``ImageDecodeError``. Use
+            :func:`embed_with_report` to learn which input each row belongs to.
 
     Raises:
         UnsupportedInputError: (a ``TypeError``) an input type it cannot read; the message lists those it can.
         ImageTensorError: preprocessed tensors of the wrong or mixed sizes, or holding NaN/inf.
         ImageDecodeError: an image that cannot be decoded, or values beyond ``bit_depth``.
+        FileNotFoundError: a path that is neither an image file nor a folder, or a folder without images.
 
     Returns:
         float32 tensor on the CPU: ``[D]`` for one image, ``[N, D]`` for many; rows have unit norm.
     """
-    modality = normalize_modality(modality)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    bit_depth = check_bit_depth(bit_depth)
-    single = _is_single_image(images)
-    if isinstance(images, torch.Tensor):
-        _check_tensor_size(images.shape, model.config.image_size, "the image tensor" if single else "the image batch")
-    if single:
-        images = images.unsqueeze(0) if isinstance(images, torch.Tensor) else [images]
-    elif not isinstance(images, (torch.Tensor, np.ndarray)):
-        _check_items(images)
-        tensors = [item for item in images if isinstance(item, torch.Tensor)]
-        if tensors:
-            _check_tensor_size(tensors[0].shape, model.config.image_size, "a preprocessed image tensor in the list")
-    total = images.shape[0] if isinstance(images, (torch.Tensor, np.ndarray)) else len(images)
-    device = next(model.parameters()).device
-    _check_precision(precision, device)
-    transform = TestTransform(model.config)
-    dim = model.config.test_feature_dim * (2 if flip else 1)
-    outputs: list[torch.Tensor] = []
-
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode(), tqdm(
-            total=total, disable=not progress, desc=f"embed {modality}", unit="img"
-        ) as bar:
-            done = 0
-            for batch in _batches(images, transform, batch_size, bit_depth):
-                _check_finite(batch, done)
-                batch = batch.to(device)
-                count = batch.shape[0]
-                done += count
-                if flip:
-                    batch = torch.cat([batch, batch.flip(3)], dim=0)
-                features = inference_features(model, batch, modality, precision)
-                if flip:
-                    features = torch.cat([features[:count], features[count:]], dim=1)
-                outputs.append(F.normalize(features, dim=1).cpu())
-                bar.update(count)
-    finally:
-        model.train(was_training)
-    result = torch.cat(outputs) if outputs else torch.empty(0, dim)
-    return result[0] if single else result
+    report = embed_with_report(model, images, modality, **options)
+    if report.skipped:
+        warnings.warn(SkippedImagesWarning(report.skipped), stacklevel=2)
+    if _is_single_image(images):
+        return report.embeddings[0]
+    return report.embeddings

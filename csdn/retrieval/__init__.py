@@ -3,6 +3,7 @@ faiss index for very large galleries), k-reciprocal re-ranking, the embeddings f
 ``csdn embed`` writes and ``csdn match`` reads, and pictures of ranked results."""
 
 from csdn.retrieval.embeddings import Embeddings, load_embeddings, save_embeddings
-from csdn.retrieval.matching import FaissIndex, Matches, match
+from csdn.retrieval.matching import FaissIndex, Matches
+from csdn.retrieval.search import NamedMatches, match
 
-__all__ = ["Embeddings", "FaissIndex", "Matches", "load_embeddings", "match", "save_embeddings"]
+__all__ = ["Embeddings", "FaissIndex", "Matches", "NamedMatches", "load_embeddings", "match", "save_embeddings"]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from csdn.config import reject_unknown_fields
+from csdn.errors import setting_name
 
 AUTOCAST_PRECISIONS = ("fp32", "bf16", "fp16")  # TrainConfig.precision: autocast during training
 
@@ -115,36 +116,36 @@ class TrainConfig:
     def validate(self) -> None:
         """Reject values that cannot train, naming the field."""
         if self.recipe not in RECIPES:
-            raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
+            raise ValueError(f"{setting_name('recipe')} must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
         positive_ints = ("ids_per_batch", "stage1_batch_size", "stage2_batch_size", "feature_batch_size")
         for name in positive_ints:
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise ValueError(f"{setting_name(name)} must be at least 1, got {getattr(self, name)}")
         if self.images_per_id < 2:
             raise ValueError(
-                f"images_per_id must be at least 2 (MSEL and triplet need positives), got {self.images_per_id}"
+                f"{setting_name('images_per_id')} must be at least 2 (MSEL and triplet need positives), got {self.images_per_id}"
             )
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
-            raise ValueError(f"steps_per_epoch must be at least 1 or None, got {self.steps_per_epoch}")
+            raise ValueError(f"{setting_name('steps_per_epoch')} must be at least 1 or None, got {self.steps_per_epoch}")
         for name in ("stage1_epochs", "stage2_epochs", "stage3_epochs", "warmup_epochs", "stage3_warmup_epochs", "pad"):
             if int(getattr(self, name)) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise ValueError(f"{setting_name(name)} must be >= 0, got {getattr(self, name)}")
         for name in ("stage1_lr", "stage2_lr", "stage3_lr", "warmup_lr", "min_lr", "head_lr_factor", "gamma",
                      "stage1_weight_decay", "stage2_weight_decay", "stage3_weight_decay", "stage3_warmup_factor",
                      "id_weight", "msel_weight", "triplet_weight", "visible_i2t_weight", "infrared_i2t_weight"):
             if float(getattr(self, name)) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise ValueError(f"{setting_name(name)} must be >= 0, got {getattr(self, name)}")
         for name in ("flip_prob", "erasing_prob", "gray_prob", "label_smoothing"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
-                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+                raise ValueError(f"{setting_name(name)} must lie in [0, 1], got {getattr(self, name)}")
         weights = (self.id_weight, self.msel_weight, self.triplet_weight, self.visible_i2t_weight,
                    self.infrared_i2t_weight)
         if self.stage3_epochs and not any(weights):
-            raise ValueError("every stage-3 loss weight is 0, so stage 3 would not train; set stage3_epochs=0 instead")
+            raise ValueError(f"every stage-3 loss weight is 0, so stage 3 would not train; set {setting_name('stage3_epochs')} 0 instead")
         if list(self.milestones) != sorted(self.milestones):
-            raise ValueError(f"milestones must be increasing, got {self.milestones}")
+            raise ValueError(f"{setting_name('milestones')} must be increasing, got {self.milestones}")
         if self.precision not in AUTOCAST_PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(AUTOCAST_PRECISIONS)}, got {self.precision!r}")
+            raise ValueError(f"{setting_name('precision')} must be one of {', '.join(AUTOCAST_PRECISIONS)}, got {self.precision!r}")
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:

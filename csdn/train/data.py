@@ -18,9 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from csdn.data import READERS, reader_for
-from csdn.data.layout import image_files
-from csdn.data.samples import UNKNOWN_CAMERA, Sample
-
+from csdn.data.folder import ImageFolder
 
 
 @dataclass
@@ -81,31 +79,16 @@ def _image_of(sample: Any) -> Any:
 def read_image_folder(root: str | os.PathLike) -> TrainImages:
     """Read ``root/visible/<pid>/*`` and ``root/infrared/<pid>/*`` (``<pid>`` an integer folder name).
 
-    The simplest layout for custom data; file names within a folder are sorted.
+    The simplest layout for custom data (:class:`csdn.data.folder.ImageFolder`); files are sorted.
     """
-    root = Path(root)
-    lists = {}
-    for modality in ("visible", "infrared"):
-        folder = root / modality
-        if not folder.is_dir():
-            raise FileNotFoundError(
-                f"{folder} not found; an image-folder training set holds visible/<pid>/ and infrared/<pid>/"
-            )
-        samples = []
-        for pid_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
-            if not pid_dir.name.isdigit():
-                raise ValueError(f"identity folders must be named by an integer id, got {pid_dir}")
-            pid = int(pid_dir.name)
-            samples += [Sample(path, pid, UNKNOWN_CAMERA, modality) for path in image_files(pid_dir)]
-        lists[modality] = samples
-    return TrainImages.from_samples(lists["visible"], lists["infrared"])
+    return resolve_train_set(ImageFolder(root))
 
 
 def resolve_train_set(data: Any, root: str | os.PathLike | None = None, **options: Any) -> TrainImages:
     """Turn ``data`` into :class:`TrainImages`.
 
     ``data`` may be TrainImages, a dataset name (``"sysu"``, ``"regdb"``, ``"llcm"``
-    with ``root``; ``"folder"`` for :func:`read_image_folder`), a path to an
+    or ``"folder"`` for :func:`read_image_folder`, with ``root``), a path to an
     image folder, a dataset reader object (its ``.train`` is used), or any
     object with ``.visible`` and ``.infrared`` sample lists.
     """
@@ -113,10 +96,6 @@ def resolve_train_set(data: Any, root: str | os.PathLike | None = None, **option
         return data
     if isinstance(data, (str, os.PathLike)):
         name = str(data).lower()
-        if name == "folder":
-            if root is None:
-                raise ValueError("the 'folder' dataset needs root=<directory with visible/ and infrared/>")
-            return read_image_folder(root)
         reader = reader_for(name)
         if reader is not None:
             if root is None:
@@ -125,7 +104,7 @@ def resolve_train_set(data: Any, root: str | os.PathLike | None = None, **option
         if Path(data).is_dir():
             return read_image_folder(data)
         raise ValueError(
-            f"unknown dataset {data!r}; choose one of {', '.join(sorted(READERS))} or 'folder', "
+            f"unknown dataset {data!r}; choose one of {', '.join(sorted(READERS))}, "
             "or pass a directory with visible/ and infrared/ sub-folders"
         )
     split = getattr(data, "train", data)

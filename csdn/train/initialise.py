@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Union
 
 from csdn.config import CSDNConfig
+from csdn.errors import cli_flag, setting_name
 from csdn.model.network import CSDN
 
 Init = Union[str, os.PathLike, CSDN, None]
@@ -50,8 +51,16 @@ def initial_model(init: Init, num_classes: int, *, image_size: tuple[int, int] |
     if model.config.num_classes != num_classes:
         raise ValueError(
             f"the initial model classifies {model.config.num_classes} identities but the training set has "
-            f"{num_classes}; start from CLIP weights (init='RN50') or a model trained on the same identities"
+            f"{num_classes}; start from CLIP weights ({_naming('init', 'RN50')}) or a model trained on the same "
+            "identities"
         )
     if image_size and tuple(image_size) != tuple(model.config.image_size):
-        raise ValueError(f"image_size {tuple(image_size)} differs from the initial model's {model.config.image_size}")
+        raise ValueError(f"{setting_name('image_size')} {tuple(image_size)} differs from the initial model's "
+                         f"{model.config.image_size}")
     return model
+
+
+def _naming(setting: str, value: str) -> str:
+    """``--init RN50`` on the command line, ``init='RN50'`` in Python."""
+    flag = cli_flag(setting)
+    return f"{flag} {value}" if flag else f"{setting}={value!r}"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from csdn.errors import setting_name
 from csdn.train.data import TrainImages
 
 _SAMPLER_STREAM = 0x5A3B1E  # separates the sampler's random stream from augmentation streams
@@ -67,7 +68,8 @@ def check_ids_per_batch(train_set: TrainImages, ids_per_batch: int) -> None:
     if train_set.num_classes < ids_per_batch:
         raise ValueError(
             f"the training set has {train_set.num_classes} identities but a batch takes "
-            f"ids_per_batch={ids_per_batch}; lower ids_per_batch"
+            f"{setting_name('ids_per_batch')} {ids_per_batch}; lower {setting_name('ids_per_batch')} "
+            f"to at most {train_set.num_classes}"
         )
 
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -24,6 +23,7 @@ from csdn.fileio import atomic_write_text
 from csdn.train.checkpoint import LAST, load_checkpoint
 from csdn.train.config import TrainConfig
 from csdn.train.data import TrainImages, resolve_train_set
+from csdn.train.imagecheck import check_training_images
 from csdn.train.initialise import Init, initial_model
 from csdn.train.loader import plain_view_batches, stage3_batches
 from csdn.train.runlog import RunLog
@@ -406,6 +406,7 @@ def fit(
     image_size: tuple[int, int] | None = None,
     stop_after: int | None = None,
     dataset_options: Mapping[str, Any] | None = None,
+    on_error: str = "raise",
 ) -> CSDN:
     """Train CSDN's three stages (prompts, SII fusion, image model) and return the model.
 
@@ -433,6 +434,10 @@ def fit(
     with the same weights as an uninterrupted run. ``stop_after`` trains at most
     that many epochs in this call (for time-limited jobs).
 
+    Every image file is opened before training starts: unreadable ones are listed
+    together in one ``ImageDecodeError``, or with ``on_error="skip"`` left out (listed in a
+    :class:`csdn.errors.SkippedImagesWarning`).
+
     ``num_workers`` > 0 decodes and augments in worker processes; results do not
     change, since every image has its own seeded generator. ``device``: "cpu",
     "cuda", ...; ``config.precision`` "bf16" turns on autocast (CUDA or CPU), "fp16" on CUDA.
@@ -443,6 +448,7 @@ def fit(
     world = ddp.current_world()
     device = _resolve_device(device, world)
     train_set = resolve_train_set(data, root, **dict(dataset_options or {}))
+    train_set = check_training_images(train_set, on_error, progress=progress and world.is_main)
     output = Path(output_dir)
     last = checkpoint_dir(output) / LAST
     checkpoint = None
