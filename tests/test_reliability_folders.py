@@ -270,3 +270,10 @@ def test_cli_match_skips_bad_gallery_images_on_request(capsys, camera_folder, ti
     assert code == 0 and "skipped 1 of 3 visible images" in err and "torn.jpg" in err
     galleries = {line.split(",")[2] for line in out.read_text().splitlines()[1:]}
     assert {Path(g).name for g in galleries} == {"x.png", "y.png"}
+
+
+def test_run_settings_are_named_by_their_flags(capsys, id_folders, tmp_path):
+    code, _, err = run(capsys, "train", "--dataset", "folder", "--root", id_folders, "--output", tmp_path / "run",
+                       "--init", "tiny", "--no-progress", "--ids-per-batch", "2", "--workers", "-1")
+    assert code == 2 and "--workers must be a whole number of processes >= 0, got -1" in err
+    assert not (tmp_path / "run").exists()

@@ -165,4 +165,4 @@ def test_cli_rejects_a_negative_stop_after(root, tmp_path, capsys):
     code = cli.main(["train", "--dataset", "folder", "--root", str(root), "--output", str(tmp_path / "run"),
                      "--init", "tiny", "--no-progress", "--stop-after", "-1"])
     assert code == 2
-    assert "stop_after must be a whole number of epochs >= 1" in capsys.readouterr().err
+    assert "--stop-after must be a whole number of epochs >= 1" in capsys.readouterr().err

@@ -54,7 +54,7 @@ def register(commands: Any) -> list[argparse.ArgumentParser]:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
     parser.add_argument("--stop-after", type=int, default=None, help="train at most N (>= 1) epochs in this call")
-    parser.add_argument("--workers", type=int, default=0, help="data-loading worker processes (default: 0)")
+    parser.add_argument("--workers", dest="num_workers", type=int, default=0, help="data-loading worker processes (default: 0)")
     parser.add_argument("--eval-every", type=int, default=0,
                         help="evaluate on the dataset's test protocol every N stage-3 epochs, logged only: "
                              "the final model is the last one, never picked on test data (0: never)")
@@ -115,7 +115,7 @@ def run_train(args: argparse.Namespace) -> int:
     distributed.init_from_environment(args.device)
     try:
         fit(args.dataset, config, root=args.root, output_dir=args.output, init=args.init, evaluate=evaluate,
-            eval_every=max(1, args.eval_every), device=args.device, resume=args.resume, num_workers=args.workers,
+            eval_every=max(1, args.eval_every), device=args.device, resume=args.resume, num_workers=args.num_workers,
             progress=not args.no_progress, stop_after=args.stop_after, dataset_options=options,
             on_error="skip" if args.skip_bad_images else "raise")
     finally:

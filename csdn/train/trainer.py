@@ -6,7 +6,6 @@ import json
 import math
 import os
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -26,10 +25,11 @@ from csdn.train.data import TrainImages, resolve_train_set
 from csdn.train.imagecheck import check_training_images
 from csdn.train.initialise import Init, initial_model
 from csdn.train.loader import plain_view_batches, stage3_batches
+from csdn.train.preflight import check_before_writing, check_resume
 from csdn.train.runlog import RunLog
 from csdn.train.rundir import (CHECKPOINT_EVENT, checkpoint_dir, reconcile_best, remove_orphan_temporaries,
                                save_epoch, truncate_log)
-from csdn.train.sampler import (IdentityBatch, IdentitySampler, check_ids_per_batch, epoch_rng, feature_batches,
+from csdn.train.sampler import (IdentityBatch, IdentitySampler, epoch_rng, feature_batches,
                                  feature_sample, feature_steps, seed_torch_for_epoch, text_seed)
 from csdn.train.schedule import apply_learning_rate
 from csdn.train.stages import (STAGE_NAMES, Losses, autocast_factory, fusion_step, image_step, make_optimizer,
@@ -348,46 +348,6 @@ def _restore_model(init: Init, checkpoint: dict[str, Any]) -> CSDN:
     return model
 
 
-def _require_whole(name: str, value: Any, minimum: int, counted: str, note: str = "") -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be a whole number of {counted} >= {minimum}{note}, got {value!r}")
-
-
-def _preflight(config: TrainConfig, train_set: TrainImages, device: torch.device, *, stop_after: int | None,
-               eval_every: int, num_workers: int) -> None:
-    """Every check that would otherwise fail part-way, made before anything is written.
-
-    A run that stopped on one of these after its first checkpoint would block
-    the corrected rerun (the folder then "already holds a training run").
-    """
-    if stop_after is not None:
-        _require_whole("stop_after", stop_after, 1, "epochs", " (or None for no limit)")
-    _require_whole("eval_every", eval_every, 1, "epochs")
-    _require_whole("num_workers", num_workers, 0, "processes")
-    check_ids_per_batch(train_set, config.ids_per_batch)
-    autocast_factory(config.precision, device)
-
-
-def _check_resume(checkpoint: dict[str, Any], config: TrainConfig, train_set: TrainImages, world: ddp.World,
-                  path: Path) -> None:
-    changed = TrainConfig.from_dict(checkpoint["train_config"]).differences(config)
-    if changed:
-        raise ValueError(
-            f"cannot resume {path}: the training config differs from the checkpoint's ({'; '.join(changed)}); "
-            "resume with the same TrainConfig or start a new output directory"
-        )
-    if checkpoint["data"] != train_set.fingerprint():
-        raise ValueError(
-            f"cannot resume {path}: it was trained on {checkpoint['data']} but this training set is "
-            f"{train_set.fingerprint()}"
-        )
-    if checkpoint["sampler"]["world_size"] != world.size:
-        warnings.warn(
-            f"resuming a run of {checkpoint['sampler']['world_size']} process(es) on {world.size}: "
-            "batches will differ from an uninterrupted run", stacklevel=3,
-        )
-
-
 def fit(
     data: Any,
     config: TrainConfig | None = None,
@@ -458,9 +418,10 @@ def fit(
                                   "to continue it or choose another output directory")
         checkpoint = load_checkpoint(last)
         config = config or TrainConfig.from_dict(checkpoint["train_config"])
-        _check_resume(checkpoint, config, train_set, world, last)
+        check_resume(checkpoint, config, train_set, world, last)
     config = config or TrainConfig()
-    _preflight(config, train_set, device, stop_after=stop_after, eval_every=eval_every, num_workers=num_workers)
+    check_before_writing(config, train_set, device, stop_after=stop_after, eval_every=eval_every,
+                         num_workers=num_workers)
 
     torch.manual_seed(config.seed)  # identical random parts (heads, prompts, fusion) on every rank
     if checkpoint is None:
