@@ -75,3 +75,7 @@ class ImageTensorError(CSDNError, ValueError):
 
 class UnsupportedInputError(CSDNError, TypeError):
     """An input of a type that cannot be read as an image."""
+
+
+class DistributedError(CSDNError, RuntimeError):
+    """A torchrun world whose ranks see different inputs, or of which a rank failed (the message names it)."""

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from csdn.retrieval.screening import bf16_is_fast, candidates, rescore, screen_slack
 
-__all__ = ["FaissIndex", "Matches", "UNIT_NORM_TOLERANCE", "match"]
+__all__ = ["ArrayLike", "FaissIndex", "Matches", "UNIT_NORM_TOLERANCE", "match", "merge_ranked"]
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
 
@@ -230,16 +230,20 @@ def _merge(
     cand_indices: torch.Tensor,
     k: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Merge a running top-k with a later chunk's candidates, best first.
+    """Merge a running top-k with a later chunk's candidates, best first (see :func:`merge_ranked`)."""
+    return merge_ranked([best_scores, cand_scores], [best_indices, cand_indices], k)
 
-    Running entries all have smaller gallery indices than the candidates and ties
-    inside each part are in index order, so a stable sort on score alone breaks ties
-    by gallery index.
-    """
-    scores = torch.cat([best_scores, cand_scores], dim=1)
-    indices = torch.cat([best_indices, cand_indices], dim=1)
-    order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
-    return scores.gather(1, order), indices.gather(1, order)
+
+def merge_ranked(
+    scores: list[torch.Tensor], indices: list[torch.Tensor], k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The best ``k`` of ranked lists ``[Q, n_i]`` given in gallery order (every index of list
+    ``i`` below every index of list ``i + 1``, equal scores within a list in index order): a
+    stable sort on score alone then breaks ties by gallery index."""
+    scores_all = torch.cat(scores, dim=1)
+    indices_all = torch.cat(indices, dim=1)
+    order = torch.sort(scores_all, dim=1, descending=True, stable=True).indices[:, :k]
+    return scores_all.gather(1, order), indices_all.gather(1, order)
 
 
 def _check_topk(topk: int) -> int:
