@@ -41,7 +41,8 @@ def run_embed(args: argparse.Namespace) -> int:
     from csdn.cli.sharded import embed_on_ranks, torchrun_world
 
     with torchrun_world(args.device) as world:  # under torchrun: each rank embeds a share, rank 0 writes
-        embeddings = embed_on_ranks(load_model(args), args.images, args.modality, args, world)
+        model = load_model(args)
+        embeddings = embed_on_ranks(lambda images: embed_images(model, images, args.modality, args), args.images, world)
     if embeddings is None:
         return 0
     save_embeddings(output, embeddings, overwrite=args.overwrite, dtype=args.dtype)

@@ -10,13 +10,11 @@ how failures and differing inputs are reported on every rank.
 
 from __future__ import annotations
 
-import argparse
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
-from csdn.cli.embed import embed_images
 from csdn.distributed import (World, check_same, fingerprint, gather_to_main, init_from_environment, settle,
                               shard_bounds, shutdown)
 from csdn.imagefiles import expand_folders
@@ -36,22 +34,23 @@ def torchrun_world(device: str | None) -> Iterator[World]:
             shutdown()
 
 
-def embed_on_ranks(model: Any, inputs: Sequence[str], modality: str, args: argparse.Namespace,
+def embed_on_ranks(embed: Callable[[Sequence[str]], Embeddings], inputs: Sequence[str],
                    world: World) -> Embeddings | None:
-    """:func:`csdn.cli.embed.embed_images` with the image list split into contiguous shares.
+    """``embed(inputs)`` (images and folders in, :class:`Embeddings` out) with the image list split
+    into contiguous shares, one per rank.
 
     Rank 0 returns every row, in input order (the rows and paths a single process gives); the
     other ranks return None. Every rank must list the same images (checked).
     """
     paths = [str(p) for p in expand_folders(inputs)]
     if not world.active or not paths:
-        return embed_images(model, inputs, modality, args)
+        return embed(inputs)
     check_same(fingerprint(len(paths), "\n".join(paths)), "image lists", world)
     first, end = shard_bounds(len(paths), world)
     part, error = None, None
     try:
         if end > first:
-            part = embed_images(model, paths[first:end], modality, args)
+            part = embed(paths[first:end])
             part.vectors = part.vectors.cpu()
     except Exception as failure:  # every rank must reach settle(), or the others would wait forever
         error = failure
