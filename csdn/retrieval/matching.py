@@ -77,6 +77,7 @@ def match(
     progress: bool = False,
     faiss_options: dict[str, Any] | None = None,
     screen: bool | None = None,
+    first_row: int = 0,
 ) -> Matches:
     """Find the ``topk`` most cosine-similar gallery rows for every query row.
 
@@ -100,6 +101,9 @@ def match(
             rest in float32 (:mod:`csdn.retrieval.screening`; same answer, 2-3x faster where
             bfloat16 units exist). Default: on where they exist, for half-precision galleries
             and for batches of ``SCREEN_MIN_QUERIES`` or more queries.
+
+        first_row: the gallery row number of ``gallery[0]`` when it is a slice of a larger gallery
+            (exact backend): result indices and error messages count from it.
 
     Returns:
         ``Matches`` with ``indices`` ``[Q, k]`` int64 and ``scores`` ``[Q, k]`` float32,
@@ -131,8 +135,9 @@ def match(
     num_gallery, dim = _check_gallery(gallery, queries.shape[1])
     _check_dtypes(query, gallery)
     if backend == "faiss":
-        if chunk_size is not None or query_chunk_size is not None or screen is not None:
-            raise ValueError("chunk_size/query_chunk_size/screen apply to the exact backend; use faiss_options for faiss")
+        if chunk_size is not None or query_chunk_size is not None or screen is not None or first_row:
+            raise ValueError("chunk_size/query_chunk_size/screen/first_row apply to the exact backend; "
+                             "use faiss_options for faiss")
         options = dict(faiss_options or {})
         options.setdefault("progress", progress)
         return FaissIndex(gallery, **options).search(queries, k)
@@ -153,7 +158,7 @@ def match(
     best_scores = torch.empty(num_queries, 0, device=device)
     best_indices = torch.empty(num_queries, 0, dtype=torch.int64, device=device)
     with torch.no_grad():
-        for start, block, rows, norms in _gallery_chunks(gallery, chunk, progress, "match"):
+        for start, block, rows, norms in _gallery_chunks(gallery, chunk, progress, "match", first_row):
             block, rows, norms = block.to(device), rows.to(device), norms.to(device)
             unit = bool(torch.all(norms == 1))
             narrow = (block if block.dtype == torch.bfloat16 else rows.bfloat16()) if screen else None
@@ -399,16 +404,17 @@ def _prepare_queries(query: ArrayLike) -> torch.Tensor:
 
 
 def _gallery_chunks(
-    gallery: ArrayLike, chunk_size: int, progress: bool, desc: str
+    gallery: ArrayLike, chunk_size: int, progress: bool, desc: str, first_row: int = 0
 ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Yield ``(first_row, rows as stored, float32 rows, row norms)`` chunk by chunk, validating as it reads."""
+    """Yield ``(row number, rows as stored, float32 rows, row norms)`` chunk by chunk, validating as it
+    reads; rows are numbered from ``first_row``."""
     num = gallery.shape[0]
     with tqdm(total=num, disable=not progress, desc=desc, unit="row") as bar:
         for start in range(0, num, chunk_size):
             block = gallery[start : start + chunk_size]
-            rows, norms = _float32_rows(block, "gallery", start)
+            rows, norms = _float32_rows(block, "gallery", first_row + start)
             stored = block if isinstance(block, torch.Tensor) else rows
-            yield start, stored, rows, norms
+            yield first_row + start, stored, rows, norms
             bar.update(rows.shape[0])
 
 

@@ -50,8 +50,8 @@ def match_on_ranks(
         if end > first:
             if dist.get_backend() == "nccl" and isinstance(query, torch.Tensor):
                 query = query.to(torch.device("cuda", torch.cuda.current_device()))
-            found = match(query, gallery[first:end], topk, **options)
-            part = (found.indices.cpu() + first, found.scores.cpu())
+            found = match(query, gallery[first:end], topk, first_row=first, **options)
+            part = (found.indices.cpu(), found.scores.cpu())
     except Exception as failure:  # every rank must reach settle(), or the others would wait forever
         error = failure
     settle(world, error, f"gallery rows {first}-{end - 1}")
