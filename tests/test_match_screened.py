@@ -113,17 +113,21 @@ def test_screened_match_is_exact_on_adversarial_near_ties(dtype, seed):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_screen_error_bound_holds_where_rounding_is_worst(dtype):
-    """|bf16 screen - float32 score| <= A + B|c| for rows of every length and queries at their worst rounding."""
+@pytest.mark.parametrize("dim", [256, 6144])
+def test_screen_error_bound_holds_where_rounding_is_worst(dtype, dim):
+    """|screened cosine - exact cosine| <= A + B|c| with norms taken in the storage dtype (as the screen
+    does), for rows of every length, long constant rows (worst for a sum of squares) and queries at
+    their worst rounding."""
     generator = torch.Generator().manual_seed(4)
-    dim = 256
     # queries whose every coordinate sits half-way between two bfloat16 values round by the most
     query = torch.nn.functional.normalize(torch.ones(3, dim) * (1 + 2**-9) + 1e-3 * torch.randn(3, dim, generator=generator), dim=1)
-    gallery = torch.cat([query.repeat(50, 1), torch.randn(300, dim, generator=generator)]).to(dtype)
-    gallery32 = gallery.float()
-    norms = torch.linalg.vector_norm(gallery32, dim=1)
-    screened = (query.bfloat16() @ gallery32.bfloat16().T).float() / norms
-    exact = (query.double() @ gallery32.double().T) / norms.double()
+    lengths = 0.01 + 20 * torch.rand(300, 1, generator=generator)
+    gallery = torch.cat([query.repeat(50, 1), torch.randn(300, dim, generator=generator) * lengths,
+                         torch.full((5, dim), 0.37)]).to(dtype)
+    norms = torch.linalg.vector_norm(gallery, dim=1).float()
+    true_norms = torch.linalg.vector_norm(gallery.double(), dim=1)
+    screened = (query.bfloat16() @ gallery.bfloat16().T).float() / norms
+    exact = (query.double() @ gallery.double().T) / true_norms
     slack, relative = screen_slack(query, dtype)
     error = (screened.double() - exact).abs()
     assert torch.all(error <= slack.double().unsqueeze(1) + relative * screened.double().abs())

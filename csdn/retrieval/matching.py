@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from csdn.retrieval.screening import bf16_is_fast, candidates, rescore, screen_slack
+from csdn.retrieval.screening import bf16_is_fast, candidates, screen_slack
 
 __all__ = ["ArrayLike", "FaissIndex", "Matches", "UNIT_NORM_TOLERANCE", "match", "merge_ranked"]
 
@@ -154,23 +154,30 @@ def match(
         return Matches(torch.empty(0, k, dtype=torch.int64, device=device), torch.empty(0, k, device=device))
     if screen is None:
         screen = bf16_is_fast(device) and (_is_half(gallery) or num_queries >= SCREEN_MIN_QUERIES)
-    slack, relative = screen_slack(queries, _torch_dtype(gallery)) if screen else (None, 0.0)
     best_scores = torch.empty(num_queries, 0, device=device)
     best_indices = torch.empty(num_queries, 0, dtype=torch.int64, device=device)
+    narrow_queries = queries.bfloat16() if screen else None
+    slacks: dict[torch.dtype, tuple[torch.Tensor, float]] = {}
+    chunks = (_screen_chunks if screen else _gallery_chunks)(gallery, chunk, progress, "match", first_row)
     with torch.no_grad():
-        for start, block, rows, norms in _gallery_chunks(gallery, chunk, progress, "match", first_row):
-            block, rows, norms = block.to(device), rows.to(device), norms.to(device)
+        for start, stored, narrow, norms in chunks:
+            stored, norms = stored.to(device), norms.to(device)
+            if screen:
+                narrow = narrow.to(device)
+                if stored.dtype not in slacks:
+                    slacks[stored.dtype] = screen_slack(queries, stored.dtype)
+                slack, relative = slacks[stored.dtype]
             unit = bool(torch.all(norms == 1))
-            narrow = (block if block.dtype == torch.bfloat16 else rows.bfloat16()) if screen else None
             parts = []
             for first in range(0, num_queries, query_chunk):
                 span = slice(first, first + query_chunk)
                 if screen:
                     kth = best_scores[span, k - 1] if best_scores.shape[1] == k else torch.full_like(slack[span], -math.inf)
-                    cand_scores, cand_indices = _screened_chunk(
-                        queries[span], narrow, rows, norms, kth, (slack[span], relative), k)
+                    screened = torch.div(narrow_queries[span] @ narrow.T, norms)  # float32: promoted
+                    mask = candidates(screened, kth, slack[span], relative, k)
+                    cand_scores, cand_indices = _rescored(queries[span], stored, mask)
                 else:
-                    scores = queries[span] @ rows.T
+                    scores = queries[span] @ stored.T
                     if not unit:
                         scores /= norms
                     cand_scores, cand_indices = _chunk_topk(scores, k)
@@ -180,22 +187,19 @@ def match(
     return Matches(indices=best_indices, scores=best_scores)
 
 
-def _screened_chunk(
-    queries: torch.Tensor,
-    narrow: torch.Tensor,
-    rows: torch.Tensor,
-    norms: torch.Tensor,
-    kth_best: torch.Tensor,
-    slack: tuple[torch.Tensor, float],
-    k: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The chunk rows that may enter each query's top ``k`` (bfloat16 screen, see
-    :mod:`csdn.retrieval.screening`) with their float32 scores, in column order, padded
-    with ``-inf`` (which never outranks a real score) to the longest list."""
-    screened = (queries.bfloat16() @ narrow.T).float() / norms
-    mask = candidates(screened, kth_best, *slack, k)
+def _rescored(queries: torch.Tensor, rows: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float32 cosines of the ``mask``-ed (query, row) pairs of a chunk, per query in column order,
+    padded with ``-inf`` (which never outranks a real score) to the longest list; with the columns.
+
+    Each pair is scored by the same elementwise product and row sum, and each row's norm computed
+    on its own, so a pair's score does not depend on its chunk or on the other candidates:
+    identical rows tie exactly, as the documented tie order needs.
+    """
     pairs = mask.nonzero()
-    scores = rescore(queries, rows, norms, pairs)
+    picked = rows[pairs[:, 1]].to(torch.float32)
+    norms = torch.linalg.vector_norm(picked, dim=1)
+    norms = torch.where((norms - 1).abs() <= UNIT_NORM_TOLERANCE, 1.0, norms)
+    scores = (picked * queries[pairs[:, 0]]).sum(dim=1) / norms
     counts = mask.sum(dim=1)
     width = max(1, int(counts.max()))
     slot = torch.arange(len(pairs), device=pairs.device) - (torch.cumsum(counts, 0) - counts)[pairs[:, 0]]
@@ -406,16 +410,49 @@ def _prepare_queries(query: ArrayLike) -> torch.Tensor:
 def _gallery_chunks(
     gallery: ArrayLike, chunk_size: int, progress: bool, desc: str, first_row: int = 0
 ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Yield ``(row number, rows as stored, float32 rows, row norms)`` chunk by chunk, validating as it
-    reads; rows are numbered from ``first_row``."""
+    """Yield ``(row number, float32 rows, the same, row norms)`` chunk by chunk, validating as it
+    reads; rows are numbered from ``first_row`` (the shape of :func:`_screen_chunks`)."""
     num = gallery.shape[0]
     with tqdm(total=num, disable=not progress, desc=desc, unit="row") as bar:
         for start in range(0, num, chunk_size):
             block = gallery[start : start + chunk_size]
             rows, norms = _float32_rows(block, "gallery", first_row + start)
-            stored = block if isinstance(block, torch.Tensor) else rows
-            yield first_row + start, stored, rows, norms
+            yield first_row + start, rows, rows, norms
             bar.update(rows.shape[0])
+
+
+def _screen_chunks(
+    gallery: ArrayLike, chunk_size: int, progress: bool, desc: str, first_row: int = 0
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Yield ``(row number, rows as stored, bfloat16 rows, norms)`` for the bfloat16 screen.
+
+    Rows stay in their own precision (no float32 copy of a half-precision chunk: only candidates
+    are upcast, when re-scored) and norms are computed in it too, accumulated in float32 and
+    rounded to the storage dtype (the screen's bound allows for that). A chunk holding a row
+    that is not finite, all zeros or of extreme scale is read the careful float32 way instead,
+    which refuses or rescales the row exactly as the float32 path does.
+    """
+    num = gallery.shape[0]
+    with tqdm(total=num, disable=not progress, desc=desc, unit="row") as bar:
+        for start in range(0, num, chunk_size):
+            block = gallery[start : start + chunk_size]
+            stored = block.detach() if isinstance(block, torch.Tensor) else _as_tensor(block)
+            norms = torch.linalg.vector_norm(stored, dim=1).float()
+            low, high = max(_SAFE_NORM_RANGE[0], torch.finfo(stored.dtype).tiny), _SAFE_NORM_RANGE[1]
+            if not bool(((norms >= low) & (norms <= high)).all()):  # (norms below ``tiny`` lose precision)
+                stored, norms = _float32_rows(block, "gallery", first_row + start)
+            narrow = stored if stored.dtype == torch.bfloat16 else stored.bfloat16()
+            yield first_row + start, stored, narrow, norms
+            bar.update(len(stored))
+
+
+def _as_tensor(block: np.ndarray) -> torch.Tensor:
+    """A numpy block as a tensor in its own precision when torch has it (float16/32), else float32."""
+    if block.dtype in (np.float16, np.float32) and block.dtype.isnative:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            return torch.from_numpy(np.ascontiguousarray(block))
+    return _as_float32(block)
 
 
 def _import_faiss() -> Any:
