@@ -3,7 +3,8 @@
 One run reports, with ratios to the baseline measured in the same run:
 
 - in memory (``--memory-size`` rows, default 200,000 x 3072): the plain baseline
-  ``(q @ g.T).topk(k)`` on float32, exact float32 ``match``, ``match`` on bfloat16 and on
+  ``(q @ g.T).topk(k)`` on float32, exact float32 ``match`` (default: bfloat16 screen + float32
+  re-scoring; and with ``screen=False``, float32 products only), ``match`` on bfloat16 and on
   float16 copies of the gallery (exact on the stored values), and faiss IVF (``--faiss-size``
   rows, built once, approximate);
 - memory-mapped (``--gallery-size`` rows, default 1,000,000: a 12.3 GB float32 ``.npy`` and a
@@ -179,6 +180,7 @@ def in_memory_job(spec: dict[str, Any]) -> dict[str, Any]:
     methods = {
         "plain fp32 (q @ g.T).topk": lambda: torch.topk(queries @ full.T, topk, dim=1).indices,
         "match fp32": lambda: match(queries, full, topk).indices,
+        "match fp32, screen=False": lambda: match(queries, full, topk, screen=False).indices,
         "match bfloat16": lambda: match(queries, bf16, topk).indices,
         "match float16": lambda: match(queries, fp16, topk).indices,
     }

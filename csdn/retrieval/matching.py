@@ -191,16 +191,15 @@ def _rescored(queries: torch.Tensor, rows: torch.Tensor, mask: torch.Tensor) -> 
     """The float32 cosines of the ``mask``-ed (query, row) pairs of a chunk, per query in column order,
     padded with ``-inf`` (which never outranks a real score) to the longest list; with the columns.
 
-    Each pair is scored by the same elementwise product and row sum, and each row's norm computed
-    on its own, so a pair's score does not depend on its chunk or on the other candidates:
+    Each pair is scored by the same batched dot product, and each row's norm computed on its own, so a pair's score does not depend on its chunk or on the other candidates:
     identical rows tie exactly, as the documented tie order needs.
     """
     pairs = mask.nonzero()
     picked = rows[pairs[:, 1]].to(torch.float32)
     norms = torch.linalg.vector_norm(picked, dim=1)
     norms = torch.where((norms - 1).abs() <= UNIT_NORM_TOLERANCE, 1.0, norms)
-    scores = (picked * queries[pairs[:, 0]]).sum(dim=1) / norms
-    counts = mask.sum(dim=1)
+    scores = torch.einsum("md,md->m", picked, queries[pairs[:, 0]]) / norms
+    counts = torch.bincount(pairs[:, 0], minlength=len(queries))
     width = max(1, int(counts.max()))
     slot = torch.arange(len(pairs), device=pairs.device) - (torch.cumsum(counts, 0) - counts)[pairs[:, 0]]
     cand_scores = torch.full((len(queries), width), -math.inf, device=queries.device)
