@@ -101,7 +101,6 @@ def match(
             rest in float32 (:mod:`csdn.retrieval.screening`; same answer, 2-3x faster where
             bfloat16 units exist). Default: on where they exist, for half-precision galleries
             and for batches of ``SCREEN_MIN_QUERIES`` or more queries.
-
         first_row: the gallery row number of ``gallery[0]`` when it is a slice of a larger gallery
             (exact backend): result indices and error messages count from it.
 
@@ -123,10 +122,11 @@ def match(
     values (upcast) gives. Queries are full precision (float32/float64) or of the gallery's
     own dtype; a half-precision query against a gallery of another dtype is refused.
 
-    Working memory (beyond the queries and the result) is bounded by the chunks: one gallery
-    chunk upcast to float32 (``chunk_size`` rows, 128 MiB by default) and its bfloat16 copy,
-    plus one ``query_chunk_size x chunk_size`` score block (64 MiB) and its bfloat16 and
-    boolean twins: about 300 MiB with the defaults, whatever the gallery size.
+    Working memory (beyond the queries and the result) is bounded by the chunks, whatever the
+    gallery size: one gallery chunk (``chunk_size`` rows, by default 128 MiB as float32; a view
+    of in-memory rows where their dtype allows), its bfloat16 copy for the screen, and one
+    ``query_chunk_size x chunk_size`` score block (64 MiB) with its bfloat16 and boolean twins:
+    about 300 MiB with the defaults.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(map(repr, BACKENDS))}")
@@ -174,8 +174,8 @@ def match(
                 if screen:
                     kth = best_scores[span, k - 1] if best_scores.shape[1] == k else torch.full_like(slack[span], -math.inf)
                     screened = torch.div(narrow_queries[span] @ narrow.T, norms)  # float32: promoted
-                    mask = candidates(screened, kth, slack[span], relative, k)
-                    cand_scores, cand_indices = _rescored(queries[span], stored, mask)
+                    pairs = candidates(screened, kth, slack[span], relative, k)
+                    cand_scores, cand_indices = _rescored(queries[span], stored, pairs)
                 else:
                     scores = queries[span] @ stored.T
                     if not unit:
@@ -187,14 +187,14 @@ def match(
     return Matches(indices=best_indices, scores=best_scores)
 
 
-def _rescored(queries: torch.Tensor, rows: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The float32 cosines of the ``mask``-ed (query, row) pairs of a chunk, per query in column order,
+def _rescored(queries: torch.Tensor, rows: torch.Tensor, pairs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float32 cosines of (query, row) ``pairs`` ``[M, 2]`` of a chunk (row-major), per query in column order,
     padded with ``-inf`` (which never outranks a real score) to the longest list; with the columns.
 
-    Each pair is scored by the same batched dot product, and each row's norm computed on its own, so a pair's score does not depend on its chunk or on the other candidates:
-    identical rows tie exactly, as the documented tie order needs.
+    Each pair is scored by the same batched dot product and each row's norm is computed on its
+    own, so a pair's score does not depend on its chunk or on the other candidates: identical
+    rows tie exactly, as the documented tie order needs.
     """
-    pairs = mask.nonzero()
     picked = rows[pairs[:, 1]].to(torch.float32)
     norms = torch.linalg.vector_norm(picked, dim=1)
     norms = torch.where((norms - 1).abs() <= UNIT_NORM_TOLERANCE, 1.0, norms)
@@ -285,11 +285,14 @@ def _check_array(array: Any, name: str, ndims: tuple[int, ...]) -> None:
         raise ValueError(f"{name} must have shape {shapes}, got {list(array.shape)}")
 
 
+_NUMPY_DTYPES = {np.dtype(np.float16): torch.float16, np.dtype(np.float32): torch.float32}
+
+
 def _torch_dtype(array: ArrayLike) -> torch.dtype:
-    """The torch dtype of a tensor, or of a numpy array's elements."""
+    """The torch dtype of a tensor, or of a numpy array's elements (float64 for any wider float)."""
     if isinstance(array, torch.Tensor):
         return array.dtype
-    return torch.from_numpy(np.empty(0, dtype=array.dtype.newbyteorder("="))).dtype
+    return _NUMPY_DTYPES.get(array.dtype.newbyteorder("="), torch.float64)
 
 
 def _is_half(array: ArrayLike) -> bool:

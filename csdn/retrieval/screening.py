@@ -64,20 +64,25 @@ def screen_slack(queries: torch.Tensor, gallery_dtype: torch.dtype) -> tuple[tor
 def candidates(
     screened: torch.Tensor, kth_best: torch.Tensor, slack: torch.Tensor, relative: float, k: int
 ) -> torch.Tensor:
-    """``[Q, C]`` mask of the rows that may still enter the top ``k``.
+    """``[M, 2]`` (query, column) pairs of the rows that may still enter the top ``k``, in row-major order.
 
     ``screened`` holds the screen's cosines of this chunk, ``kth_best`` the float32 k-th best
-    score so far per query (``-inf`` while fewer than ``k`` rows were seen). The k screened-best
-    rows of the chunk score at least ``T - A - B|T|`` in float32 (``T`` their k-th screened
-    value; ``c - B|c|`` grows with ``c``), so the k-th best overall is at least ``floor``. A row
-    is out when even its highest possible float32 score ``c + A + B|c|`` lies below ``floor``;
-    as that grows with ``c``, this is one comparison of ``c`` with a per-query threshold.
+    score so far per query (``-inf`` while fewer than ``k`` rows were seen). While a query has
+    no k-th best yet, the chunk's own k screened-best rows stand in: they score at least
+    ``T - A - B|T|`` in float32 (``T`` their k-th screened value; ``c - B|c|`` grows with ``c``),
+    so the k-th best overall is at least that ``floor``. A row is out when even its highest
+    possible float32 score ``c + A + B|c|`` lies below ``floor``; as that grows with ``c``, this
+    is one comparison of ``c`` with a per-query threshold. Most queries have no candidate in
+    most chunks, so only the rows whose maximum reaches the threshold are searched.
     """
     floor = kth_best
-    if screened.shape[1] >= k:
+    if screened.shape[1] >= k and bool(torch.isinf(kth_best).any()):
         chunk_kth = torch.topk(screened, k, dim=1).values[:, k - 1]
         floor = torch.maximum(floor, chunk_kth - slack - relative * chunk_kth.abs())
     need = floor - slack  # solve c + B|c| = need for c
     threshold = torch.where(need >= 0, need / (1 + relative), need / (1 - relative))
     threshold = threshold - _ABSOLUTE_SLACK * (1 + threshold.abs())  # the solution's own rounding: keep more
-    return screened >= threshold.unsqueeze(1)
+    reached = (screened.amax(dim=1) >= threshold).nonzero().squeeze(1)
+    pairs = (screened[reached] >= threshold[reached].unsqueeze(1)).nonzero()
+    pairs[:, 0] = reached[pairs[:, 0]]
+    return pairs
