@@ -158,7 +158,9 @@ def match(
     best_indices = torch.empty(num_queries, 0, dtype=torch.int64, device=device)
     narrow_queries = queries.bfloat16() if screen else None
     slacks: dict[torch.dtype, tuple[torch.Tensor, float]] = {}
-    chunks = (_screen_chunks if screen else _gallery_chunks)(gallery, chunk, progress, "match", first_row)
+    buffers = _Buffers()  # fresh multi-MiB tensors per chunk would cost page faults: reuse them
+    chunks = (_screen_chunks(gallery, chunk, progress, "match", first_row, buffers) if screen
+              else _gallery_chunks(gallery, chunk, progress, "match", first_row))
     with torch.no_grad():
         for start, stored, narrow, norms in chunks:
             stored, norms = stored.to(device), norms.to(device)
@@ -171,9 +173,12 @@ def match(
             parts = []
             for first in range(0, num_queries, query_chunk):
                 span = slice(first, first + query_chunk)
+                span_len = min(query_chunk, num_queries - first)
                 if screen:
                     kth = best_scores[span, k - 1] if best_scores.shape[1] == k else torch.full_like(slack[span], -math.inf)
-                    screened = torch.div(narrow_queries[span] @ narrow.T, norms)  # float32: promoted
+                    shape = (span_len, len(norms))
+                    product = torch.mm(narrow_queries[span], narrow.T, out=buffers.get("product", shape, torch.bfloat16, device))
+                    screened = torch.div(product, norms, out=buffers.get("screened", shape, torch.float32, device))
                     pairs = candidates(screened, kth, slack[span], relative, k)
                     cand_scores, cand_indices = _rescored(queries[span], stored, pairs)
                 else:
@@ -423,8 +428,22 @@ def _gallery_chunks(
             bar.update(rows.shape[0])
 
 
+class _Buffers:
+    """Scratch tensors reused from chunk to chunk (valid until the next ``get`` of the same name)."""
+
+    def __init__(self) -> None:
+        self._tensors: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype,
+            device: torch.device | str = "cpu") -> torch.Tensor:
+        tensor = self._tensors.get(name)
+        if tensor is None or tensor.shape != shape or tensor.dtype != dtype or tensor.device != torch.device(device):
+            tensor = self._tensors[name] = torch.empty(shape, dtype=dtype, device=device)
+        return tensor
+
+
 def _screen_chunks(
-    gallery: ArrayLike, chunk_size: int, progress: bool, desc: str, first_row: int = 0
+    gallery: ArrayLike, chunk_size: int, progress: bool, desc: str, first_row: int, buffers: _Buffers
 ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Yield ``(row number, rows as stored, bfloat16 rows, norms)`` for the bfloat16 screen.
 
@@ -443,7 +462,9 @@ def _screen_chunks(
             low, high = max(_SAFE_NORM_RANGE[0], torch.finfo(stored.dtype).tiny), _SAFE_NORM_RANGE[1]
             if not bool(((norms >= low) & (norms <= high)).all()):  # (norms below ``tiny`` lose precision)
                 stored, norms = _float32_rows(block, "gallery", first_row + start)
-            narrow = stored if stored.dtype == torch.bfloat16 else stored.bfloat16()
+            narrow = stored
+            if stored.dtype != torch.bfloat16:
+                narrow = buffers.get("narrow", tuple(stored.shape), torch.bfloat16).copy_(stored)
             yield first_row + start, stored, narrow, norms
             bar.update(len(stored))
 
