@@ -495,8 +495,7 @@ class FaissIndex:
     ``match(..., backend="faiss")``, which builds one per call, seldom pays off. It
     wins on latency for a few queries at a time (the exact backend reads the whole
     gallery per call); for batches of ~100+ queries of 3072-d embeddings the exact
-    backend's one matrix product per chunk is as fast or faster on CPU (see
-    ``benchmarks/bench_match.py``). The index keeps a float32 copy of the gallery in
+    backend comes within ~1.3x on CPU, exactly (see ``benchmarks/bench_match.py``). The index keeps a float32 copy of the gallery in
     memory.
 
     Methods:
