@@ -112,6 +112,10 @@ class UnsupportedInputError(CSDNError, TypeError):
     """An input of a type that cannot be read as an image."""
 
 
+class DistributedError(CSDNError, RuntimeError):
+    """A torchrun world whose ranks see different inputs, or of which a rank failed (the message names it)."""
+
+
 class SkippedImagesWarning(UserWarning):
     """Images ``on_error="skip"`` left out of a result; ``.skipped`` lists each with its reason."""
 

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from csdn.errors import CSDNError, DiskFullError, EmbeddingsFileError
 from csdn.retrieval import Embeddings, load_embeddings, save_embeddings
 
-MANIFEST_KEYS = {"format", "version", "model", "modality", "flip", "precision", "count", "dim", "paths"}
+MANIFEST_KEYS = {"format", "version", "model", "modality", "flip", "precision", "dtype", "count", "dim", "paths"}
 
 
 def unit_rows(count: int, dim: int, seed: int = 0) -> torch.Tensor:
@@ -72,7 +72,7 @@ def test_files_of_the_earlier_writer_and_bare_arrays_are_read(tmp_path):
         assert (loaded.paths, loaded.flip, loaded.precision) == (["a.png", "b.png"], False, "bf16")
     np.save(tmp_path / "bare.npy", np.ones((3, 2), dtype=np.float16))
     bare = load_embeddings(tmp_path / "bare.npy")
-    assert bare.paths == ["0", "1", "2"] and bare.vectors.dtype == torch.float32
+    assert bare.paths == ["0", "1", "2"] and bare.vectors.dtype == torch.float16  # kept as stored: match reads half precision
 
 
 def test_written_safetensors_holds_one_embeddings_tensor(tmp_path):

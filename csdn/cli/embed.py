@@ -7,11 +7,12 @@ import argparse
 import sys
 from typing import Any, Sequence
 
-from csdn.inference.fast import COMPUTE_DTYPES
 from csdn.errors import describe_skipped
 from csdn.imagefiles import expand_folders
+from csdn.inference.fast import COMPUTE_DTYPES
 from csdn.preprocess import SENSOR_BIT_DEPTHS
-from csdn.retrieval.embeddings import Embeddings, check_embeddings_path, manifest_path, save_embeddings
+from csdn.retrieval.embeddings import (STORAGE_DTYPES, Embeddings, check_embeddings_path, manifest_path,
+                                       save_embeddings)
 
 
 def load_model(args: argparse.Namespace):
@@ -43,13 +44,19 @@ def embed_images(model: Any, inputs: Sequence[str], modality: str, args: argpars
 
 
 def run_embed(args: argparse.Namespace) -> int:
+    from csdn.cli.sharded import embed_on_ranks, torchrun_world
     from csdn.fileio import refuse_existing
 
     output = check_embeddings_path(args.output)
     if not args.overwrite:  # before any work: an hour of embedding must not end in this error
         refuse_existing([output, manifest_path(output)])
-    embeddings = embed_images(load_model(args), args.images, args.modality, args)
-    save_embeddings(output, embeddings, overwrite=args.overwrite)
+
+    with torchrun_world(args.device) as world:  # under torchrun: each rank embeds a share, rank 0 writes
+        model = load_model(args)
+        embeddings = embed_on_ranks(lambda images: embed_images(model, images, args.modality, args), args.images, world)
+    if embeddings is None:
+        return 0
+    save_embeddings(output, embeddings, overwrite=args.overwrite, dtype=args.dtype)
     print(f"wrote {output} ({embeddings.count} x {embeddings.dim}) and {manifest_path(output)}")
     return 0
 
@@ -83,6 +90,9 @@ def register(commands) -> list[argparse.ArgumentParser]:
     embed.add_argument("--output", required=True,
                        help="embeddings file: NAME.safetensors or NAME.npy (its manifest: NAME.safetensors.json / NAME.npy.json)")
     add_overwrite_option(embed, "replace an existing --output file and its manifest")
+    embed.add_argument("--dtype", choices=tuple(STORAGE_DTYPES), default="float32",
+                       help="how the rows are stored: float16/bfloat16 halve the file; csdn match still ranks "
+                            "them exactly (default float32)")
     add_embedding_options(embed)
     embed.set_defaults(func=run_embed)
     return [embed]

@@ -59,8 +59,9 @@ def _check_outputs(outputs: dict[str, Path], args: argparse.Namespace) -> None:
 
 
 def run_match(args: argparse.Namespace) -> int:
+    from csdn.cli.sharded import torchrun_world
     from csdn.fileio import atomic_write_text
-    from csdn.retrieval.matching import match
+    from csdn.retrieval.sharded import match_on_ranks
 
     output = Path(args.output)
     _check_suffix(output, RANKING_SUFFIXES, "--output")
@@ -85,7 +86,10 @@ def run_match(args: argparse.Namespace) -> int:
     if len(models) > 1:
         print(f"csdn: warning: query and gallery were embedded with different models ({', '.join(sorted(models))})",
               file=sys.stderr)
-    result = match(query.vectors, gallery.vectors, topk=args.topk, progress=not args.quiet)
+    with torchrun_world(None) as world:  # under torchrun: each rank ranks a slice of the gallery
+        result = match_on_ranks(query.vectors, gallery.vectors, topk=args.topk, progress=not args.quiet, world=world)
+    if result is None:
+        return 0
     rows = [
         (query.paths[q], rank, gallery.paths[int(index)], float(score))
         for q, (indices, scores) in enumerate(result)

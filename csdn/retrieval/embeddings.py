@@ -1,11 +1,17 @@
 """Embeddings files: what ``csdn embed`` writes and ``csdn match`` reads, as a Python API.
 
-A file is ``NAME.safetensors`` (one float32 tensor ``embeddings`` ``[N, D]``) or ``NAME.npy``
+A file is ``NAME.safetensors`` (one tensor ``embeddings`` ``[N, D]``) or ``NAME.npy``
 (the same array), with a manifest named after the whole file name beside it (``e.npy`` ->
 ``e.npy.json``, ``e.safetensors`` -> ``e.safetensors.json``, so the two never share one)::
 
     {"format": "csdn-embeddings", "version": 1, "model": "sysu", "modality": "infrared",
-     "flip": true, "precision": "fp32", "count": N, "dim": D, "paths": ["cam3/0001.jpg", ...]}
+     "flip": true, "precision": "fp32", "dtype": "float32", "count": N, "dim": D,
+     "paths": ["cam3/0001.jpg", ...]}
+
+``dtype`` is how the rows are stored: ``float32`` (default), or ``float16`` / ``bfloat16`` at half
+the size (``csdn.match`` still returns the exact float32 ranking of the stored values). numpy
+has no bfloat16, so a bfloat16 ``.npy`` holds the raw 16-bit patterns as ``uint16`` and only its
+manifest says what they are; such a file is never read without its manifest.
 
 Row ``i`` embeds ``paths[i]``. A ``.npy`` or ``.safetensors`` file without a manifest is read
 too, its rows labelled ``"0"``, ``"1"``, ... Files written before this naming (manifest
@@ -27,19 +33,22 @@ from csdn.errors import EmbeddingsFileError
 from csdn.fileio import atomic_write, atomic_write_text, refuse_existing
 
 __all__ = ["Embeddings", "save_embeddings", "load_embeddings", "manifest_path", "legacy_manifest_path",
-           "check_embeddings_path",
-           "EMBEDDINGS_FORMAT", "EMBEDDINGS_VERSION", "EMBEDDINGS_SUFFIXES"]
+           "check_embeddings_path", "storage_dtype",
+           "EMBEDDINGS_FORMAT", "EMBEDDINGS_VERSION", "EMBEDDINGS_SUFFIXES", "STORAGE_DTYPES"]
 
 EMBEDDINGS_FORMAT = "csdn-embeddings"
 EMBEDDINGS_VERSION = 1
 EMBEDDINGS_SUFFIXES = (".safetensors", ".npy")
 TENSOR_NAME = "embeddings"  # the one tensor of a .safetensors embeddings file
 _SCAN_ELEMENTS = 1 << 24  # rows checked for NaN/inf at a time: 64 MiB of float32
+STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_NPY_DTYPES = {torch.float32: np.float32, torch.float16: np.float16, torch.bfloat16: np.uint16}  # how .npy holds each
 
 
 @dataclass
 class Embeddings:
-    """``vectors[i]`` (an ``[N, D]`` float32 tensor) embeds ``paths[i]``; the rest is how they were made."""
+    """``vectors[i]`` (an ``[N, D]`` float32, float16 or bfloat16 tensor) embeds ``paths[i]``; the rest is how
+    they were made."""
 
     vectors: torch.Tensor
     paths: list[str] = field(default_factory=list)
@@ -69,6 +78,21 @@ def manifest_path(path: str | os.PathLike) -> Path:
 def legacy_manifest_path(path: str | os.PathLike) -> Path:
     """Where csdn-reid before 0.x put the manifest (``e.npy`` -> ``e.json``); read only when the new one is absent."""
     return Path(path).with_suffix(".json")
+
+
+def storage_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    """The torch dtype a ``dtype=`` / ``--dtype`` value names (None: float32); ``ValueError`` listing the choices."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype) and dtype in STORAGE_DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype in STORAGE_DTYPES:
+        return STORAGE_DTYPES[dtype]
+    raise ValueError(f"unknown embeddings dtype {dtype!r}; choose one of {', '.join(STORAGE_DTYPES)}")
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def check_embeddings_path(path: str | os.PathLike) -> Path:
@@ -103,14 +127,14 @@ def _check_rows(vectors: torch.Tensor, paths: Sequence[str], where: str) -> None
 
 
 # ---------------------------------------------------------------------------- saving
-def _as_float_matrix(embeddings: Any) -> torch.Tensor:
-    """A CPU float32 ``[N, D]`` tensor from a tensor or array of floats."""
+def _as_float_matrix(embeddings: Any, dtype: torch.dtype) -> torch.Tensor:
+    """A CPU ``[N, D]`` tensor of ``dtype`` from a tensor or array of floats."""
     tensor = embeddings.detach() if isinstance(embeddings, torch.Tensor) else torch.from_numpy(np.asarray(embeddings))
     if not tensor.is_floating_point():
         raise ValueError(f"embeddings must be floating-point vectors, got dtype {tensor.dtype}")
     if tensor.ndim != 2:
         raise ValueError(f"embeddings must be [N, D], got shape {list(tensor.shape)}")
-    return tensor.cpu().float().contiguous()
+    return tensor.cpu().to(dtype).contiguous()
 
 
 def _write_npy(path: Path, array: np.ndarray) -> None:
@@ -128,13 +152,15 @@ def save_embeddings(
     flip: bool | None = None,
     precision: str | None = None,
     overwrite: bool = True,
+    dtype: str | torch.dtype | None = None,
 ) -> Path:
     """Write ``embeddings`` (``[N, D]`` floats: tensor, array, or an :class:`Embeddings`) and its manifest.
 
     ``paths[i]`` names what row ``i`` embeds (default: ``"0"``, ``"1"``, ...); ``model``,
     ``modality`` (any alias, stored as ``"visible"`` / ``"infrared"``), ``flip`` and ``precision``
-    record how they were made. Keywords override the fields of an :class:`Embeddings`. The
-    array (float32) and the manifest are each replaced atomically. With ``overwrite=False`` an
+    record how they were made. Keywords override the fields of an :class:`Embeddings`. ``dtype``
+    (``"float32"`` default, ``"float16"``, ``"bfloat16"``) is how the rows are stored; the
+    array and the manifest are each replaced atomically. With ``overwrite=False`` an
     existing ``path`` or manifest raises :class:`csdn.errors.OutputExistsError` and nothing is
     written. No other file is touched. Returns ``path``.
     """
@@ -148,7 +174,7 @@ def save_embeddings(
         flip = embeddings.flip if flip is None else flip
         precision = embeddings.precision if precision is None else precision
         embeddings = embeddings.vectors
-    vectors = _as_float_matrix(embeddings)
+    vectors = _as_float_matrix(embeddings, storage_dtype(dtype))
     labels = [str(i) for i in range(vectors.shape[0])] if paths is None else [os.fspath(p) for p in paths]
     if len(labels) != vectors.shape[0]:
         raise ValueError(f"{len(labels)} paths for {vectors.shape[0]} embeddings: give one path per row")
@@ -156,14 +182,17 @@ def save_embeddings(
         from csdn.modality import normalize_modality
 
         modality = normalize_modality(modality)
-    _check_rows(vectors, labels, "the embeddings to save")
+    where = "the embeddings to save" + ("" if vectors.dtype == torch.float32 else f" (as {_dtype_name(vectors.dtype)})")
+    _check_rows(vectors, labels, where)
     manifest = {
         "format": EMBEDDINGS_FORMAT, "version": EMBEDDINGS_VERSION, "model": model, "modality": modality,
-        "flip": flip, "precision": precision, "count": vectors.shape[0], "dim": vectors.shape[1], "paths": labels,
+        "flip": flip, "precision": precision, "dtype": _dtype_name(vectors.dtype), "count": vectors.shape[0],
+        "dim": vectors.shape[1], "paths": labels,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".npy":
-        atomic_write(path, lambda temp: _write_npy(temp, vectors.numpy()))
+        stored = vectors.view(torch.int16).numpy().view(np.uint16) if vectors.dtype == torch.bfloat16 else vectors.numpy()
+        atomic_write(path, lambda temp: _write_npy(temp, stored))
     else:
         from safetensors.torch import save_file
 
@@ -189,13 +218,28 @@ def _read_npy(path: Path) -> torch.Tensor:
         array = np.load(path, mmap_mode="c", allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
         raise EmbeddingsFileError(f"{path} is not a readable .npy array ({err})") from err
-    if not np.issubdtype(array.dtype, np.floating):
+    bf16_bits = array.dtype == np.uint16 and _stated_dtype(path) == "bfloat16"
+    if not (np.issubdtype(array.dtype, np.floating) or bf16_bits):
         raise _not_floats(path, array.dtype)
     if array.ndim != 2:
         raise EmbeddingsFileError(f"{path} holds an array of shape {list(array.shape)}; embeddings are [N, D]")
-    if array.dtype != np.float32 or not array.dtype.isnative:
+    if bf16_bits:
+        return torch.from_numpy(np.ascontiguousarray(array.astype(array.dtype.newbyteorder("="), copy=False))
+                                ).view(torch.bfloat16)
+    if array.dtype not in (np.float32, np.float16) or not array.dtype.isnative:
         array = np.ascontiguousarray(array, dtype=np.float32)
     return torch.from_numpy(array)
+
+
+def _stated_dtype(path: Path) -> Any:
+    """The ``dtype`` field of ``path``'s manifest, if it has one (read before the array's own checks)."""
+    manifest_file = manifest_path(path)
+    if not manifest_file.is_file():
+        manifest_file = legacy_manifest_path(path)
+    try:
+        return json.loads(manifest_file.read_text(encoding="utf-8")).get("dtype")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return None  # reported by _read_manifest
 
 
 def _read_safetensors(path: Path) -> torch.Tensor:
@@ -214,7 +258,8 @@ def _read_safetensors(path: Path) -> torch.Tensor:
                 raise _not_floats(path, dtype)
             if len(shape) != 2:
                 raise EmbeddingsFileError(f"{path} holds a tensor of shape {list(shape)}; embeddings are [N, D]")
-            return handle.get_tensor(TENSOR_NAME).float()
+            tensor = handle.get_tensor(TENSOR_NAME)
+            return tensor if tensor.dtype in _NPY_DTYPES else tensor.float()
     except (SafetensorError, OSError) as err:
         raise EmbeddingsFileError(f"{path} is not a readable safetensors file ({err})") from err
 
@@ -245,6 +290,13 @@ def _read_manifest(path: Path, vectors: torch.Tensor) -> dict[str, Any]:
         raise EmbeddingsFileError(
             f"{manifest_file} does not describe {path} ({count} rows of {dim}): it lists {listed} paths, "
             f"count {stated['count']}, dim {stated['dim']}; {redo}"
+        )
+    stated_dtype = manifest.get("dtype")
+    if stated_dtype is not None and stated_dtype != _dtype_name(vectors.dtype) and vectors.dtype in _NPY_DTYPES:
+        raise EmbeddingsFileError(
+            f"{manifest_file} says its rows are {stated_dtype} but {path} holds {_dtype_name(vectors.dtype)}: the "
+            f"two files do not belong together; write both again (csdn embed --dtype {_dtype_name(vectors.dtype)}), "
+            "or restore the matching manifest"
         )
     return {key: manifest.get(key) for key in ("model", "modality", "flip", "precision")} | {
         "paths": [str(p) for p in paths]}

@@ -4,56 +4,22 @@ Training calls several model methods (text features, fused text, the two-stem
 image pass), not one ``forward``, so instead of wrapping the model in
 ``DistributedDataParallel`` the loop all-reduces the gradients itself, in one
 flat buffer per step. Without an initialised process group every helper is a
-no-op, so the same loop runs on one process.
+no-op, so the same loop runs on one process. Joining the world and knowing one's rank
+live in :mod:`csdn.distributed` (shared with sharded embedding and matching).
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
 from typing import Iterable
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from csdn.distributed import World, barrier, current_world, init_from_environment, shutdown
 
-@dataclass(frozen=True)
-class World:
-    rank: int = 0
-    size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def active(self) -> bool:
-        return self.size > 1
-
-
-def current_world() -> World:
-    """The process group this process belongs to (a world of one without ``torch.distributed``)."""
-    if dist.is_available() and dist.is_initialized():
-        return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank())))
-    return World()
-
-
-def init_from_environment(device: str | None = None) -> World:
-    """Join the process group described by ``torchrun``'s environment (RANK, WORLD_SIZE, ...).
-
-    Uses NCCL when training on CUDA and gloo otherwise. Without those variables
-    this is a world of one and nothing is initialised.
-    """
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) < 2:
-        return World()
-    if not dist.is_initialized():
-        cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
-        if cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
-    return current_world()
+__all__ = ["World", "average_gradients", "barrier", "broadcast_state", "current_world", "init_from_environment",
+           "mean_across_ranks", "shutdown", "sum_across_ranks"]
 
 
 def average_gradients(parameters: Iterable[nn.Parameter], world: World) -> None:
@@ -100,14 +66,3 @@ def broadcast_state(module: nn.Module, world: World, buffers_only: bool = False)
     tensors = list(module.buffers()) + ([] if buffers_only else list(module.parameters()))
     for tensor in tensors:
         dist.broadcast(tensor.data, src=0)
-
-
-def barrier(world: World) -> None:
-    if world.active:
-        dist.barrier()
-
-
-def shutdown() -> None:
-    """Leave the process group, if this process joined one."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()

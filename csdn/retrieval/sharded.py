@@ -1,0 +1,67 @@
+"""Exact matching split across the ranks of a ``torchrun`` world.
+
+Each rank ranks its own contiguous slice of the gallery (a memory-mapped file is read only
+there), rank 0 gathers the per-slice top-k lists and merges them. Slices follow gallery
+order and each list is already ordered by (score desc, index asc), so a stable sort of their
+concatenation by score keeps equal scores in gallery order: the merged answer is the one
+:func:`csdn.retrieval.matching.match` gives in one process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from csdn.distributed import World, check_same, current_world, fingerprint, gather_to_main, settle, shard_bounds
+from csdn.retrieval.matching import ArrayLike, Matches, match, merge_ranked
+
+__all__ = ["match_on_ranks", "merge_shards"]
+
+_SAMPLE_ROWS = 8  # gallery rows at each end that every rank hashes to prove it reads the same gallery
+
+
+def _gallery_sample(gallery: ArrayLike) -> torch.Tensor:
+    ends = [gallery[:_SAMPLE_ROWS], gallery[-_SAMPLE_ROWS:]]
+    return torch.cat([torch.as_tensor(part).reshape(len(part), -1) for part in ends])
+
+
+def match_on_ranks(
+    query: ArrayLike, gallery: ArrayLike, topk: int = 10, *, world: World | None = None, **options: Any
+) -> Matches | None:
+    """``match(query, gallery, topk, **options)`` with the gallery split across the ranks.
+
+    Every rank must pass the same query and gallery (checked: shapes, dtypes, the query and the
+    gallery's first and last rows); every rank raises the same
+    :class:`csdn.errors.DistributedError` if they differ or if any rank's share fails. Returns
+    the merged ``Matches`` on rank 0 and None on the others. Outside a torchrun world this is
+    plain ``match``.
+    """
+    world = world or current_world()
+    if not world.active:
+        return match(query, gallery, topk, **options)
+    shape = (tuple(query.shape), tuple(gallery.shape), str(gallery.dtype))
+    check_same(fingerprint(shape, torch.as_tensor(query), _gallery_sample(gallery)),
+               "query and gallery embeddings", world)
+    first, end = shard_bounds(gallery.shape[0], world)
+    part, error = None, None
+    try:
+        if end > first:
+            if dist.get_backend() == "nccl" and isinstance(query, torch.Tensor):
+                query = query.to(torch.device("cuda", torch.cuda.current_device()))
+            found = match(query, gallery[first:end], topk, first_row=first, **options)
+            part = (found.indices.cpu(), found.scores.cpu())
+    except Exception as failure:  # every rank must reach settle(), or the others would wait forever
+        error = failure
+    settle(world, error, f"gallery rows {first}-{end - 1}")
+    parts = gather_to_main(part, world)
+    if parts is None:
+        return None
+    return merge_shards([p for p in parts if p is not None], topk)
+
+
+def merge_shards(parts: list[tuple[torch.Tensor, torch.Tensor]], topk: int) -> Matches:
+    """One top-k from per-slice ``(indices, scores)`` lists given in gallery order."""
+    scores, indices = merge_ranked([p[1] for p in parts], [p[0] for p in parts], topk)
+    return Matches(indices=indices, scores=scores)
