@@ -122,7 +122,7 @@ def run_publish(args: argparse.Namespace) -> int:
     output = _check(args)
     model = _load(args)
     results = _evaluate(model, args)
-    print("\n".join(evaluation_table(evaluation_records(results))[2:-2]))
+    print("\n".join(evaluation_table(evaluation_records(results))))
     release = dict(repo_id=args.repo_id, evaluation=results, extra_meta=_provenance(model, args.dataset, args.license))
     if args.dry_run:
         save_pretrained(model, output, **release)

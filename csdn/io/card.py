@@ -199,15 +199,19 @@ def usage_section(load_call: str) -> list[str]:
 
 
 def evaluation_table(records: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The recorded evaluation results as a Markdown section (percentages)."""
-    if not records:
-        return []
-    lines = ["## Evaluation", "", "| dataset | protocol | search | trials | rank-1 | mAP | mINP |",
-             "|---|---|---|---|---|---|---|"]
+    """The recorded evaluation results as Markdown table lines (percentages, mean over the trials)."""
+    lines = ["| dataset | protocol | search | trials | rank-1 | mAP | mINP |", "|---|---|---|---|---|---|---|"]
     for r in records:
         lines.append(f"| {r['dataset']} | {r['protocol']} | {r['direction']} | {r['trials']} | "
                      f"{100 * r['rank1']:.2f} | {100 * r['mAP']:.2f} | {100 * r['mINP']:.2f} |")
-    return [*lines, "", "Percentages, mean over the trials; the same numbers are in this card's `model-index`.", ""]
+    return lines
+
+
+def _evaluation_section(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    if not records:
+        return []
+    return ["## Evaluation", "", *evaluation_table(records), "",
+            "Percentages, mean over the trials; the same numbers are in this card's `model-index`.", ""]
 
 
 def render_model_card(config: CSDNConfig, num_parameters: int, *, repo_id: str | None = None) -> str:
@@ -232,7 +236,7 @@ def render_model_card(config: CSDNConfig, num_parameters: int, *, repo_id: str |
         "",
         *(f"- {line}" for line in describe_architecture(config, num_parameters)),
         "",
-        *evaluation_table(records),
+        *_evaluation_section(records),
         *_metrics_table(meta.get("metrics")),
         *usage_section(f'csdn.load("{load_target}")'),
         *(["## Provenance", "", *provenance, ""] if provenance else []),
