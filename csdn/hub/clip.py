@@ -259,16 +259,16 @@ def from_clip(
     opened = open_registry(registry)
     known = opened.clip_entries if source == "hub" else OPENAI_URLS
     path = Path(name).expanduser()
-    is_file = path.exists() or name not in known
-    if is_file and not path.exists() and not path.suffix and os.sep not in name and "/" not in name:
+    named = not path.exists() and name in known  # a name to download; anything else is a local file
+    if not path.exists() and not named and not path.suffix and "/" not in name and os.sep not in name:
         raise ValueError(f"unknown CLIP weights {name!r} for source={source!r} (known: {', '.join(sorted(known))}); "
                          "or pass a local CLIP file")
-    if not is_file and source == "openai" and revision is not None:
-        raise ValueError("revision= applies to source='hub' only; OpenAI's URL has no revisions")
-    if not is_file and source == "hub":
+    if named and source == "hub":
         path = download_from_hub(name, revision=revision, registry=opened, cache_dir=cache_dir,
                                  local_files_only=local_files_only, progress=progress, timeout=timeout)
-    elif not is_file:
+    elif named:
+        if revision is not None:
+            raise ValueError("revision= applies to source='hub' only; OpenAI's URL has no revisions")
         path = download_openai(name, progress=progress)
     state = read_clip_state_dict(path)
     config = config_from_clip(state, num_classes=num_classes, image_size=image_size, **config_overrides)
@@ -287,6 +287,6 @@ def from_clip(
         raise CLIPWeightsError(f"CLIP weights lack {len(missing)} tensors CSDN needs, e.g. {', '.join(missing[:5])}")
     model.load_state_dict(mapped, strict=False)
     model.config.meta.setdefault("init", f"CLIP {weights}")
-    if not is_file and name in opened.clip_entries:  # the Hub's name for these weights: the card's base_model
+    if named and name in opened.clip_entries:  # the Hub's name for these weights: the card's base_model
         model.config.meta.setdefault("base_model", opened.clip_entries[name].repo_id)
     return model
