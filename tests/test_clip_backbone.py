@@ -128,8 +128,9 @@ def test_rn50_download_is_verified_and_cached(clip_server, tmp_path):
     assert first.read_bytes() == served.read_bytes()
     served.unlink()  # a second call must not touch the network
     assert clip_backbone.download_openai("RN50", progress=False) == first
-    model = from_clip("RN50", num_classes=4, image_size=(64, 32), progress=False)
+    model = from_clip("RN50", source="openai", num_classes=4, image_size=(64, 32), progress=False)
     assert model.config.meta["init"] == "CLIP RN50"
+    assert model.config.meta["base_model"] == "timm/resnet50_clip.openai"  # the same weights' Hub name
 
 
 def test_rn50_download_with_wrong_checksum_is_discarded(clip_server, tmp_path, monkeypatch):
@@ -148,3 +149,96 @@ def test_unreachable_download_explains_the_offline_alternative(clip_server, monk
     monkeypatch.setattr(clip_backbone, "OPENAI_URLS", {"RN50": "http://127.0.0.1:9/abc/RN50.pt"})
     with pytest.raises(CLIPWeightsError, match="pass its local path"):
         clip_backbone.download_openai("RN50", progress=False)
+
+
+# ---------------------------------------------------------------------------- CLIP weights through the Hub
+CLIP_REPO = "timm/resnet50_clip.openai"
+CLIP_FILE = "open_clip_model.safetensors"
+
+
+def _open_clip_bytes(model, tmp_path, name) -> bytes:
+    """``model``'s weights as open_clip publishes them on the Hub: a safetensors file, open_clip key names."""
+    path = tmp_path / name
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path.read_bytes()
+
+
+@pytest.fixture
+def clip_on_hub(fake_hub, tmp_path, small_clip, monkeypatch):
+    """The small CLIP as ``timm/resnet50_clip.openai`` on the fake Hub, and a registry pinning it."""
+    payload = _open_clip_bytes(small_clip, tmp_path, "clip.safetensors")
+    commit = fake_hub.commit(CLIP_REPO, {CLIP_FILE: payload, "open_clip_config.json": b"{}"})
+    registry = tmp_path / "registry.json"
+    _write_registry(registry, commit, hashlib.sha256(payload).hexdigest())
+    monkeypatch.setenv("CSDN_REGISTRY", str(registry))
+    return registry, commit
+
+
+def _write_registry(path, revision, sha256):
+    import json
+
+    path.write_text(json.dumps({"format_version": 1, "models": {}, "clip": {"RN50": {
+        "repo_id": CLIP_REPO, "filename": CLIP_FILE, "revision": revision, "sha256": sha256}}}))
+
+
+def test_rn50_comes_from_the_hub_at_the_pinned_revision(clip_on_hub, fake_hub, small_clip):
+    _, commit = clip_on_hub
+    model = from_clip("RN50", num_classes=4, image_size=(64, 32), progress=False)
+    _check_initialised_from(model, small_clip.state_dict(), (4, 2))
+    assert f"/{CLIP_REPO}/resolve/{commit}/{CLIP_FILE}" in fake_hub.paths_requested("HEAD")
+    assert model.config.meta["base_model"] == CLIP_REPO and model.config.meta["init"] == "CLIP RN50"
+    fake_hub.commit(CLIP_REPO, {CLIP_FILE: b"a later upload"})  # main moves on; the pin does not
+    again = from_clip("RN50", num_classes=4, image_size=(64, 32), progress=False)
+    assert torch.equal(again.trunk.layer1[0].conv1.weight, model.trunk.layer1[0].conv1.weight)
+
+
+def test_rn50_from_the_shared_cache_offline(clip_on_hub, fake_hub, small_clip, monkeypatch):
+    from_clip("RN50", num_classes=4, image_size=(64, 32), progress=False)
+    requests = len(fake_hub.requests)
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    model = from_clip("RN50", num_classes=4, image_size=(64, 32), progress=False)
+    assert len(fake_hub.requests) == requests  # HF_HUB_OFFLINE: the cache only
+    _check_initialised_from(model, small_clip.state_dict(), (4, 2))
+
+
+def test_a_file_with_another_hash_than_the_pin_is_refused(fake_hub, tmp_path, small_clip, monkeypatch):
+    payload = _open_clip_bytes(small_clip, tmp_path, "clip.safetensors")
+    commit = fake_hub.commit(CLIP_REPO, {CLIP_FILE: payload})
+    _write_registry(tmp_path / "registry.json", commit, "0" * 64)
+    with pytest.raises(CLIPWeightsError, match="registry pins 0{64}.*Delete"):
+        from_clip("RN50", registry=tmp_path / "registry.json", progress=False)
+
+
+def test_revision_picks_another_commit_checked_against_the_hub_hash(clip_on_hub, fake_hub, tmp_path):
+    torch.manual_seed(5)
+    other = clip_model().CLIP(32, 224, (1, 1, 1, 1), 8, None, 77, 49408, 64, 1, 1).eval()
+    newer = fake_hub.commit(CLIP_REPO, {CLIP_FILE: _open_clip_bytes(other, tmp_path, "other.safetensors")})
+    model = from_clip("RN50", revision=newer, num_classes=4, image_size=(64, 32), progress=False)
+    _check_initialised_from(model, other.state_dict(), (4, 2))
+
+
+def test_unknown_names_and_sources_are_explained(clip_on_hub):
+    with pytest.raises(ValueError, match="unknown CLIP weights 'RN51'.*known: RN50"):
+        from_clip("RN51", progress=False)
+    with pytest.raises(ValueError, match="source must be one of hub, openai"):
+        from_clip("RN50", source="s3", progress=False)
+    with pytest.raises(ValueError, match="revision= applies to source='hub' only"):
+        from_clip("RN50", source="openai", revision="v1", progress=False)
+
+
+def test_the_hub_unreachable_names_the_alternatives(clip_on_hub, fake_hub):
+    from csdn.errors import WeightsNotAvailableError
+
+    fake_hub.fail(f"/{CLIP_REPO}/", 404)
+    with pytest.raises(WeightsNotAvailableError, match="source='openai'"):
+        from_clip("RN50", progress=False, timeout=10)
+
+
+def test_the_installed_registry_pins_rn50_on_the_hub():
+    from csdn.hub.registry import open_registry
+
+    entry = open_registry().clip_weights("RN50")
+    assert (entry.repo_id, entry.filename) == (CLIP_REPO, CLIP_FILE)
+    assert len(entry.revision) == 40 and len(entry.sha256) == 64

@@ -26,7 +26,7 @@ LAYERS = [
     {"csdn.evaluation"},
     {"csdn.train"},
     {"csdn.cli"},
-    {"csdn", "csdn.__main__"},  # the lazy public API and `python -m csdn`
+    {"csdn", "csdn.__main__", "csdn.demo"},  # the lazy public API, `python -m csdn` and `python -m csdn.demo`
 ]
 
 

@@ -1,4 +1,5 @@
-"""The README's first commands: examples/quickstart.py and ``csdn match --visualize``, with the bundled model."""
+"""The README's first commands: ``csdn demo`` (and examples/quickstart.py over it) and ``csdn match --visualize``,
+with the bundled model."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from PIL import Image
 
 from csdn import cli
 from csdn.data.synthetic import write_sysu
-from csdn.retrieval.visualize import GREEN, GREY, RED
+from csdn.retrieval.visualize import GAP, GREEN, GREY, LABEL_H, RED
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -53,6 +54,31 @@ def test_quickstart_runs_offline_and_draws_the_ranking(tmp_path):
     colours = _border_colours(picture)
     assert len(colours) == 5 and set(colours) <= {GREEN, RED}
     assert picture.height > 6 * 128
+    assert [p.name for p in tmp_path.iterdir()] == ["ranking.png"]  # nothing else written
+
+
+def test_demo_writes_one_named_picture_in_the_working_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["demo", "--show", "2", "--topk", "3"]) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["csdn_demo_ranking.png"]
+    assert len(_border_colours(Image.open(tmp_path / "csdn_demo_ranking.png").convert("RGB"))) == 3
+    before = (tmp_path / "csdn_demo_ranking.png").read_bytes()
+    capsys.readouterr()
+    assert cli.main(["demo"]) == 2  # an existing picture is kept ...
+    assert "--overwrite" in capsys.readouterr().err
+    assert (tmp_path / "csdn_demo_ranking.png").read_bytes() == before
+    assert cli.main(["demo", "--show", "1", "--overwrite"]) == 0  # ... unless asked
+    assert (tmp_path / "csdn_demo_ranking.png").read_bytes() != before
+    assert cli.main(["demo", "--output", "ranking.jpg"]) == 2
+    assert "must end in .png" in capsys.readouterr().err
+
+
+def test_python_m_csdn_demo_is_the_demo_command(tmp_path):
+    env = {**_offline_env(tmp_path), "PYTHONPATH": str(Path(cli.__file__).parent.parent.parent)}
+    done = subprocess.run([sys.executable, "-m", "csdn.demo", "--output", "out/picture.png", "--show", "1"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "picture.png").is_file() and "rank-1" in done.stdout
 
 
 @pytest.fixture
@@ -71,7 +97,7 @@ def test_match_visualize_colours_by_folder_identity(capsys, tmp_path, people):
     out = capsys.readouterr().out
     assert code == 0 and f"wrote {picture}" in out
     sheet = Image.open(picture).convert("RGB")
-    assert sheet.height == 12 + 4 * (128 + 8 + 16 + 12)  # four query rows
+    assert sheet.height == GAP + 4 * (128 + 8 + LABEL_H + GAP)  # four query rows
     colours = _border_colours(sheet)
     assert len(colours) == 3 and set(colours) <= {GREEN, RED}
 

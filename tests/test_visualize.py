@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from csdn.retrieval.visualize import GREEN, GREY, RED, draw_ranking
+from csdn.retrieval.visualize import BORDER, GAP, GREEN, GREY, LABEL_H, LINE_H, RED, draw_ranking, query_caption
 
 
 def _images(count, seed):
@@ -14,12 +14,23 @@ def _images(count, seed):
     return [rng.integers(0, 256, (40, 20, 3), dtype=np.uint8) for _ in range(count)]
 
 
+def _tile_origin(row, rank, cell=(32, 64)):
+    """Top-left corner of a ranked tile (rank 0 = best match)."""
+    tile_w, tile_h = cell[0] + 2 * BORDER, cell[1] + 2 * BORDER + LABEL_H
+    return GAP + tile_w + 2 * GAP + rank * (tile_w + GAP), GAP + row * (tile_h + GAP)
+
+
 def _border_colour(sheet, row, rank, cell=(32, 64)):
-    border, gap, label_h = 4, 12, 16
-    tile_w, tile_h = cell[0] + 2 * border, cell[1] + 2 * border + label_h
-    x = gap + tile_w + 2 * gap + rank * (tile_w + gap)
-    y = gap + row * (tile_h + gap)
+    x, y = _tile_origin(row, rank, cell)
     return sheet.getpixel((x + 1, y + cell[1] // 2))
+
+
+def _inked_caption_lines(sheet, row, rank, cell=(32, 64)) -> list[bool]:
+    """Whether each of the two caption lines under a ranked tile holds any text."""
+    x, y = _tile_origin(row, rank, cell)
+    top = y + cell[1] + 2 * BORDER + 2
+    band = np.asarray(sheet.convert("L"))[:, x: x + cell[0] + 2 * BORDER]
+    return [bool((band[top + i * LINE_H: top + (i + 1) * LINE_H] < 128).any()) for i in range(2)]
 
 
 def test_green_for_the_right_identity_red_otherwise(tmp_path):
@@ -46,3 +57,18 @@ def test_shape_and_identity_errors():
         draw_ranking(_images(2, 0), _images(2, 1), [[0, 1]])
     with pytest.raises(ValueError, match="both query_ids and gallery_ids"):
         draw_ranking(_images(1, 0), _images(2, 1), [[0, 1]], query_ids=[1])
+
+
+def test_rank_and_score_are_written_on_separate_lines():
+    queries, gallery = _images(1, 0), _images(3, 1)
+    with_scores = draw_ranking(queries, gallery, [[0, 1, 2]], scores=[[0.25, 0.2, 0.1]], topk=3, cell=(32, 64))
+    without = draw_ranking(queries, gallery, [[0, 1, 2]], topk=3, cell=(32, 64))
+    assert _inked_caption_lines(with_scores, 0, 2) == [True, True]  # "rank 3" above "score 0.10"
+    assert _inked_caption_lines(without, 0, 2) == [True, False]
+
+
+def test_query_caption_is_the_identity_else_the_file_name(tmp_path):
+    assert query_caption(tmp_path / "cam3" / "0007" / "0001.jpg", None) == "0001.jpg"
+    assert query_caption(str(tmp_path / "ir_17.png"), None) == "ir_17.png"
+    assert query_caption(tmp_path / "ir_17.png", 17) == "query 17"
+    assert query_caption(np.zeros((4, 2, 3), np.uint8), None) == "query"

@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 from huggingface_hub import HfApi, hf_hub_download
@@ -58,7 +58,7 @@ from csdn.hub.registry import (  # list_models and model_info are part of this m
 )
 
 __all__ = [
-    "load", "load_config", "save_pretrained", "DEFAULT_MODEL", "push_to_hub", "list_models", "model_info",
+    "load", "load_config", "save_pretrained", "DEFAULT_MODEL", "push_to_hub", "upload_folder", "list_models", "model_info",
     "hub_timeout", "DEFAULT_HUB_TIMEOUT", "HUB_TIMEOUT_ENV",
     "WeightsError", "WeightsNotAvailableError",
     "atomic_write", "write_safetensors", "read_safetensors_header", "render_model_card", "describe_architecture",
@@ -201,7 +201,7 @@ def _local_weights(path: Path, *, fix: str | None = None, sha256: str | None = N
     return WeightsFile(path, fix, sha256, sha256_source, config_json=sidecar)
 
 
-def _hub_content_hash(path: Path) -> str | None:
+def hub_content_hash(path: Path) -> str | None:
     """The SHA-256 a Hub cache file is stored under (LFS files' blobs are named by it), if any."""
     if path.is_symlink():
         name = path.resolve().name
@@ -261,7 +261,7 @@ def _transfer_failure(err: BaseException) -> str | None:
     return None
 
 
-def _download(
+def hub_download(
     repo_id: str,
     filename: str,
     revision: str | None,
@@ -351,7 +351,7 @@ def _registry_weights(
             f"{reason}.\n{_convert_instructions(entry)}"
         )
 
-    path = _download(entry.repo_id, entry.filename, revision, unavailable=unavailable, **download)
+    path = hub_download(entry.repo_id, entry.filename, revision, unavailable=unavailable, **download)
     return _hub_weights(path, entry.repo_id, revision, pinned_hash, source)
 
 
@@ -361,7 +361,7 @@ def _hub_weights(path: Path, repo_id: str, revision: str | None, sha256: str | N
         "to csdn.load()."
     )
     if sha256 is None:
-        sha256, source = _hub_content_hash(path), f"the Hub ({repo_id}@{revision or 'main'})"
+        sha256, source = hub_content_hash(path), f"the Hub ({repo_id}@{revision or 'main'})"
     return WeightsFile(path, fix, sha256, source)
 
 
@@ -394,7 +394,7 @@ def _locate(
                 "(`hf auth login` or HF_TOKEN); offline, load a local copy made with save_pretrained()."
             )
 
-        path = _download(repo_id, WEIGHTS_NAME, revision, unavailable=unavailable, **download)
+        path = hub_download(repo_id, WEIGHTS_NAME, revision, unavailable=unavailable, **download)
         return _hub_weights(path, repo_id, revision, None, "")
     path = Path(text).expanduser()
     if path.exists():
@@ -479,8 +479,33 @@ def push_to_hub(
     token: str | None = None,
     commit_message: str = "Upload CSDN model",
     timeout: float | None = None,
+    evaluation: Any = None,
+    extra_meta: Mapping[str, Any] | None = None,
 ):
     """Save ``model`` with :func:`save_pretrained` and upload the folder to the Hub repository ``repo_id``.
+
+    ``evaluation`` (``csdn.evaluate(...)`` results) and ``extra_meta`` are recorded as by
+    :func:`save_pretrained`, so the card's ``model-index`` shows the metrics on the Hub.
+    Returns what :func:`upload_folder` returns; fails as it does.
+    """
+    if not REPO_ID.fullmatch(repo_id):
+        raise ValueError(f"repo_id must look like 'org/name', got {repo_id!r}")
+    with tempfile.TemporaryDirectory(prefix="csdn-push-") as folder:
+        save_pretrained(model, folder, repo_id=repo_id, evaluation=evaluation, extra_meta=extra_meta)
+        return upload_folder(folder, repo_id, private=private, token=token, commit_message=commit_message,
+                             timeout=timeout)
+
+
+def upload_folder(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    token: str | None = None,
+    commit_message: str = "Upload CSDN model",
+    timeout: float | None = None,
+):
+    """Upload a folder written by :func:`save_pretrained` to the Hub repository ``repo_id``.
 
     Creates the repository if needed. Returns huggingface_hub's ``CommitInfo`` (a string
     holding the commit URL, with ``.oid`` the commit hash). Each Hub call (creating the
@@ -490,6 +515,8 @@ def push_to_hub(
     """
     if not REPO_ID.fullmatch(repo_id):
         raise ValueError(f"repo_id must look like 'org/name', got {repo_id!r}")
+    if not (Path(folder) / WEIGHTS_NAME).is_file():
+        raise FileNotFoundError(f"{folder} has no {WEIGHTS_NAME}: upload a folder written by save_pretrained()")
     deadline = hub_timeout(timeout)
     api = HfApi(token=token)
     where = f"cannot upload to the Hub repository {repo_id}"
@@ -505,7 +532,5 @@ def push_to_hub(
             raise HubError(f"{where}: {reason}") from None
 
     bounded(lambda: api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model"))
-    with tempfile.TemporaryDirectory(prefix="csdn-push-") as folder:
-        save_pretrained(model, folder, repo_id=repo_id)
-        return bounded(lambda: api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message,
-                                                 repo_type="model"))
+    return bounded(lambda: api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message,
+                                             repo_type="model"))

@@ -6,9 +6,13 @@ pool's positional embedding is resized to the trunk's feature grid, and the
 prompt template's token embeddings come from CLIP's token table. Heads, identity
 prompts and the fusion module keep their random initialisation.
 
-Weight sources: the name ``"RN50"`` (downloaded from OpenAI, SHA-256 checked), a
-TorchScript archive as OpenAI distributes it, or a plain state dict
-(``.pt``/``.bin``/``.safetensors``) with OpenAI or open_clip key names.
+Weight sources: a name such as ``"RN50"``, downloaded through huggingface_hub from the
+registry's ``clip`` entry (by default OpenAI's RN50 as open_clip publishes it on the Hub,
+``timm/resnet50_clip.openai``, at a pinned revision, SHA-256 checked), so ``HF_ENDPOINT``
+mirrors, ``HF_HUB_OFFLINE``, the shared Hub cache and ``revision=`` apply; or, with
+``source="openai"``, the same weights from OpenAI's own URL; or a local file: a TorchScript
+archive as OpenAI distributes it, or a plain state dict (``.pt``/``.bin``/``.safetensors``)
+with OpenAI or open_clip key names.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from tqdm.auto import tqdm
 from csdn.model.clip_code import tokenize
 from csdn.config import CSDNConfig
 from csdn.fileio import atomic_write, sha256_file
+from csdn.hub.api import hub_content_hash, hub_download
+from csdn.hub.registry import RegistryLike, open_registry
 from csdn.model.network import CSDN
 from csdn.model.layers import resize_positional_embedding
 from csdn.errors import CLIPWeightsError, cli_flag
@@ -36,6 +42,8 @@ OPENAI_URLS = {
     "RN50": "https://openaipublic.azureedge.net/clip/models/"
     "afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762/RN50.pt",
 }
+
+CLIP_SOURCES = ("hub", "openai")  # where a CLIP name such as "RN50" is downloaded from
 
 _STEM_KEYS = ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3")
 
@@ -91,6 +99,48 @@ def download_openai(name: str = "RN50", *, root: str | Path | None = None, progr
 
     atomic_write(target, fetch)
     return target
+
+
+def download_from_hub(
+    name: str = "RN50",
+    *,
+    revision: str | None = None,
+    registry: RegistryLike = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool | None = None,
+    force_download: bool = False,
+    progress: bool = True,
+    timeout: float | None = None,
+) -> Path:
+    """The CLIP weights ``name`` from the Hub file the registry pins, through huggingface_hub's cache.
+
+    At the pinned revision the file must have the registry's SHA-256; at another ``revision``
+    it must have the SHA-256 the Hub cache names it by (the LFS object id the Hub reported).
+    A file that does not is refused, naming the cached copy to delete.
+    """
+    entry = open_registry(registry).clip_weights(name)
+    revision = revision or entry.revision
+
+    def unavailable(reason: str) -> str:
+        return (f"cannot get the CLIP {name} weights ({entry.filename} of {entry.repo_id}, revision {revision}): "
+                f"{reason}. Download them where there is network (or set HF_ENDPOINT to a mirror), use "
+                "source='openai' for OpenAI's own URL, or pass a local CLIP file")
+
+    path = hub_download(entry.repo_id, entry.filename, revision, cache_dir=cache_dir,
+                        local_files_only=local_files_only, force_download=force_download, progress=progress,
+                        unavailable=unavailable, timeout=timeout)
+    named = hub_content_hash(path)
+    expected = entry.sha256 if revision == entry.revision else named
+    if expected is not None:
+        actual = sha256_file(path)
+        if actual != expected or (named is not None and named != expected):
+            raise CLIPWeightsError(
+                f"the CLIP {name} weights in {path} have SHA-256 {actual}, but "
+                f"{'the registry pins' if expected == entry.sha256 else 'the Hub reported'} {expected} "
+                f"({entry.repo_id}@{revision}); they were not used. Delete {path.resolve()} and download again "
+                "(force_download=True), and check HF_ENDPOINT if it points at a mirror"
+            )
+    return path
 
 
 def read_clip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -192,15 +242,40 @@ def from_clip(
     *,
     num_classes: int = 395,
     image_size: tuple[int, int] = (288, 144),
+    source: str = "hub",
+    revision: str | None = None,
+    registry: RegistryLike = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool | None = None,
+    timeout: float | None = None,
     progress: bool = True,
     **config_overrides,
 ) -> CSDN:
     """A CSDN model initialised from CLIP ResNet weights (``"RN50"`` or a local file).
 
-    Everything CLIP provides is loaded and checked by name; only the parts CLIP
-    has no counterpart for (heads, identity prompts, SII fusion) stay random.
+    ``source``: where a name is downloaded from, ``"hub"`` (default; see
+    :func:`download_from_hub`, which ``revision``, ``registry``, ``cache_dir``,
+    ``local_files_only`` and ``timeout`` go to) or ``"openai"`` (OpenAI's URL, see
+    :func:`download_openai`). Everything CLIP provides is loaded and checked by name; only
+    the parts CLIP has no counterpart for (heads, identity prompts, SII fusion) stay random.
     """
-    path = download_openai(str(weights), progress=progress) if str(weights) in OPENAI_URLS else Path(weights)
+    if source not in CLIP_SOURCES:
+        raise ValueError(f"source must be one of {', '.join(CLIP_SOURCES)}, got {source!r}")
+    name = str(weights)
+    opened = open_registry(registry)
+    known = opened.clip_entries if source == "hub" else OPENAI_URLS
+    path = Path(name).expanduser()
+    named = not path.exists() and name in known  # a name to download; anything else is a local file
+    if not path.exists() and not named and not path.suffix and "/" not in name and os.sep not in name:
+        raise ValueError(f"unknown CLIP weights {name!r} for source={source!r} (known: {', '.join(sorted(known))}); "
+                         "or pass a local CLIP file")
+    if named and source == "hub":
+        path = download_from_hub(name, revision=revision, registry=opened, cache_dir=cache_dir,
+                                 local_files_only=local_files_only, progress=progress, timeout=timeout)
+    elif named:
+        if revision is not None:
+            raise ValueError("revision= applies to source='hub' only; OpenAI's URL has no revisions")
+        path = download_openai(name, progress=progress)
     state = read_clip_state_dict(path)
     config = config_from_clip(state, num_classes=num_classes, image_size=image_size, **config_overrides)
     model = CSDN(config)
@@ -218,4 +293,6 @@ def from_clip(
         raise CLIPWeightsError(f"CLIP weights lack {len(missing)} tensors CSDN needs, e.g. {', '.join(missing[:5])}")
     model.load_state_dict(mapped, strict=False)
     model.config.meta.setdefault("init", f"CLIP {weights}")
+    if named and name in opened.clip_entries:  # the Hub's name for these weights: the card's base_model
+        model.config.meta.setdefault("base_model", opened.clip_entries[name].repo_id)
     return model

@@ -4,7 +4,8 @@ The registry is a data file, ``csdn/weights/registry.json``, installed with the 
 as ``csdn.weights``, so adding or re-pinning a model never touches code. Each entry
 names a Hugging Face Hub file (repo, filename, pinned revision, SHA-256) and/or a
 ``bundled`` folder next to the registry that holds a ``save_pretrained`` model and
-loads without network. ``$CSDN_REGISTRY`` (or the ``registry=`` argument of the
+loads without network. A second table, ``clip``, pins the CLIP weights that
+``csdn.from_clip`` starts from (e.g. ``"RN50"``) to a Hub file the same way. ``$CSDN_REGISTRY`` (or the ``registry=`` argument of the
 functions here) points at another registry file, e.g. an organisation's mirror.
 """
 
@@ -58,6 +59,18 @@ class RegistryEntry:
         return dataclasses.asdict(self)
 
 
+@dataclass(frozen=True)
+class ClipWeightsEntry:
+    """CLIP weights on the Hub: a file at a pinned revision and its SHA-256 (required: these
+    files are large and come from a third party, so every copy is checked)."""
+
+    name: str
+    repo_id: str
+    filename: str
+    revision: str
+    sha256: str
+
+
 class Registry:
     """A parsed, validated registry file."""
 
@@ -78,6 +91,10 @@ class Registry:
                 f"version {REGISTRY_FORMAT_VERSION} (upgrade with `pip install -U csdn-reid`)"
             )
         self.entries = {name: self._entry(name, fields) for name, fields in data["models"].items()}
+        clip = data.get("clip", {})
+        if not isinstance(clip, dict):
+            raise ValueError(f"model registry {self.path}: 'clip' must be an object of CLIP weights entries")
+        self.clip_entries = {name: self._clip_entry(name, fields) for name, fields in clip.items()}
 
     def _entry(self, name: str, fields: Any) -> RegistryEntry:
         where = f"model registry {self.path}, entry {name!r}"
@@ -97,6 +114,29 @@ class Registry:
         if entry.bundled is not None and (Path(entry.bundled).is_absolute() or ".." in Path(entry.bundled).parts):
             raise ValueError(f"{where}: 'bundled' must be a folder inside {self.path.parent}")
         return entry
+
+    def _clip_entry(self, name: str, fields: Any) -> ClipWeightsEntry:
+        where = f"model registry {self.path}, CLIP entry {name!r}"
+        if not isinstance(fields, dict):
+            raise ValueError(f"{where}: must be an object")
+        reject_unknown_fields(fields, ClipWeightsEntry, f"{where}: unknown field(s)", exclude={"name"})
+        try:
+            entry = ClipWeightsEntry(name=name, **fields)
+        except TypeError as err:  # a required field is missing
+            raise ValueError(f"{where}: {err}") from None
+        if not REPO_ID.fullmatch(entry.repo_id):
+            raise ValueError(f"{where}: repo_id {entry.repo_id!r} is not of the form 'org/name'")
+        if not SHA256_HEX.fullmatch(entry.sha256):
+            raise ValueError(f"{where}: sha256 must be 64 lowercase hex digits")
+        return entry
+
+    def clip_weights(self, name: str) -> ClipWeightsEntry:
+        """The CLIP weights entry ``name``; ``ValueError`` listing the known names if there is none."""
+        if name not in self.clip_entries:
+            known = ", ".join(sorted(self.clip_entries)) or "none"
+            raise ValueError(f"no CLIP weights {name!r} in the model registry {self.path} (it has: {known}); "
+                             "pass a local CLIP file instead")
+        return self.clip_entries[name]
 
     def names(self) -> list[str]:
         return sorted(self.entries)

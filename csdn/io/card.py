@@ -1,13 +1,34 @@
 """Model cards: the README.md beside saved weights, with a Hub YAML header, what the model is,
-how to use it, and what it scored where its config records that."""
+how to use it, and what it scored where its config records that.
+
+The header is what the Hugging Face Hub indexes: library, license, task, tags, training
+datasets, the model it was fine-tuned from (``base_model``) and a ``model-index`` holding every
+evaluation result recorded in the config (``meta["evaluation"]``), so the Hub can show the
+metrics and the lineage. It is written by huggingface_hub's own ``ModelCardData``, so it is in
+the form the Hub parses.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+import math
+from typing import Any, Iterable, Mapping, Sequence
+
+from huggingface_hub import EvalResult, ModelCardData
 
 from csdn.config import CSDNConfig
 
 AUTHORS_RELEASE = "https://github.com/nengdong96/CSDN"
+LIBRARY_NAME = "csdn-reid"
+PIPELINE_TAG = "image-feature-extraction"  # the Hub task: images in, embeddings out
+TASK_NAME = "Visible-infrared person re-identification"
+BASE_TAGS = ("person-reid", "visible-infrared", "cross-modality", "csdn")
+EVALUATION_KEY = "evaluation"  # config.meta[EVALUATION_KEY]: the records the model-index is made of
+# a record's score -> (model-index metric type, displayed name); values are fractions, shown as %
+METRICS = {"rank1": ("rank-1", "Rank-1"), "mAP": ("map", "mAP"), "mINP": ("minp", "mINP")}
+# dataset names as users type them -> the benchmark's own spelling
+_DATASET_TITLES = {"sysu": "SYSU-MM01", "sysu-mm01": "SYSU-MM01", "sysumm01": "SYSU-MM01", "regdb": "RegDB",
+                   "llcm": "LLCM"}
+_RECORD_FIELDS = ("dataset", "protocol", "direction", "trials", *METRICS)
 
 _CITATION = """\
 @article{yu2025csdn,
@@ -17,6 +38,119 @@ _CITATION = """\
   year    = {2025},
   note    = {arXiv:2401.05806}
 }"""
+
+
+def dataset_title(name: str) -> str:
+    """``"sysu"`` -> ``"SYSU-MM01"``; names of other datasets are kept as given."""
+    return _DATASET_TITLES.get(str(name).strip().lower(), str(name).strip())
+
+
+def dataset_id(name: str) -> str:
+    """The identifier used in the card's ``datasets`` list and model-index (``"sysu-mm01"``)."""
+    return "-".join(dataset_title(name).lower().replace("_", " ").split())
+
+
+def protocol_label(settings: Mapping[str, Any]) -> str:
+    """The evaluation settings that change the numbers, in words: ``"all-search single-shot"``."""
+    parts = []
+    if settings.get("mode"):
+        parts.append(f"{settings['mode']}-search")
+    if settings.get("shots"):
+        parts.append("single-shot" if settings["shots"] == 1 else f"{settings['shots']}-shot")
+    if "trials" in settings and "mode" not in settings and "shots" not in settings:  # RegDB: the split is the protocol
+        parts.append("trial " + ",".join(str(t) for t in settings["trials"]))
+    if settings.get("rerank"):
+        parts.append("re-ranked")
+    if settings.get("flip") is False:
+        parts.append("no flip")
+    return " ".join(parts) or "standard"
+
+
+def _check_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    missing = [key for key in _RECORD_FIELDS if key not in record]
+    if missing:
+        raise ValueError(f"an evaluation record needs {', '.join(_RECORD_FIELDS)}; this one lacks "
+                         f"{', '.join(missing)}: pass csdn.evaluate(...) results, which have them all")
+    for key in METRICS:
+        value = record[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= 1:
+            raise ValueError(f"evaluation {key} must be a fraction in [0, 1] (as csdn.evaluate returns it), got "
+                             f"{value!r}")
+    return {key: record[key] for key in _RECORD_FIELDS}
+
+
+def evaluation_records(results: Any) -> list[dict[str, Any]]:
+    """JSON records, one per search direction, from ``csdn.evaluate(...)`` results.
+
+    ``results``: one result or a list; each a result of :func:`csdn.evaluate` (anything with
+    its ``to_dict()``), its ``to_dict()`` itself, or records this function returned earlier.
+    """
+    if results is None:
+        return []
+    items = results if isinstance(results, (list, tuple)) else [results]
+    records = []
+    for item in items:
+        data = item.to_dict() if hasattr(item, "to_dict") else item
+        if not isinstance(data, Mapping):
+            raise TypeError(f"cannot read evaluation results from {type(item).__name__}; pass csdn.evaluate(...) results")
+        if "searches" not in data:
+            records.append(_check_record(data))
+            continue
+        settings = dict(data.get("settings") or {})
+        for search in data["searches"]:
+            mean = search["mean"]
+            records.append(_check_record({
+                "dataset": dataset_title(data["dataset"]), "protocol": protocol_label(settings),
+                "direction": search["direction"], "trials": len(search.get("trials") or []) or 1,
+                **{key: round(float(mean[key]), 6) for key in METRICS},
+            }))
+    return records
+
+
+def merge_records(old: Iterable[Mapping[str, Any]], new: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``old`` with ``new`` added; a new record replaces an old one of the same dataset, protocol and direction."""
+    def key(record: Mapping[str, Any]) -> tuple:
+        return (record["dataset"], record["protocol"], record["direction"])
+
+    merged = {key(r): dict(r) for r in old}
+    merged.update({key(r): dict(r) for r in new})
+    return list(merged.values())
+
+
+def _eval_results(records: Sequence[Mapping[str, Any]]) -> list[EvalResult]:
+    results = []
+    for record in records:
+        for key, (metric_type, metric_name) in METRICS.items():
+            results.append(EvalResult(
+                task_type=PIPELINE_TAG, task_name=TASK_NAME, dataset_type=dataset_id(record["dataset"]),
+                dataset_name=record["dataset"], dataset_config=f"{record['protocol']}, {record['direction']}",
+                dataset_split="test", metric_type=metric_type, metric_name=metric_name,
+                metric_value=round(100 * float(record[key]), 2),
+            ))
+    return results
+
+
+def front_matter(
+    *,
+    license_name: str,
+    tags: Sequence[str] = (),
+    datasets: Sequence[str] = (),
+    base_model: str | None = None,
+    model_name: str | None = None,
+    evaluation: Sequence[Mapping[str, Any]] = (),
+) -> list[str]:
+    """The YAML header the Hub reads, then a blank line.
+
+    ``evaluation``: records from :func:`evaluation_records`; they become the ``model-index``
+    (metrics in percent), which names the model ``model_name``.
+    """
+    data = ModelCardData(
+        library_name=LIBRARY_NAME, license=license_name, pipeline_tag=PIPELINE_TAG,
+        tags=list(dict.fromkeys([*BASE_TAGS, *tags])), datasets=[dataset_id(d) for d in datasets] or None,
+        base_model=base_model, model_name=(model_name or "csdn") if evaluation else None,
+        eval_results=_eval_results(evaluation) or None,
+    )
+    return ["---", data.to_yaml(), "---", ""]
 
 
 def _backbone_name(config: CSDNConfig) -> str:
@@ -53,12 +187,6 @@ def describe_architecture(config: CSDNConfig, num_parameters: int) -> list[str]:
     ]
 
 
-def front_matter(license_name: str, tags: Sequence[str]) -> list[str]:
-    """The YAML header the Hugging Face Hub reads (library, license, task, tags), then a blank line."""
-    return ["---", "library_name: csdn-reid", f"license: {license_name}", "pipeline_tag: image-feature-extraction",
-            f"tags: [{', '.join(tags)}]", "---", ""]
-
-
 def usage_section(load_call: str) -> list[str]:
     """"## Usage": load with ``load_call``, embed both modalities, match."""
     return [
@@ -70,23 +198,45 @@ def usage_section(load_call: str) -> list[str]:
     ]
 
 
+def evaluation_table(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The recorded evaluation results as Markdown table lines (percentages, mean over the trials)."""
+    lines = ["| dataset | protocol | search | trials | rank-1 | mAP | mINP |", "|---|---|---|---|---|---|---|"]
+    for r in records:
+        lines.append(f"| {r['dataset']} | {r['protocol']} | {r['direction']} | {r['trials']} | "
+                     f"{100 * r['rank1']:.2f} | {100 * r['mAP']:.2f} | {100 * r['mINP']:.2f} |")
+    return lines
+
+
+def _evaluation_section(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    if not records:
+        return []
+    return ["## Evaluation", "", *evaluation_table(records), "",
+            "Percentages, mean over the trials; the same numbers are in this card's `model-index`.", ""]
+
+
 def render_model_card(config: CSDNConfig, num_parameters: int, *, repo_id: str | None = None) -> str:
     """The ``README.md`` of a saved model: what it is, how it was made, how to use and cite it."""
     meta = dict(config.meta)
     dataset = meta.get("dataset", "unspecified")
+    records = evaluation_records(meta.get(EVALUATION_KEY))
     load_target = f"hf-hub:{repo_id}" if repo_id else "path/to/this/folder"
-    provenance = [f"- {key}: `{value}`" for key, value in meta.items() if key not in ("metrics", "license")]
+    hidden = ("metrics", "license", EVALUATION_KEY)
+    provenance = [f"- {key}: `{value}`" for key, value in meta.items() if key not in hidden]
     lines = [
-        *front_matter(meta.get("license", "other"), ("person-reid", "visible-infrared", "cross-modality", "clip", "csdn")),
-        f"# CSDN for visible-infrared person re-identification ({dataset})",
+        *front_matter(license_name=meta.get("license", "other"), tags=("clip",),
+                      datasets=[] if dataset == "unspecified" else [dataset], base_model=meta.get("base_model"),
+                      model_name=repo_id.split("/")[-1] if repo_id else f"csdn-{dataset_id(dataset)}",
+                      evaluation=records),
+        f"# CSDN for visible-infrared person re-identification ({dataset_title(dataset)})",
         "",
-        f"Trained on: **{dataset}**. Maps visible (RGB) and infrared person crops into one embedding "
-        "space, so the same person is close whatever the camera's modality.",
+        f"Trained on: **{dataset_title(dataset)}**. Maps visible (RGB) and infrared person crops into one "
+        "embedding space, so the same person is close whatever the camera's modality.",
         "",
         "## Architecture",
         "",
         *(f"- {line}" for line in describe_architecture(config, num_parameters)),
         "",
+        *_evaluation_section(records),
         *_metrics_table(meta.get("metrics")),
         *usage_section(f'csdn.load("{load_target}")'),
         *(["## Provenance", "", *provenance, ""] if provenance else []),

@@ -16,7 +16,7 @@ from torch import nn
 
 from csdn.config import CSDNConfig
 from csdn.fileio import atomic_write, atomic_write_text, sha256_file
-from csdn.io.card import render_model_card
+from csdn.io.card import EVALUATION_KEY, evaluation_records, merge_records, render_model_card
 from csdn.io.safetensors import write_safetensors
 
 WEIGHTS_NAME = "model.safetensors"
@@ -42,6 +42,7 @@ def save_pretrained(
     model_card: bool = True,
     extra_meta: Mapping[str, Any] | None = None,
     repo_id: str | None = None,
+    evaluation: Any = None,
 ) -> Path:
     """Write ``model.safetensors`` (config in its metadata), ``config.json`` and a ``README.md`` model card.
 
@@ -49,6 +50,9 @@ def save_pretrained(
         extra_meta: provenance merged into the saved config's ``meta`` (e.g.
             ``{"dataset": "SYSU-MM01", "metrics": {...}}``); the model itself is not changed.
         repo_id: the Hub repository the model card's usage snippet should name.
+        evaluation: ``csdn.evaluate(...)`` results (one or a list) to record in the config
+            (``meta["evaluation"]``) and in the card's ``model-index``; a result replaces a
+            recorded one of the same dataset, protocol and search direction.
 
     ``config.json`` (and the card) record the SHA-256 of ``model.safetensors`` as
     ``meta["weights_sha256"]``; loading the folder verifies it.
@@ -58,15 +62,18 @@ def save_pretrained(
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise ValueError(f"cannot save into {directory}: it exists and is not a directory")
-    directory.mkdir(parents=True, exist_ok=True)
     config = CSDNConfig.from_dict(model.config.to_dict())
     config.meta.update(extra_meta or {})
+    if evaluation is not None:
+        recorded = evaluation_records(config.meta.get(EVALUATION_KEY))
+        config.meta[EVALUATION_KEY] = merge_records(recorded, evaluation_records(evaluation))
     config.meta.pop(WEIGHTS_SHA256_KEY, None)  # a loaded model's record of its old file; recomputed below
     try:
         config_json = config.to_json()
     except TypeError as err:
         raise ValueError(f"config meta must hold JSON values (numbers, strings, lists, dicts): {err}") from err
     state = model.state_dict()
+    directory.mkdir(parents=True, exist_ok=True)  # after every check: a refused call leaves nothing behind
     metadata = {"format": "pt", CONFIG_METADATA_KEY: config_json, "csdn_version": package_version()}
     atomic_write(directory / WEIGHTS_NAME, lambda temp: write_safetensors(temp, state, metadata))
     config.meta[WEIGHTS_SHA256_KEY] = sha256_file(directory / WEIGHTS_NAME)

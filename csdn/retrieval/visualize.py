@@ -2,7 +2,9 @@
 
 Drawn with PIL alone. When identities are known, a gallery image gets a green
 border if it shows the query's identity and a red one if not; without
-identities the borders are neutral grey.
+identities the borders are neutral grey. Under each picture: the query's
+identity (or, without identities, its file name); for a match its rank and,
+on a line of its own, its score, so the two never read as one number.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ RED = (210, 40, 40)
 GREY = (150, 150, 150)
 BACKGROUND = (255, 255, 255)
 TEXT = (30, 30, 30)
+BORDER, GAP, LINE_H = 4, 12, 12  # tile border, space between tiles, one caption line (pixels)
+LABEL_H = 2 * LINE_H + 4  # the caption band under a tile: rank, then score on a line of its own
 
 
 def _thumbnail(image: Any, size: tuple[int, int]) -> Image.Image:
@@ -31,6 +35,24 @@ def _thumbnail(image: Any, size: tuple[int, int]) -> Image.Image:
     canvas = Image.new("RGB", size, BACKGROUND)
     canvas.paste(picture, ((size[0] - picture.width) // 2, (size[1] - picture.height) // 2))
     return canvas
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, font: Any, width: int) -> str:
+    """``text``, shortened from the left with "..." until it fits ``width`` pixels (file names end usefully)."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength("..." + text, font=font) > width:
+        text = text[1:]
+    return "..." + text
+
+
+def query_caption(query: Any, identity: Any | None) -> str:
+    """What is written under a query: its identity when known, else its file name when it has one."""
+    if identity is not None:
+        return f"query {identity}"
+    if isinstance(query, (str, os.PathLike)):
+        return Path(query).name
+    return "query"
 
 
 def draw_ranking(
@@ -63,7 +85,8 @@ def draw_ranking(
         raise ValueError("pass both query_ids and gallery_ids to colour matches, or neither")
     score_rows = None if scores is None else np.asarray(scores)
     k = min(topk, indices.shape[1])
-    border, gap, label_h = 4, 12, 16
+    border, gap = BORDER, GAP
+    label_h = 2 * LINE_H + 4  # two caption lines: rank, then score
     tile_w, tile_h = cell[0] + 2 * border, cell[1] + 2 * border + label_h
     width = gap + (k + 1) * (tile_w + gap) + gap
     height = gap + len(queries) * (tile_h + gap)
@@ -76,8 +99,9 @@ def draw_ranking(
         left = gap
         sheet.paste(_thumbnail(query, cell), (left + border, top + border))
         draw.rectangle([left, top, left + tile_w - 1, top + cell[1] + 2 * border - 1], outline=(60, 90, 200), width=border)
-        caption = "query" if query_ids is None else f"query {query_ids[row]}"
-        draw.text((left + border, top + cell[1] + 2 * border + 2), caption, fill=TEXT, font=font)
+        caption = query_caption(query, None if query_ids is None else query_ids[row])
+        draw.text((left + border, top + cell[1] + 2 * border + 2), _fit(draw, caption, font, cell[0]), fill=TEXT,
+                  font=font)
         left += tile_w + 2 * gap
         for rank in range(k):
             index = int(indices[row, rank])
@@ -87,8 +111,11 @@ def draw_ranking(
             x = left + rank * (tile_w + gap)
             sheet.paste(_thumbnail(gallery[index], cell), (x + border, top + border))
             draw.rectangle([x, top, x + tile_w - 1, top + cell[1] + 2 * border - 1], outline=colour, width=border)
-            caption = f"#{rank + 1}" + ("" if score_rows is None else f" {float(score_rows[row, rank]):.2f}")
-            draw.text((x + border, top + cell[1] + 2 * border + 2), caption, fill=TEXT, font=font)
+            text_top = top + cell[1] + 2 * border + 2
+            draw.text((x + border, text_top), f"rank {rank + 1}", fill=TEXT, font=font)
+            if score_rows is not None:
+                draw.text((x + border, text_top + LINE_H), f"score {float(score_rows[row, rank]):.2f}", fill=TEXT,
+                          font=font)
 
     if output is not None:
         output = Path(output)
