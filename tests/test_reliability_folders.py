@@ -6,7 +6,6 @@ messages that name the flags the user typed."""
 from __future__ import annotations
 
 import json
-import urllib.error
 from pathlib import Path
 
 import numpy as np
@@ -217,7 +216,7 @@ def test_skipping_unreadable_training_images_keeps_the_rest(id_folders):
         check_training_images(read_image_folder(id_folders), "skip")
 
 
-def test_cli_messages_name_the_flags_the_user_typed(capsys, id_folders, tmp_path, monkeypatch):
+def test_cli_messages_name_the_flags_the_user_typed(capsys, id_folders, tmp_path, fake_hub):
     code, _, err = run(capsys, "train", "--dataset", "folder", "--root", id_folders, "--output", tmp_path / "a",
                        "--init", "tiny", "--no-progress", "--ids-per-batch", "5")
     assert code == 2 and "--ids-per-batch 5; lower --ids-per-batch to at most 3" in err and "ids_per_batch" not in err
@@ -225,14 +224,11 @@ def test_cli_messages_name_the_flags_the_user_typed(capsys, id_folders, tmp_path
                        "--init", "tiny", "--no-progress", "--images-per-id", "1")
     assert code == 2 and "--images-per-id must be at least 2" in err
 
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("no network in this test")
-
-    monkeypatch.setenv("CSDN_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("urllib.request.urlopen", offline)
+    # the RN50 weights come from the Hub: an empty local fake Hub has no such repository
     code, _, err = run(capsys, "train", "--dataset", "folder", "--root", id_folders, "--output", tmp_path / "c",
                        "--no-progress", "--ids-per-batch", "2")
-    assert code == 2 and "pass its local path to --init instead of 'RN50'" in err
+    assert code == 2 and "cannot get the CLIP RN50 weights" in err
+    assert "pass the path of a local CLIP file to --init" in err and "source='openai'" not in err
 
 
 def test_python_messages_keep_python_names(id_folders):

@@ -122,9 +122,10 @@ def download_from_hub(
     revision = revision or entry.revision
 
     def unavailable(reason: str) -> str:
+        openai = "" if cli_flag("init") else ", use source='openai' for OpenAI's own URL"
         return (f"cannot get the CLIP {name} weights ({entry.filename} of {entry.repo_id}, revision {revision}): "
-                f"{reason}. Download them where there is network (or set HF_ENDPOINT to a mirror), use "
-                "source='openai' for OpenAI's own URL, or pass a local CLIP file")
+                f"{reason}. Download them where there is network (or set HF_ENDPOINT to a mirror){openai}, or pass "
+                f"the path of a local CLIP file{_as_init()}")
 
     path = hub_download(entry.repo_id, entry.filename, revision, cache_dir=cache_dir,
                         local_files_only=local_files_only, force_download=force_download, progress=progress,
