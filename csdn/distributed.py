@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -139,3 +139,20 @@ def gather_to_main(value: Any, world: World) -> list[Any] | None:
     values: list[Any] | None = [None] * world.size if world.is_main else None
     dist.gather_object(value, values, dst=0)
     return values
+
+
+def run_share(world: World, work: Callable[[], Any], where: str) -> list[Any] | None:
+    """``work()`` for this rank's share, then every share's result, in rank order, on rank 0 (None elsewhere).
+
+    A failing share does not leave the others waiting: every rank meets in :func:`settle`, and
+    all raise the same :class:`DistributedError` naming the rank and ``where``. Shares that
+    returned None (empty ones) are left out of the list.
+    """
+    part, error = None, None
+    try:
+        part = work()
+    except Exception as failure:  # every rank must reach settle(), or the others would wait forever
+        error = failure
+    settle(world, error, where)
+    parts = gather_to_main(part, world)
+    return None if parts is None else [p for p in parts if p is not None]

@@ -15,8 +15,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from csdn.distributed import (World, check_same, fingerprint, gather_to_main, init_from_environment, settle,
-                              shard_bounds, shutdown)
+from csdn.distributed import World, check_same, fingerprint, init_from_environment, run_share, shard_bounds, shutdown
 from csdn.imagefiles import expand_folders
 from csdn.retrieval.embeddings import Embeddings
 
@@ -47,18 +46,17 @@ def embed_on_ranks(embed: Callable[[Sequence[str]], Embeddings], inputs: Sequenc
         return embed(inputs)
     check_same(fingerprint(len(paths), "\n".join(paths)), "image lists", world)
     first, end = shard_bounds(len(paths), world)
-    part, error = None, None
-    try:
-        if end > first:
-            part = embed(paths[first:end])
-            part.vectors = part.vectors.cpu()
-    except Exception as failure:  # every rank must reach settle(), or the others would wait forever
-        error = failure
-    settle(world, error, f"images {first}-{end - 1} of {len(paths)}")
-    parts = gather_to_main(part, world)
+
+    def share() -> Embeddings | None:
+        if end == first:
+            return None
+        part = embed(paths[first:end])
+        part.vectors = part.vectors.cpu()
+        return part
+
+    parts = run_share(world, share, f"images {first}-{end - 1} of {len(paths)}")
     if parts is None:
         return None
-    parts = [p for p in parts if p is not None]
     head = parts[0]
     return Embeddings(torch.cat([p.vectors for p in parts]), [path for p in parts for path in p.paths],
                       model=head.model, modality=head.modality, flip=head.flip, precision=head.precision)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from csdn.distributed import World, check_same, current_world, fingerprint, gather_to_main, settle, shard_bounds
+from csdn.distributed import World, check_same, current_world, fingerprint, run_share, shard_bounds
 from csdn.retrieval.matching import ArrayLike, Matches, match, merge_ranked
 
 __all__ = ["match_on_ranks", "merge_shards"]
@@ -45,20 +45,18 @@ def match_on_ranks(
     check_same(fingerprint(shape, torch.as_tensor(query), _gallery_sample(gallery)),
                "query and gallery embeddings", world)
     first, end = shard_bounds(gallery.shape[0], world)
-    part, error = None, None
-    try:
-        if end > first:
-            if dist.get_backend() == "nccl" and isinstance(query, torch.Tensor):
-                query = query.to(torch.device("cuda", torch.cuda.current_device()))
-            found = match(query, gallery[first:end], topk, first_row=first, **options)
-            part = (found.indices.cpu(), found.scores.cpu())
-    except Exception as failure:  # every rank must reach settle(), or the others would wait forever
-        error = failure
-    settle(world, error, f"gallery rows {first}-{end - 1}")
-    parts = gather_to_main(part, world)
-    if parts is None:
-        return None
-    return merge_shards([p for p in parts if p is not None], topk)
+
+    def share() -> tuple[torch.Tensor, torch.Tensor] | None:
+        if end == first:
+            return None
+        rows = query
+        if dist.get_backend() == "nccl" and isinstance(query, torch.Tensor):
+            rows = query.to(torch.device("cuda", torch.cuda.current_device()))
+        found = match(rows, gallery[first:end], topk, first_row=first, **options)
+        return found.indices.cpu(), found.scores.cpu()
+
+    parts = run_share(world, share, f"gallery rows {first}-{end - 1}")
+    return None if parts is None else merge_shards(parts, topk)
 
 
 def merge_shards(parts: list[tuple[torch.Tensor, torch.Tensor]], topk: int) -> Matches:
