@@ -75,3 +75,15 @@ class ImageTensorError(CSDNError, ValueError):
 
 class UnsupportedInputError(CSDNError, TypeError):
     """An input of a type that cannot be read as an image."""
+
+
+class MissingDependencyError(CSDNError, ImportError):
+    """An optional dependency (an extra such as ``csdn-reid[onnx]``) that is not installed."""
+
+
+class ArtifactError(CSDNError, ValueError):
+    """An exported model whose files, metadata or verification do not hold up: altered, incomplete, or not exact."""
+
+
+class ExportError(CSDNError, ValueError):
+    """A model or setting the exporter cannot express (an unsupported opset, precision or config)."""

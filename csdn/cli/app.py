@@ -12,13 +12,13 @@ import errno
 import sys
 from typing import Sequence
 
-from csdn.cli import embed, match, models, synth, train
+from csdn.cli import embed, export, match, models, synth, train
 from csdn.cli import eval as evaluate
 from csdn.errors import CSDNError
 
 # Each registers its sub-commands: ``register(commands) -> [parser, ...]``, every parser
 # with ``set_defaults(func=handler)``, ``handler(args) -> exit code``.
-COMMAND_MODULES = (models, embed, match, evaluate, synth, train)
+COMMAND_MODULES = (models, embed, match, evaluate, synth, train, export)
 
 # Errors whose message is written for the user (csdn's own, bad values, files and disks);
 # any other exception is unexpected, and its message says where the traceback is.
