@@ -22,11 +22,29 @@ def run_export(args: argparse.Namespace) -> int:
     ExportOptions(**options)  # bad options fail before the model is loaded
     if not args.overwrite:
         refuse_existing([args.output])
-    model = load(args.model, progress=not args.quiet)
+    model = load(args.model, progress=not args.quiet)  # verifies the weights against any pinned hash first
+    options["weights_sha256"] = weights_sha256(args.model)
     log = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
     for artifact in export_model(model, args.output, overwrite=args.overwrite, log=log, **options):
         print(f"wrote {artifact} (+ {artifact.name}.json): {summary(artifact)}")
     return 0
+
+
+def weights_sha256(name: str) -> str | None:
+    """SHA-256 of the weights ``name`` loads: a local file's own, a registry entry's pinned one (None for a Hub repo)."""
+    from pathlib import Path
+
+    from csdn.fileio import sha256_file
+    from csdn.hub.registry import open_registry
+    from csdn.io.pretrained import WEIGHTS_NAME
+
+    path = Path(name)
+    if path.is_dir() and (path / WEIGHTS_NAME).is_file():
+        return sha256_file(path / WEIGHTS_NAME)
+    if path.is_file():
+        return sha256_file(path)
+    registry = open_registry()
+    return registry.get(name).sha256 if name in registry.entries else None
 
 
 def summary(artifact) -> str:

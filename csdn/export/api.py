@@ -50,6 +50,7 @@ class ExportOptions:
     calibration: Path | None = None  # folder of the user's images for int8 ranges (else synthetic)
     verify_identities: int = VERIFY_IDENTITIES  # synthetic gallery size for the fp16/int8 agreement check
     source: str | None = None  # what the model was loaded from, for the metadata
+    weights_sha256: str | None = None  # SHA-256 of the weights file it was loaded from, if known
     modalities: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -150,7 +151,10 @@ def export_model(
     ``options`` are the fields of :class:`ExportOptions`: ``format`` (``"onnx"`` or
     ``"openvino"``), ``modality`` (``"visible"``, ``"infrared"`` or ``"both"``), ``precision``
     (``"fp32"``, ``"fp16"``, ``"int8"``), ``opset``, ``calibration`` (a folder of your images
-    for int8), ``verify_identities``, ``source``. Each graph gets ``<graph>.json`` beside it.
+    for int8), ``verify_identities``, and for the metadata ``source`` (a name) and
+    ``weights_sha256`` (of the weights file). Each graph gets ``<graph>.json`` beside it,
+    which also records ``state_sha256``, a SHA-256 over the model's tensors that identifies
+    the weights whatever file they came from.
 
     Raises:
         ExportError: an option or a model the exporter cannot express (before any work).
@@ -167,7 +171,8 @@ def export_model(
     out = Path(out)
     if not overwrite:
         refuse_existing([out])
-    weights = {"weights_sha256": model.config.meta.get("weights_sha256"), "state_sha256": state_sha256(model)}
+    weights = {"weights_sha256": settings.weights_sha256 or model.config.meta.get("weights_sha256"),
+               "state_sha256": state_sha256(model)}
     building = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
     work = building / ".work"
     work.mkdir(parents=True)
