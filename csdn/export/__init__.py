@@ -5,6 +5,6 @@ Run them without torch with :class:`csdn.runtime.ExportedEmbedder`. Needs ``csdn
 
 from csdn.export.api import ExportOptions, export_model
 from csdn.export.graph import DEFAULT_OPSET, write_onnx
-from csdn.export.verify import FLOORS, FP32_TOLERANCE
+from csdn.export.verify import FLOORS, FP32_TOLERANCE, Floors
 
-__all__ = ["DEFAULT_OPSET", "FLOORS", "FP32_TOLERANCE", "ExportOptions", "export_model", "write_onnx"]
+__all__ = ["DEFAULT_OPSET", "FLOORS", "FP32_TOLERANCE", "ExportOptions", "Floors", "export_model", "write_onnx"]

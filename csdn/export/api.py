@@ -23,7 +23,7 @@ from csdn.errors import ExportError
 from csdn.export.graph import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, check_opset, write_onnx
 from csdn.export.quantize import convert_fp16, quantize_int8
 from csdn.export.samples import synthetic_people
-from csdn.export.verify import preprocessed, verify
+from csdn.export.verify import Floors, preprocessed, verify
 from csdn.fileio import atomic_write_text, refuse_existing
 from csdn.imagefiles import expand_folders
 from csdn.inference.protocol import EmbeddingModel
@@ -51,6 +51,7 @@ class ExportOptions:
     verify_identities: int = VERIFY_IDENTITIES  # synthetic gallery size for the fp16/int8 agreement check
     source: str | None = None  # what the model was loaded from, for the metadata
     weights_sha256: str | None = None  # SHA-256 of the weights file it was loaded from, if known
+    floors: Floors | None = None  # fp16/int8 acceptance floors instead of csdn.export.verify.FLOORS
     modalities: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -60,6 +61,8 @@ class ExportOptions:
             raise ExportError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         self.modalities = MODALITIES if self.modality == "both" else (normalize_modality(self.modality),)
         check_opset(self.opset)
+        if self.floors is not None and not (0 < self.floors.cosine <= 1 and 0 < self.floors.top1 <= 1):
+            raise ExportError(f"floors must lie in (0, 1], got {self.floors}")
         if self.verify_identities < 10:
             raise ExportError(f"verify_identities must be at least 10, got {self.verify_identities}")
         if self.calibration is not None:
@@ -151,7 +154,8 @@ def export_model(
     ``options`` are the fields of :class:`ExportOptions`: ``format`` (``"onnx"`` or
     ``"openvino"``), ``modality`` (``"visible"``, ``"infrared"`` or ``"both"``), ``precision``
     (``"fp32"``, ``"fp16"``, ``"int8"``), ``opset``, ``calibration`` (a folder of your images
-    for int8), ``verify_identities``, and for the metadata ``source`` (a name) and
+    for int8), ``verify_identities``, ``floors`` (a :class:`csdn.export.verify.Floors` to accept
+    fp16/int8 graphs by other bounds than the defaults; recorded), and for the metadata ``source`` (a name) and
     ``weights_sha256`` (of the weights file). Each graph gets ``<graph>.json`` beside it,
     which also records ``state_sha256``, a SHA-256 over the model's tensors that identifies
     the weights whatever file they came from.
@@ -186,7 +190,8 @@ def export_model(
             meta = _metadata(model, modality, settings, weights)
             record_files(meta, artifact)
             log(f"verifying {artifact.name} against the PyTorch model")
-            meta.verification = verify(model, ExportedGraph(artifact, meta), settings.verify_identities)
+            meta.verification = verify(model, ExportedGraph(artifact, meta), settings.verify_identities,
+                                       settings.floors)
             atomic_write_text(metadata_path(artifact), meta.to_json() + "\n")
             written.append(out / artifact.name)
         shutil.rmtree(work)
