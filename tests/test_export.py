@@ -234,6 +234,8 @@ def test_the_embedder_refuses_wrong_sizes_unknown_and_missing_modalities(bundled
         embedder.embed_image(np.zeros((64, 32, 3), np.uint8), "uv")
     with pytest.raises(TypeError, match="cannot read images from dict"):
         embedder.embed_image({"a": 1}, "visible")
+    with pytest.raises(ImageTensorError, match=r"looks like preprocessed images \[N,3,H,W\]: pass it to embed_preprocessed"):
+        embedder.embed_image(np.zeros((2, 3, 64, 32), np.float32), "visible")
     visible_only = tmp_path / "visible-only"
     visible_only.mkdir()
     for name in ("visible.onnx", "visible.onnx.json"):
@@ -258,6 +260,8 @@ def test_bad_export_settings_fail_before_anything_is_written(tiny_model, tmp_pat
         export_model(tiny_model, out, modality="uv")
     with pytest.raises(ExportError, match="calibration.*int8 only"):
         export_model(tiny_model, out, calibration=tmp_path)
+    with pytest.raises(ExportError, match="calibration folder not found: .*pass a folder of images"):
+        export_model(tiny_model, out, precision="int8", calibration=tmp_path / "nowhere")
     tiny_model.config.interpolation = "area"
     with pytest.raises(ExportError, match="interpolation 'area'.*cannot reproduce; set config.interpolation to one of"):
         export_model(tiny_model, out)

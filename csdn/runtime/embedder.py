@@ -192,6 +192,11 @@ def _as_items(images: Any) -> tuple[bool, list[Any]]:
     if isinstance(images, np.ndarray):
         if images.ndim == 2 or (images.ndim == 3 and images.shape[-1] in (1, 3, 4)):
             return True, [images]
+        if images.ndim == 4 and images.shape[1] == 3 and images.shape[-1] not in (1, 3, 4):
+            raise ImageTensorError(
+                f"an array of shape {list(images.shape)} looks like preprocessed images [N,3,H,W]: pass it to "
+                "embed_preprocessed(); embed_image() reads numpy batches of raw images as NxHxWxC"
+            )
         if images.ndim == 4:
             return False, list(images)
         raise ValueError(f"cannot tell images apart in an array of shape {tuple(images.shape)}: pass one image as "
