@@ -293,8 +293,12 @@ def test_a_failed_verification_leaves_no_artifact_and_an_existing_export_is_kept
 
 def test_the_command_line_exports_and_reports(tmp_path, capsys):
     out = tmp_path / "cli"
-    assert cli.main(["export", "synthetic-tiny", str(out), "--modality", "visible", "--quiet"]) == 0
-    assert "visible fp32 onnx, max |diff|" in capsys.readouterr().out
+    assert cli.main(["export", "synthetic-tiny", str(out), "--modality", "visible", "--precision", "int8",
+                     "--verify-identities", "20", "--floors", "0.9", "0.5", "--quiet"]) == 0
+    assert "visible int8 onnx, max |diff|" in capsys.readouterr().out
+    figures = read_metadata(out / "visible.onnx").verification
+    assert figures["floors"] == {"cosine_min": 0.9, "top1_agreement": 0.5}
+    assert figures["agreement"]["identities"] == 20
     assert cli.main(["export-info", str(out / "visible.onnx")]) == 0
     assert "files match their metadata" in capsys.readouterr().out
     assert cli.main(["export", "synthetic-tiny", str(tmp_path / "x"), "--opset", "21"]) == 2

@@ -12,13 +12,14 @@ FORMATS, PRECISIONS, MODALITY_CHOICES = ("onnx", "openvino"), ("fp32", "fp16", "
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from csdn.export import export_model
+    from csdn.export import Floors, export_model
     from csdn.export.api import ExportOptions
     from csdn.fileio import refuse_existing
     from csdn.hub.api import load
 
     options = dict(format=args.format, modality=args.modality, precision=args.precision, opset=args.opset,
-                   calibration=args.calibration, verify_identities=args.verify_identities, source=args.model)
+                   calibration=args.calibration, verify_identities=args.verify_identities, source=args.model,
+                   floors=Floors(*args.floors) if args.floors else None)
     ExportOptions(**options)  # bad options fail before the model is loaded
     if not args.overwrite:
         refuse_existing([args.output])
@@ -84,6 +85,9 @@ def register(commands) -> list[argparse.ArgumentParser]:
                              "default: synthetic pedestrians")
     export.add_argument("--verify-identities", type=int, default=100, metavar="N",
                         help="fp16/int8: synthetic identities in the agreement check (default 100)")
+    export.add_argument("--floors", type=float, nargs=2, metavar=("COSINE", "TOP1"),
+                        help="fp16/int8: accept a graph whose smallest cosine and top-1 agreement reach these "
+                             "(default 0.999 0.99 for fp16, 0.98 0.97 for int8); recorded in the metadata")
     add_overwrite_option(export, "replace an existing output folder")
     export.add_argument("--quiet", action="store_true", help="no progress messages")
     export.set_defaults(func=run_export)
