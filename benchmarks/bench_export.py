@@ -14,13 +14,15 @@ other processes hits them alike; images/s is the median over rounds, and each ra
 median of its per-round ratios against torch-fp32.
 
 Agreement (int8 vs exact fp32): ``--identities`` synthetic people rendered twice (gallery,
-query), embedded by torch-fp32 once and by each int8 backend; the smallest cosine between
-an int8 embedding and its fp32 twin, and the share of queries with the same top-1 gallery match.
+query, same modality), embedded by torch-fp32 once and by each int8 backend; the smallest
+cosine between an int8 embedding and its fp32 twin, the share of queries with the same top-1
+gallery match, and how close to a tie the fp32 scores were for the queries whose top-1 changed.
 
 The RN50's weights are random (BatchNorm statistics calibrated on synthetic images, as in
 ``bench_embed.py``): speed does not depend on the weights, agreement somewhat does. So the
 bundled, trained ``synthetic-tiny`` model is measured too: int8 vs fp32 on the SYSU-MM01
-protocol (all-search, single-shot, 10 trials) on a held-out synthetic SYSU tree.
+protocol (all-search, single-shot, 10 trials) on a held-out synthetic SYSU tree, and its
+int8 agreement on ``--identities`` people in each modality.
 
     python benchmarks/bench_export.py                       # ~15 minutes on 2 cores
     python benchmarks/bench_export.py --rounds 1 --identities 50 --skip-bundled
@@ -125,25 +127,28 @@ def speed(model, embedders: dict[str, ExportedEmbedder], args) -> dict[str, dict
                    "rounds": values} for name, values in rates.items()}
 
 
-def rn50_agreement(model, embedders: dict[str, ExportedEmbedder], args) -> dict[str, dict[str, float]]:
-    _log(f"agreement: rendering {args.identities} identities x 2")
-    batch = preprocessed(model, synthetic_people(args.identities, MODALITY, model.config.image_size, args.seed + 7, shots=2))
-    _log("agreement: torch-fp32 embeddings")
-    reference = model.embed_image(torch.from_numpy(batch), MODALITY, batch_size=args.batch_size).numpy()
+def agreement_table(model, embedders: dict[str, ExportedEmbedder], identities: int, modality: str, args) -> dict:
+    """int8 (and with ``--fp32-agreement`` fp32) runtimes against torch-fp32 on ``identities`` synthetic people."""
+    _log(f"agreement ({modality}): rendering {identities} identities x 2")
+    renders = synthetic_people(identities, modality, model.config.image_size, args.seed + 7, shots=2)
+    batch = preprocessed(model, renders)
+    _log(f"agreement ({modality}): torch-fp32 embeddings")
+    reference = model.embed_image(torch.from_numpy(batch), modality, batch_size=args.batch_size).numpy()
     split = lambda e: (e[1::2], e[0::2])  # noqa: E731  (query = second render, gallery = first)
     figures = {}
     for name, embedder in embedders.items():
         if name.endswith("fp32") and not args.fp32_agreement:
             continue
-        _log(f"agreement: {name} embeddings")
-        ours = embedder.embed_preprocessed(batch, MODALITY, batch_size=args.batch_size)
+        _log(f"agreement ({modality}): {name} embeddings")
+        ours = embedder.embed_preprocessed(batch, modality, batch_size=args.batch_size)
         figures[name] = {**embedding_agreement(split(reference), split(ours)),
-                         "max_abs_diff": float(np.abs(ours - reference).max()), "identities": args.identities}
+                         "max_abs_diff": float(np.abs(ours - reference).max()), "identities": identities}
     return figures
 
 
 def bundled_sysu(args) -> dict[str, dict]:
-    """The bundled model, fp32 PyTorch vs int8 runtimes, on the SYSU-MM01 protocol over a held-out synthetic tree."""
+    """The bundled model, fp32 PyTorch vs int8 runtimes: the SYSU-MM01 protocol over a held-out synthetic
+    tree, and top-1 agreement on ``--identities`` synthetic people per modality."""
     from csdn.data.synthetic import write_sysu
 
     model = csdn.load("synthetic-tiny", progress=False)
@@ -163,31 +168,45 @@ def bundled_sysu(args) -> dict[str, dict]:
             result = csdn.evaluate(way, "sysu", root=root, mode="all", progress=False)
             search = result.searches[0]
             results[name] = {"rank1": search.rank1, "mAP": search.mAP}
+        runtimes = {name: way for name, way in ways.items() if name != "torch-fp32"}
+        agreement = {modality: agreement_table(model, runtimes, args.identities, modality, args)
+                     for modality in ("visible", "infrared")}
     base = results["torch-fp32"]
     for name, row in results.items():
         row["rank1_change"], row["mAP_change"] = row["rank1"] - base["rank1"], row["mAP"] - base["mAP"]
-    return results
+    return {"sysu": results, "agreement": agreement}
+
+
+def print_agreement(table: dict, label: str) -> None:
+    for name, row in table.items():
+        print(f"{label}{name} vs torch-fp32 on {row['identities']} synthetic identities: top-1 agreement "
+              f"{row['top1_agreement']:.1%}, cosine min {row['cosine_min']:.4f} / mean {row['cosine_mean']:.4f}, "
+              f"max |diff| {row['max_abs_diff']:.2e}; rank-1 fp32 {row['rank1_reference']:.1%}, "
+              f"{name} {row['rank1_artifact']:.1%}; changed top-1s had fp32 top-1/top-2 gaps <= "
+              f"{row['changed_max_margin']:.4f} (median gap {row['median_margin']:.4f})")
 
 
 def report(result: dict, args) -> None:
+    if "speed" in result:
+        report_rn50(result, args)
+    if result.get("bundled"):
+        print(f"\nbundled synthetic-tiny, SYSU-MM01 protocol (all-search, single-shot, 10 trials), "
+              f"{args.sysu_ids} held-out synthetic identities:")
+        for name, row in result["bundled"]["sysu"].items():
+            print(f"  {name:<15} rank-1 {row['rank1']:.2%} ({row['rank1_change']:+.2%})  "
+                  f"mAP {row['mAP']:.2%} ({row['mAP_change']:+.2%})")
+        for modality, table in result["bundled"]["agreement"].items():
+            print_agreement(table, f"  {modality}: ")
+
+
+def report_rn50(result: dict, args) -> None:
     print(f"\nCSDN-RN50 288x144 (random weights, calibrated BN), flip TTA, batch {args.batch_size}, "
           f"{args.batches} batch(es) per round, {args.rounds} rounds; {result['cpu']}, {result['threads']} threads; "
           f"torch {torch.__version__}")
     print(f"{'way':<15}{'img/s':>8}{'x torch-fp32':>14}")
     for name, row in result["speed"].items():
         print(f"{name:<15}{row['images_per_s']:>8.2f}{row['vs_torch_fp32']:>14.2f}")
-    for name, row in result["agreement"].items():
-        print(f"{name} vs torch-fp32 on {row['identities']} synthetic identities: top-1 agreement "
-              f"{row['top1_agreement']:.1%}, cosine min {row['cosine_min']:.4f} / mean {row['cosine_mean']:.4f}, "
-              f"max |diff| {row['max_abs_diff']:.2e}; rank-1 fp32 {row['rank1_reference']:.1%}, "
-              f"{name} {row['rank1_artifact']:.1%}; changed top-1s had fp32 top-1/top-2 gaps <= "
-              f"{row['changed_max_margin']:.4f} (median gap {row['median_margin']:.4f})")
-    if result.get("bundled"):
-        print(f"\nbundled synthetic-tiny, SYSU-MM01 protocol (all-search, single-shot, 10 trials), "
-              f"{args.sysu_ids} held-out synthetic identities:")
-        for name, row in result["bundled"].items():
-            print(f"  {name:<15} rank-1 {row['rank1']:.2%} ({row['rank1_change']:+.2%})  "
-                  f"mAP {row['mAP']:.2%} ({row['mAP_change']:+.2%})")
+    print_agreement(result["agreement"], "")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -198,7 +217,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--identities", type=int, default=500, help="synthetic identities for int8 agreement")
     parser.add_argument("--fp32-agreement", action="store_true", help="also measure the fp32 runtimes' agreement")
     parser.add_argument("--sysu-ids", type=int, default=96, help="held-out identities of the bundled model's SYSU tree")
-    parser.add_argument("--skip-bundled", action="store_true", help="skip the bundled model's SYSU figures")
+    parser.add_argument("--skip-bundled", action="store_true", help="skip the bundled model's figures")
+    parser.add_argument("--skip-rn50", action="store_true", help="skip the RN50 speed and agreement figures")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
@@ -207,11 +227,12 @@ def main(argv: list[str] | None = None) -> dict:
     result: dict = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "settings": {k: str(v) for k, v in vars(args).items()}}
     if not args.skip_bundled:
         result["bundled"] = bundled_sysu(args)
-    model = build_model(None, args.seed)
-    with tempfile.TemporaryDirectory() as tmp:
-        embedders = export_all(model, Path(tmp))
-        result["speed"] = speed(model, embedders, args)
-        result["agreement"] = rn50_agreement(model, embedders, args)
+    if not args.skip_rn50:
+        model = build_model(None, args.seed)
+        with tempfile.TemporaryDirectory() as tmp:
+            embedders = export_all(model, Path(tmp))
+            result["speed"] = speed(model, embedders, args)
+            result["agreement"] = agreement_table(model, embedders, args.identities, MODALITY, args)
     report(result, args)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
