@@ -49,7 +49,9 @@ class TestTransform:
 
     def __init__(self, config: CSDNConfig):
         self.prepare = Preprocessing(config.image_size, config.mean, config.std, config.interpolation)
-        self.size = self.prepare.size
+        self.size, self.resample = self.prepare.size, self.prepare.resample
+        # the statistics as tensors [3, 1, 1], for code that normalises tensors itself (training augmentation)
+        self.mean, self.std = torch.from_numpy(self.prepare.mean), torch.from_numpy(self.prepare.std)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         return torch.from_numpy(self.prepare(image))
