@@ -34,7 +34,6 @@ class FeatureGraph(nn.Module):
     def __init__(self, model: EmbeddingModel, modality: str):
         super().__init__()
         self.model = model
-        self.modality = modality
         with torch.no_grad():
             tower = FoldedTower(model.stem_visible, model.stem_infrared, model.trunk, torch.float32)
         self.stem, self.blocks = tower.stems[modality], tower.blocks  # graph node names start /stem/, /blocks/
