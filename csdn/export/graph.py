@@ -24,6 +24,7 @@ from csdn.inference.protocol import EmbeddingModel
 
 INPUT_NAME, OUTPUT_NAME = "images", "features"
 STEM_NODES = "/stem/"  # prefix of the names of the stem's nodes in the exported graph
+FIRST_BLOCK_NODES = "/blocks/blocks.0/"  # ... and of the trunk's first bottleneck block
 OPSETS = range(13, 21)  # per-channel int8 needs 13; 20 is the newest the TorchScript exporter writes
 DEFAULT_OPSET = 17
 
