@@ -6,8 +6,9 @@
     gallery = model.embed_image(rgb_images, modality="visible")
     ranked = csdn.match(query, gallery, topk=10)
 
-Submodules that pull in more code (training, evaluation, datasets, conversion)
-are imported on first use, so ``import csdn`` stays quick.
+Submodules that pull in more code (the model, training, evaluation, datasets,
+conversion) are imported on first use, so ``import csdn`` stays quick and needs no
+torch: the exported-model runtime (``csdn.runtime``) works where torch is not installed.
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ import importlib
 from typing import Any
 
 from csdn.config import CSDNConfig
-from csdn.model import CSDN
-
 from csdn.version import __version__
 
 # public name -> module that defines it (loaded on first access)
 _LAZY_ATTRIBUTES = {
+    "CSDN": "csdn.model",
     "load": "csdn.hub",
     "DEFAULT_MODEL": "csdn.hub.registry",
     "list_models": "csdn.hub",
@@ -35,9 +35,9 @@ _LAZY_ATTRIBUTES = {
     "from_clip": "csdn.hub.clip",
 }
 _LAZY_MODULES = ("convert", "train", "data", "losses", "evaluation", "hub", "retrieval", "preprocess", "inference", "io",
-                 "model", "errors")
+                 "model", "errors", "export", "runtime")
 
-__all__ = ["CSDN", "CSDNConfig", "__version__", *_LAZY_ATTRIBUTES, *_LAZY_MODULES]
+__all__ = ["CSDNConfig", "__version__", *_LAZY_ATTRIBUTES, *_LAZY_MODULES]
 
 
 def __getattr__(name: str) -> Any:

@@ -127,3 +127,15 @@ class SkippedImagesWarning(UserWarning):
 def describe_skipped(skipped: list) -> str:
     """One indented line per skipped image (objects with ``.source`` and ``.reason``)."""
     return "\n".join(f"  {item.source}: {item.reason}" for item in skipped)
+
+
+class MissingDependencyError(CSDNError, ImportError):
+    """An optional dependency (an extra such as ``csdn-reid[onnx]``) that is not installed."""
+
+
+class ArtifactError(CSDNError, ValueError):
+    """An exported model whose files, metadata or verification do not hold up: altered, incomplete, or not exact."""
+
+
+class ExportError(CSDNError, ValueError):
+    """A model or setting the exporter cannot express (an unsupported opset, precision or config)."""

@@ -187,7 +187,8 @@ def test_no_command_prints_help(capsys):
 
 def test_every_command_is_registered_and_takes_debug():
     commands = cli.build_parser()._subparsers._group_actions[0].choices
-    assert set(commands) == {"models", "info", "convert", "embed", "match", "eval", "synth", "train", "demo", "publish"}
+    assert set(commands) == {"models", "info", "convert", "embed", "match", "eval", "synth", "train", "demo", "publish",
+                             "export", "export-info"}
     for name, parser in commands.items():
         assert "--debug" in parser._option_string_actions, name
 

@@ -15,15 +15,17 @@ PACKAGE = Path(__file__).resolve().parent.parent / "csdn"
 # from the ground floor up; a module belongs to the layer of its first two name parts
 LAYERS = [
     {"csdn.errors", "csdn.config", "csdn.modality", "csdn.preprocess", "csdn.device", "csdn.fileio", "csdn.losses",
-     "csdn.version", "csdn.imagefiles", "csdn.distributed",
+     "csdn.version", "csdn.imagefiles", "csdn.distributed", "csdn.decode",
      "csdn.weights"},
     {"csdn.io"},
+    {"csdn.runtime"},  # exported models without torch: ground-floor modules only
     {"csdn.inference"},
     {"csdn.model"},
     {"csdn.hub", "csdn.convert"},  # csdn.convert: the contract's name for csdn.hub.convert
     {"csdn.retrieval"},
     {"csdn.data"},
     {"csdn.evaluation"},
+    {"csdn.export"},
     {"csdn.train"},
     {"csdn.cli"},
     {"csdn", "csdn.__main__", "csdn.demo"},  # the lazy public API, `python -m csdn` and `python -m csdn.demo`

@@ -13,13 +13,13 @@ import sys
 import warnings
 from typing import Sequence
 
-from csdn.cli import demo, embed, match, models, publish, synth, train
+from csdn.cli import demo, embed, export, match, models, publish, synth, train
 from csdn.cli import eval as evaluate
 from csdn.errors import CSDNError, cli_flags
 
 # Each registers its sub-commands: ``register(commands) -> [parser, ...]``, every parser
 # with ``set_defaults(func=handler)``, ``handler(args) -> exit code``.
-COMMAND_MODULES = (models, embed, match, evaluate, synth, train, demo, publish)
+COMMAND_MODULES = (models, embed, match, evaluate, synth, train, export, demo, publish)
 
 # Errors whose message is written for the user (csdn's own, bad values, files and disks);
 # any other exception is unexpected, and its message says where the traceback is.
