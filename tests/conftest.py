@@ -1,5 +1,5 @@
 """Shared fixtures: small random-weight models built through the same code as the full model,
-and a local stand-in for the Hugging Face Hub."""
+a small synthetic SYSU-MM01 tree, and a local stand-in for the Hugging Face Hub."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from csdn import CSDNConfig
+from csdn.data.synthetic import write_sysu
 from csdn.model.network import CSDN
 from hub_server import FakeHub
 
@@ -79,3 +80,11 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def tiny_sysu(tmp_path_factory):
+    """A small synthetic SYSU-MM01 tree in the real layout (2 train, 6 test identities), read-only for tests."""
+    root = tmp_path_factory.mktemp("tiny-sysu") / "sysu"
+    write_sysu(root, 2, 6, 2, seed=3)
+    return root

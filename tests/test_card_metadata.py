@@ -11,21 +11,13 @@ from huggingface_hub.repocard import metadata_load
 
 import csdn
 from csdn import hub
-from csdn.data.synthetic import write_sysu
 from csdn.io.card import evaluation_records, protocol_label
 
 
-@pytest.fixture(scope="module")
-def people(tmp_path_factory):
-    root = tmp_path_factory.mktemp("people") / "sysu"
-    write_sysu(root, 2, 6, 2, seed=3)
-    return root
-
-
 @pytest.fixture
-def results(tiny_model, people):
+def results(tiny_model, tiny_sysu):
     """Two real evaluations of the tiny model: all-search and indoor-search, two trials each."""
-    return [csdn.evaluate(tiny_model, "sysu", root=people, mode=mode, trials=[0, 1], progress=False)
+    return [csdn.evaluate(tiny_model, "sysu", root=tiny_sysu, mode=mode, trials=[0, 1], progress=False)
             for mode in ("all", "indoor")]
 
 

@@ -4,7 +4,6 @@ runtime's parity with ``embed_image``, and every bad input with its message. Tin
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -19,10 +18,10 @@ pytest.importorskip("onnxruntime", reason="needs the csdn-reid[onnx] extra (CI i
 
 import csdn
 from csdn import cli
-from csdn.errors import ArtifactError, ExportError, ImageTensorError, MissingDependencyError, OutputExistsError
+from csdn.errors import (ArtifactError, ExportError, ImageDecodeError, ImageTensorError, MissingDependencyError,
+                         OutputExistsError, SkippedImagesWarning)
 from csdn.export import FLOORS, FP32_TOLERANCE, export_model
 from csdn.fileio import sha256_file
-from csdn.imagefiles import expand_folders
 from csdn.runtime import ExportedEmbedder, read_metadata
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,9 +40,7 @@ def onnx_fp32(bundled, tmp_path_factory) -> Path:
 
 
 def _reference(model, images, modality: str, **options) -> np.ndarray:
-    """``model.embed_image`` with folders listed the runtime's way (by :func:`csdn.imagefiles.expand_folders`)."""
-    if isinstance(images, Path) and images.is_dir():
-        images = expand_folders([images])
+    """The PyTorch path's embeddings of the same inputs (folders included)."""
     return model.embed_image(images, modality, **options).numpy()
 
 
@@ -94,6 +91,22 @@ def test_the_runtime_equals_embed_image_on_every_input_kind(bundled, onnx_fp32, 
         np.testing.assert_allclose(ours, theirs, atol=FP32_TOLERANCE, rtol=0)
     assert embedder.embed_image(people["rgb"], "visible").shape == (2 * bundled.config.test_feature_dim,)
     assert embedder.embed_image([], "visible").shape == (0, 2 * bundled.config.test_feature_dim)
+
+
+def test_the_runtime_skips_unreadable_images_as_the_pytorch_path_does(bundled, onnx_fp32, tmp_path):
+    people = _people(tmp_path)
+    (people["folder"] / "broken.png").write_bytes(b"junk")
+    (people["folder"] / ".hidden.png").write_bytes(b"junk")  # not an image to either path
+    embedder = ExportedEmbedder(onnx_fp32)
+    with pytest.raises(ImageDecodeError, match="broken.png"):
+        embedder.embed_image(people["folder"], "infrared")
+    with pytest.warns(SkippedImagesWarning) as ours:
+        kept = embedder.embed_image(people["folder"], "infrared", on_error="skip")
+    with pytest.warns(SkippedImagesWarning) as theirs:
+        reference = _reference(bundled, people["folder"], "infrared", on_error="skip")
+    assert [s.source for s in ours[0].message.skipped] == [s.source for s in theirs[0].message.skipped]
+    assert kept.shape == reference.shape == (2, 2 * bundled.config.test_feature_dim)
+    np.testing.assert_allclose(kept, reference, atol=FP32_TOLERANCE, rtol=0)
 
 
 def test_match_accepts_runtime_embeddings(onnx_fp32, tmp_path):

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "csdn"
 # from the ground floor up; a module belongs to the layer of its first two name parts
 LAYERS = [
     {"csdn.errors", "csdn.config", "csdn.modality", "csdn.preprocess", "csdn.device", "csdn.fileio", "csdn.losses",
-     "csdn.version", "csdn.imagefiles", "csdn.distributed", "csdn.decode",
+     "csdn.version", "csdn.imagefiles", "csdn.distributed", "csdn.decode", "csdn.imagebatches",
      "csdn.weights"},
     {"csdn.io"},
     {"csdn.runtime"},  # exported models without torch: ground-floor modules only

@@ -15,17 +15,10 @@ from huggingface_hub import ModelCard
 import csdn
 from csdn import CSDNConfig, cli
 from csdn.cli.publish import _provenance
-from csdn.data.synthetic import write_regdb, write_sysu
+from csdn.data.synthetic import write_regdb
 from csdn.fileio import sha256_file
 from csdn.hub.convert import from_official
 from official_format import official_state_dict
-
-
-@pytest.fixture(scope="module")
-def sysu_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data") / "sysu"
-    write_sysu(root, 2, 5, 2, seed=4)
-    return root
 
 
 @pytest.fixture
@@ -44,8 +37,8 @@ def _metrics(card: ModelCard) -> dict[tuple[str, str], float]:
     return {(r.dataset_config, r.metric_type): r.metric_value for r in card.data.eval_results}
 
 
-def test_publish_converts_evaluates_cards_and_pushes(checkpoint, sysu_root, fake_hub, capsys):
-    code = _publish(checkpoint, "acme/csdn-sysu", "--dataset", "sysu", "--root", sysu_root, "--image-size", 64, 32)
+def test_publish_converts_evaluates_cards_and_pushes(checkpoint, tiny_sysu, fake_hub, capsys):
+    code = _publish(checkpoint, "acme/csdn-sysu", "--dataset", "sysu", "--root", tiny_sysu, "--image-size", 64, 32)
     out = capsys.readouterr().out
     assert code == 0, out
     files = fake_hub.files("acme/csdn-sysu")
@@ -58,7 +51,7 @@ def test_publish_converts_evaluates_cards_and_pushes(checkpoint, sysu_root, fake
     model = from_official(checkpoint, image_size=(64, 32))
     metrics = _metrics(card)
     for mode in ("all", "indoor"):
-        expected = csdn.evaluate(model, "sysu", root=sysu_root, mode=mode, progress=False)
+        expected = csdn.evaluate(model, "sysu", root=tiny_sysu, mode=mode, progress=False)
         assert len(expected.searches[0].trials) == 10
         where = f"{mode}-search single-shot, infrared->visible"
         assert math.isclose(metrics[(where, "rank-1")], 100 * expected.rank1, abs_tol=0.006)
@@ -74,9 +67,9 @@ def test_publish_converts_evaluates_cards_and_pushes(checkpoint, sysu_root, fake
     assert loaded.config.meta["dataset"] == "SYSU-MM01" and loaded.config.meta["source"] == "model_119.pth"
 
 
-def test_dry_run_writes_the_folder_and_pushes_nothing(checkpoint, sysu_root, fake_hub, tmp_path, monkeypatch, capsys):
+def test_dry_run_writes_the_folder_and_pushes_nothing(checkpoint, tiny_sysu, fake_hub, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert _publish(checkpoint, "acme/csdn-sysu", "--dataset", "sysu", "--root", sysu_root, "--image-size", 64, 32,
+    assert _publish(checkpoint, "acme/csdn-sysu", "--dataset", "sysu", "--root", tiny_sysu, "--image-size", 64, 32,
                     "--dry-run", "--license", "mit") == 0
     folder = tmp_path / "csdn-sysu"  # the repository's name, in the working directory
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
@@ -87,7 +80,7 @@ def test_dry_run_writes_the_folder_and_pushes_nothing(checkpoint, sysu_root, fak
     assert "nothing was pushed" in capsys.readouterr().out
 
     before = sha256_file(folder / "model.safetensors")
-    assert _publish(checkpoint, "acme/csdn-sysu", "--dataset", "sysu", "--root", sysu_root, "--image-size", 64, 32,
+    assert _publish(checkpoint, "acme/csdn-sysu", "--dataset", "sysu", "--root", tiny_sysu, "--image-size", 64, 32,
                     "--dry-run") == 2
     assert "--overwrite" in capsys.readouterr().err
     assert sha256_file(folder / "model.safetensors") == before
@@ -110,8 +103,8 @@ def test_a_saved_model_on_regdb_records_both_directions(tiny_model, tmp_path, fa
     (["acme-no-org", "--dataset", "sysu"], "org/name"),
     (["acme/x", "--dataset", "sysu", "--trial", "3"], "--trial applies to --dataset regdb only"),
 ])
-def test_bad_arguments_fail_before_any_work(checkpoint, sysu_root, fake_hub, capsys, args, message):
-    assert _publish(checkpoint, *args, "--root", sysu_root) == 2
+def test_bad_arguments_fail_before_any_work(checkpoint, tiny_sysu, fake_hub, capsys, args, message):
+    assert _publish(checkpoint, *args, "--root", tiny_sysu) == 2
     assert message in capsys.readouterr().err
     assert fake_hub.requests == []
 

@@ -71,6 +71,17 @@ class ClipWeightsEntry:
     sha256: str
 
 
+def _build(kind: type, name: str, fields: Any, where: str) -> Any:
+    """``kind(name=name, **fields)`` from a registry JSON object; every problem is a ValueError saying ``where``."""
+    if not isinstance(fields, dict):
+        raise ValueError(f"{where}: must be an object")
+    reject_unknown_fields(fields, kind, f"{where}: unknown field(s)", exclude={"name"})
+    try:
+        return kind(name=name, **fields)
+    except TypeError as err:  # a required field is missing
+        raise ValueError(f"{where}: {err}") from None
+
+
 class Registry:
     """A parsed, validated registry file."""
 
@@ -98,13 +109,7 @@ class Registry:
 
     def _entry(self, name: str, fields: Any) -> RegistryEntry:
         where = f"model registry {self.path}, entry {name!r}"
-        if not isinstance(fields, dict):
-            raise ValueError(f"{where}: must be an object")
-        reject_unknown_fields(fields, RegistryEntry, f"{where}: unknown field(s)", exclude={"name"})
-        try:
-            entry = RegistryEntry(name=name, **fields)
-        except TypeError as err:  # a required field is missing
-            raise ValueError(f"{where}: {err}") from None
+        entry = _build(RegistryEntry, name, fields, where)
         if entry.repo_id is None and entry.bundled is None:
             raise ValueError(f"{where}: needs a 'repo_id' (Hub) or a 'bundled' folder")
         if entry.repo_id is not None and not REPO_ID.fullmatch(entry.repo_id):
@@ -117,13 +122,7 @@ class Registry:
 
     def _clip_entry(self, name: str, fields: Any) -> ClipWeightsEntry:
         where = f"model registry {self.path}, CLIP entry {name!r}"
-        if not isinstance(fields, dict):
-            raise ValueError(f"{where}: must be an object")
-        reject_unknown_fields(fields, ClipWeightsEntry, f"{where}: unknown field(s)", exclude={"name"})
-        try:
-            entry = ClipWeightsEntry(name=name, **fields)
-        except TypeError as err:  # a required field is missing
-            raise ValueError(f"{where}: {err}") from None
+        entry = _build(ClipWeightsEntry, name, fields, where)
         if not REPO_ID.fullmatch(entry.repo_id):
             raise ValueError(f"{where}: repo_id {entry.repo_id!r} is not of the form 'org/name'")
         if not SHA256_HEX.fullmatch(entry.sha256):

@@ -20,30 +20,18 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from csdn.errors import (ImageDecodeError, ImageTensorError, SkippedImagesWarning, UnsupportedInputError,
-                         describe_skipped)
+from csdn.errors import ImageTensorError, SkippedImagesWarning, UnsupportedInputError
+from csdn.imagebatches import SkippedImage, check_on_error, decoded_batches, is_file_like, refuse_all_skipped
 from csdn.imagefiles import expand_folders
 from csdn.inference.fast import compute_dtype, inference_features
 from csdn.inference.protocol import EmbeddingModel
 from csdn.modality import normalize_modality
-from csdn.preprocess import ACCEPTED_IMAGE_INPUTS, TestTransform, check_bit_depth, load_image, nonfinite_rows
+from csdn.preprocess import ACCEPTED_IMAGE_INPUTS, TestTransform, check_bit_depth, nonfinite_rows
 
 _ACCEPTED = (
     f"{ACCEPTED_IMAGE_INPUTS}, a folder of images, a preprocessed float tensor [3,H,W] or [N,3,H,W], "
     "a numpy batch NxHxWxC, or a list/tuple of any of these"
 )
-ON_ERROR = ("raise", "skip")
-
-
-@dataclass(frozen=True)
-class SkippedImage:
-    """An image ``on_error="skip"`` left out: its position among the inputs (folders expanded), name, reason."""
-
-    index: int
-    source: str
-    reason: str
-
-
 @dataclass(frozen=True)
 class EmbeddingReport:
     """What :func:`embed_with_report` returns: the rows, which inputs they belong to, and what was skipped.
@@ -58,14 +46,10 @@ class EmbeddingReport:
     skipped: list[SkippedImage]
 
 
-def _is_file_like(item: Any) -> bool:
-    return isinstance(item, (bytes, bytearray, memoryview)) or callable(getattr(item, "read", None))
-
-
 def _is_single_image(images: Any) -> bool:
     if isinstance(images, (str, os.PathLike)):
         return not os.path.isdir(images)
-    if isinstance(images, Image.Image) or _is_file_like(images):
+    if isinstance(images, Image.Image) or is_file_like(images):
         return True
     if isinstance(images, np.ndarray):
         if images.ndim == 2 or (images.ndim == 3 and images.shape[-1] in (1, 3, 4)):
@@ -100,7 +84,7 @@ def _check_items(images: Sequence[Any]) -> None:
             shapes.setdefault(tuple(item.shape), index)
             if item.is_floating_point() and not bool(torch.isfinite(item).all()):
                 nonfinite.append(index)
-        elif not (isinstance(item, (str, os.PathLike, Image.Image, np.ndarray)) or _is_file_like(item)):
+        elif not (isinstance(item, (str, os.PathLike, Image.Image, np.ndarray)) or is_file_like(item)):
             raise UnsupportedInputError(
                 f"item {index} of the list is a {type(item).__name__}, which embed_image cannot read; "
                 f"each item must be {ACCEPTED_IMAGE_INPUTS} or a preprocessed float tensor [3,H,W]"
@@ -144,34 +128,16 @@ def _tensor_batches(images: torch.Tensor, batch_size: int) -> Iterator[tuple[tor
         yield batch, batch.shape[0]
 
 
-def _label(item: Any, index: int) -> str:
-    return str(item) if isinstance(item, (str, os.PathLike)) else f"image {index} of this call"
+def _is_tensor(item: Any) -> bool:
+    """A preprocessed image: passed through undecoded."""
+    return isinstance(item, torch.Tensor)
 
 
 def _item_batches(items: Sequence[Any], transform: TestTransform, batch_size: int, bit_depth: int | None,
-                  skipped: list[SkippedImage] | None) -> Iterator[tuple[torch.Tensor, int]]:
-    """``(batch, images consumed)``, decoding one batch at a time.
-
-    With ``skipped`` a list, an image that cannot be read is recorded there and left out
-    (a batch may then be empty); with None the first such image raises, named.
-    """
-    for start in range(0, len(items), batch_size):
-        chunk = items[start : start + batch_size]
-        tensors = []
-        for index, item in enumerate(chunk, start):
-            if isinstance(item, torch.Tensor):
-                tensors.append(item)
-                continue
-            try:
-                tensors.append(transform(load_image(item, bit_depth=bit_depth)))
-            except (ImageDecodeError, FileNotFoundError) as err:
-                if skipped is not None:
-                    skipped.append(SkippedImage(index, _label(item, index), str(err)))
-                elif isinstance(item, (str, os.PathLike)) or len(items) == 1:
-                    raise  # the message names the file already, or there is only one image
-                else:
-                    raise ImageDecodeError(f"{_label(item, index)}: {err}") from err
-        yield (torch.stack(tensors) if tensors else None), len(chunk)
+                  skipped: list[SkippedImage] | None) -> Iterator[tuple[torch.Tensor | None, int]]:
+    """``(batch, images consumed)`` of decoded and preprocessed images; None for a batch all skipped."""
+    for tensors, consumed in decoded_batches(items, transform, batch_size, bit_depth, skipped, ready=_is_tensor):
+        yield (torch.stack(tensors) if tensors else None), consumed
 
 
 def _cpu_has_bf16() -> bool:
@@ -229,8 +195,7 @@ def embed_with_report(
     modality = normalize_modality(modality)
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    if on_error not in ON_ERROR:
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    check_on_error(on_error)
     bit_depth = check_bit_depth(bit_depth)
     items, _ = _prepare(images, model)
     total = items.shape[0] if isinstance(items, (torch.Tensor, np.ndarray)) else len(items)
@@ -259,8 +224,7 @@ def embed_with_report(
     finally:
         model.train(was_training)
     skipped = skipped or []
-    if skipped and len(skipped) == total:
-        raise ImageDecodeError(f"none of the {total} images could be read:\n{describe_skipped(skipped)}")
+    refuse_all_skipped(skipped, total)
     dropped = {s.index for s in skipped}
     sources = items if isinstance(items, list) else list(range(total))
     return EmbeddingReport(

@@ -10,17 +10,18 @@ float32 numpy arrays, which :func:`csdn.match` accepts as they are.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from csdn.decode import ACCEPTED_IMAGE_INPUTS, Preprocessing, check_bit_depth, load_image
-from csdn.errors import ArtifactError, ImageDecodeError, ImageTensorError, UnsupportedInputError
+from csdn.decode import ACCEPTED_IMAGE_INPUTS, Preprocessing, check_bit_depth
+from csdn.errors import ArtifactError, ImageTensorError, SkippedImagesWarning, UnsupportedInputError
+from csdn.imagebatches import SkippedImage, check_on_error, decoded_batches, is_file_like, refuse_all_skipped
 from csdn.imagefiles import expand_folders
 from csdn.modality import MODALITIES, normalize_modality
 from csdn.runtime.backends import BACKENDS
@@ -138,23 +139,31 @@ class ExportedEmbedder:
         batch_size: int = 32,
         progress: bool = False,
         bit_depth: int | None = None,
+        on_error: str = "raise",
     ) -> np.ndarray:
         """float32 embeddings with unit-norm rows: ``[D]`` for one image, ``[N, D]`` for many.
 
         ``images`` takes what :meth:`csdn.model.CSDN.embed_image` takes, with preprocessed
         batches as float32 numpy arrays ``[N,3,H,W]`` (via :meth:`embed_preprocessed`) instead
-        of torch tensors; folders are expanded to their images (recursive, sorted).
+        of torch tensors; folders are expanded to their images (recursive, sorted, hidden files
+        skipped). ``on_error="skip"`` leaves unreadable images out and lists them in one
+        :class:`csdn.errors.SkippedImagesWarning`, as the PyTorch path does.
         """
         graph = self.graph(modality)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         bit_depth = check_bit_depth(bit_depth)
+        skipped: list[SkippedImage] | None = [] if check_on_error(on_error) == "skip" else None
         single, items = _as_items(images)
         outputs = []
         with tqdm(total=len(items), disable=not progress, desc=f"embed {graph.meta.modality}", unit="img") as bar:
-            for batch in self._batches(items, batch_size, bit_depth):
-                outputs.append(graph.embed(batch, flip))
-                bar.update(len(batch))
+            for arrays, consumed in decoded_batches(items, self.preprocess, batch_size, bit_depth, skipped):
+                if arrays:
+                    outputs.append(graph.embed(np.stack(arrays), flip))
+                bar.update(consumed)
+        if skipped:
+            refuse_all_skipped(skipped, len(items))
+            warnings.warn(SkippedImagesWarning(skipped), stacklevel=2)
         result = np.concatenate(outputs) if outputs else np.empty((0, graph.meta.embedding_dim(flip)), np.float32)
         return result[0] if single else result
 
@@ -165,29 +174,11 @@ class ExportedEmbedder:
         parts = [graph.embed(batch[i : i + batch_size], flip) for i in range(0, len(batch), batch_size)]
         return np.concatenate(parts) if parts else np.empty((0, graph.meta.embedding_dim(flip)), np.float32)
 
-    def _batches(self, items: Sequence[Any], batch_size: int, bit_depth: int | None) -> Iterator[np.ndarray]:
-        """Decode and preprocess one batch at a time, so memory stays bounded."""
-        for start in range(0, len(items), batch_size):
-            arrays = []
-            for offset, item in enumerate(items[start : start + batch_size]):
-                try:
-                    arrays.append(self.preprocess(load_image(item, bit_depth=bit_depth)))
-                except ImageDecodeError as err:
-                    if isinstance(item, (str, os.PathLike)) or len(items) == 1:
-                        raise
-                    raise ImageDecodeError(f"image {start + offset} of this call: {err}") from err
-            yield np.stack(arrays)
-
-
-def _is_file_like(item: Any) -> bool:
-    return isinstance(item, (bytes, bytearray, memoryview)) or callable(getattr(item, "read", None))
-
-
 def _as_items(images: Any) -> tuple[bool, list[Any]]:
     """``(one image?, the images as a list)``, with folders expanded; unreadable types refused up front."""
     if isinstance(images, (str, os.PathLike)):
         return not Path(images).is_dir(), expand_folders([images])
-    if isinstance(images, Image.Image) or _is_file_like(images):
+    if isinstance(images, Image.Image) or is_file_like(images):
         return True, [images]
     if isinstance(images, np.ndarray):
         if images.ndim == 2 or (images.ndim == 3 and images.shape[-1] in (1, 3, 4)):
@@ -203,7 +194,7 @@ def _as_items(images: Any) -> tuple[bool, list[Any]]:
                          "HxW or HxWxC (C in 1, 3, 4), a batch as NxHxWxC, or a list of images")
     if isinstance(images, (list, tuple)):
         for index, item in enumerate(images):
-            if not (isinstance(item, (str, os.PathLike, Image.Image, np.ndarray)) or _is_file_like(item)):
+            if not (isinstance(item, (str, os.PathLike, Image.Image, np.ndarray)) or is_file_like(item)):
                 raise UnsupportedInputError(f"item {index} of the list is a {type(item).__name__}, which cannot be "
                                             f"read as an image; each item must be {ACCEPTED_IMAGE_INPUTS}")
         return False, expand_folders(images)

@@ -1,0 +1,81 @@
+"""Decoding a list of user images one batch at a time, with unreadable ones raised or skipped.
+
+Torch-free, so the PyTorch embedder (:mod:`csdn.inference.embed`) and the exported-model
+runtime (:mod:`csdn.runtime`) read inputs, name bad images and honour ``on_error`` the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+from PIL import Image
+
+from csdn.decode import load_image
+from csdn.errors import ImageDecodeError, describe_skipped
+
+ON_ERROR = ("raise", "skip")
+
+
+@dataclass(frozen=True)
+class SkippedImage:
+    """An image ``on_error="skip"`` left out: its position among the inputs (folders expanded), name, reason."""
+
+    index: int
+    source: str
+    reason: str
+
+
+def is_file_like(item: Any) -> bool:
+    """Encoded image bytes, or a binary file object with ``.read()``."""
+    return isinstance(item, (bytes, bytearray, memoryview)) or callable(getattr(item, "read", None))
+
+
+def check_on_error(on_error: str) -> str:
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    return on_error
+
+
+def _label(item: Any, index: int) -> str:
+    return str(item) if isinstance(item, (str, os.PathLike)) else f"image {index} of this call"
+
+
+def decoded_batches(
+    items: Sequence[Any],
+    preprocess: Callable[[Image.Image], Any],
+    batch_size: int,
+    bit_depth: int | None,
+    skipped: list[SkippedImage] | None,
+    ready: Callable[[Any], bool] = lambda item: False,
+) -> Iterator[tuple[list[Any], int]]:
+    """``(preprocessed images of one batch, inputs consumed)``, decoding only that batch.
+
+    Items for which ``ready(item)`` is true (already preprocessed) pass through as they are.
+    With ``skipped`` a list, an image that cannot be read is recorded there and left out (a
+    batch may then be empty); with None the first one raises, named by path or position.
+    """
+    for start in range(0, len(items), batch_size):
+        chunk = items[start : start + batch_size]
+        done = []
+        for index, item in enumerate(chunk, start):
+            if ready(item):
+                done.append(item)
+                continue
+            try:
+                done.append(preprocess(load_image(item, bit_depth=bit_depth)))
+            except (ImageDecodeError, FileNotFoundError) as err:
+                if skipped is not None:
+                    skipped.append(SkippedImage(index, _label(item, index), str(err)))
+                elif isinstance(item, (str, os.PathLike)) or len(items) == 1:
+                    raise  # the message names the file already, or there is only one image
+                else:
+                    raise ImageDecodeError(f"{_label(item, index)}: {err}") from err
+        yield done, len(chunk)
+
+
+def refuse_all_skipped(skipped: Sequence[SkippedImage], total: int) -> None:
+    """Skipping is for a few bad images among good ones: none readable at all is an error listing them."""
+    if skipped and len(skipped) == total:
+        raise ImageDecodeError(f"none of the {total} images could be read:\n{describe_skipped(skipped)}")
