@@ -14,7 +14,7 @@ from huggingface_hub import ModelCard
 
 import csdn
 from csdn import CSDNConfig, cli
-from csdn.cli.publish import _provenance
+from csdn.cli.publish import card_provenance
 from csdn.data.synthetic import write_regdb
 from csdn.fileio import sha256_file
 from csdn.hub.convert import from_official
@@ -115,6 +115,6 @@ def test_a_missing_dataset_folder_is_named(checkpoint, tmp_path, capsys):
 
 
 def test_an_rn50_model_names_clip_rn50_as_its_base_model(rn50_model, tiny_model):
-    assert _provenance(rn50_model, "llcm", None) == {
+    assert card_provenance(rn50_model, "llcm", None) == {
         "dataset": "LLCM", "license": "other", "base_model": "timm/resnet50_clip.openai"}
-    assert "base_model" not in _provenance(tiny_model, "sysu", "mit")
+    assert "base_model" not in card_provenance(tiny_model, "sysu", "mit")

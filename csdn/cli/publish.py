@@ -66,7 +66,7 @@ def _load(args: argparse.Namespace):
     return load(args.model, progress=not args.quiet)
 
 
-def _provenance(model, dataset: str, license_name: str | None) -> dict[str, Any]:
+def card_provenance(model, dataset: str, license_name: str | None) -> dict[str, Any]:
     """What the card needs beyond the metrics: dataset, license and (for a CLIP RN50 model) its base model."""
     from csdn.config import CSDNConfig
     from csdn.hub.registry import open_registry
@@ -123,7 +123,7 @@ def run_publish(args: argparse.Namespace) -> int:
     model = _load(args)
     results = _evaluate(model, args)
     print("\n".join(evaluation_table(evaluation_records(results))))
-    release = dict(repo_id=args.repo_id, evaluation=results, extra_meta=_provenance(model, args.dataset, args.license))
+    release = dict(repo_id=args.repo_id, evaluation=results, extra_meta=card_provenance(model, args.dataset, args.license))
     if args.dry_run:
         save_pretrained(model, output, **release)
         print(f"dry run: wrote {output}/ (model.safetensors, config.json, README.md with the model-index); "
