@@ -87,5 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:
         if args.debug:
             raise
-        print(f"csdn: error: {error_message(error)}", file=sys.stderr)
+        # one write: under torchrun every rank reports, and whole lines do not interleave
+        sys.stderr.write(f"csdn: error: {error_message(error)}\n")
+        sys.stderr.flush()
         return 2
