@@ -86,8 +86,7 @@ def draw_ranking(
     score_rows = None if scores is None else np.asarray(scores)
     k = min(topk, indices.shape[1])
     border, gap = BORDER, GAP
-    label_h = 2 * LINE_H + 4  # two caption lines: rank, then score
-    tile_w, tile_h = cell[0] + 2 * border, cell[1] + 2 * border + label_h
+    tile_w, tile_h = cell[0] + 2 * border, cell[1] + 2 * border + LABEL_H
     width = gap + (k + 1) * (tile_w + gap) + gap
     height = gap + len(queries) * (tile_h + gap)
     sheet = Image.new("RGB", (width, height), BACKGROUND)
@@ -96,12 +95,12 @@ def draw_ranking(
 
     for row, query in enumerate(queries):
         top = gap + row * (tile_h + gap)
+        text_top = top + cell[1] + 2 * border + 2  # the caption band under this row's tiles
         left = gap
         sheet.paste(_thumbnail(query, cell), (left + border, top + border))
         draw.rectangle([left, top, left + tile_w - 1, top + cell[1] + 2 * border - 1], outline=(60, 90, 200), width=border)
         caption = query_caption(query, None if query_ids is None else query_ids[row])
-        draw.text((left + border, top + cell[1] + 2 * border + 2), _fit(draw, caption, font, cell[0]), fill=TEXT,
-                  font=font)
+        draw.text((left + border, text_top), _fit(draw, caption, font, cell[0]), fill=TEXT, font=font)
         left += tile_w + 2 * gap
         for rank in range(k):
             index = int(indices[row, rank])
@@ -111,7 +110,6 @@ def draw_ranking(
             x = left + rank * (tile_w + gap)
             sheet.paste(_thumbnail(gallery[index], cell), (x + border, top + border))
             draw.rectangle([x, top, x + tile_w - 1, top + cell[1] + 2 * border - 1], outline=colour, width=border)
-            text_top = top + cell[1] + 2 * border + 2
             draw.text((x + border, text_top), f"rank {rank + 1}", fill=TEXT, font=font)
             if score_rows is not None:
                 draw.text((x + border, text_top + LINE_H), f"score {float(score_rows[row, rank]):.2f}", fill=TEXT,

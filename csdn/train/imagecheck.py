@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,18 +18,11 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from csdn.errors import ImageDecodeError, SkippedImagesWarning, describe_skipped
+from csdn.imagebatches import SkippedImage
 from csdn.train.data import TrainImages
 
 ON_ERROR = ("raise", "skip")
 _LISTED = 20  # unreadable files named in an error; the count covers the rest
-
-
-@dataclass(frozen=True)
-class BadImage:
-    """A training image that cannot be read, and why."""
-
-    source: str
-    reason: str
 
 
 def _problem(image: Any) -> str | None:
@@ -47,8 +39,9 @@ def _problem(image: Any) -> str | None:
     return None
 
 
-def _keep(images: list[Any], labels: np.ndarray, bad: set[str]) -> tuple[list[Any], np.ndarray]:
-    kept = [i for i, image in enumerate(images) if not (isinstance(image, (str, os.PathLike)) and str(image) in bad)]
+def _keep(images: list[Any], labels: np.ndarray, dropped: set[int], offset: int) -> tuple[list[Any], np.ndarray]:
+    """The images (and labels) whose positions, counted from ``offset``, are not in ``dropped``."""
+    kept = [i for i in range(len(images)) if i + offset not in dropped]
     return [images[i] for i in kept], labels[kept]
 
 
@@ -61,7 +54,8 @@ def check_training_images(train_set: TrainImages, on_error: str = "raise", progr
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     images = [*train_set.visible_images, *train_set.infrared_images]
-    bad = [BadImage(str(image), problem) for image in tqdm(images, desc="check images", unit="img", disable=not progress)
+    bad = [SkippedImage(index, str(image), problem)
+           for index, image in enumerate(tqdm(images, desc="check images", unit="img", disable=not progress))
            if (problem := _problem(image)) is not None]
     if not bad:
         return train_set
@@ -71,9 +65,9 @@ def check_training_images(train_set: TrainImages, on_error: str = "raise", progr
             f"{len(bad)} of the {len(images)} training images cannot be read:\n{describe_skipped(bad[:_LISTED])}{more}\n"
             "fix or remove them, or train on the rest with on_error='skip' (--skip-bad-images)"
         )
-    names = {item.source for item in bad}
-    visible = _keep(train_set.visible_images, train_set.visible_labels, names)
-    infrared = _keep(train_set.infrared_images, train_set.infrared_labels, names)
+    dropped = {item.index for item in bad}  # positions in visible + infrared
+    visible = _keep(train_set.visible_images, train_set.visible_labels, dropped, 0)
+    infrared = _keep(train_set.infrared_images, train_set.infrared_labels, dropped, len(train_set.visible_images))
     everyone = np.arange(train_set.num_classes)
     emptied = np.setdiff1d(everyone, np.intersect1d(visible[1], infrared[1]))
     if emptied.size:
