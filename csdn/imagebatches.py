@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
+import numpy as np
 from PIL import Image
 
 from csdn.decode import load_image
@@ -30,6 +31,31 @@ class SkippedImage:
 def is_file_like(item: Any) -> bool:
     """Encoded image bytes, or a binary file object with ``.read()``."""
     return isinstance(item, (bytes, bytearray, memoryview)) or callable(getattr(item, "read", None))
+
+
+def is_one_image(images: Any) -> bool | None:
+    """True for one image, False for many, None for a type these torch-free rules do not cover (a tensor).
+
+    A path is one image unless it is a folder; a PIL image and encoded bytes or a file object
+    are one; a numpy array is one image (HxW, HxWxC with C in 1, 3, 4) or a batch (NxHxWxC);
+    a list or tuple is many.
+    """
+    if isinstance(images, (str, os.PathLike)):
+        return not os.path.isdir(images)
+    if isinstance(images, Image.Image) or is_file_like(images):
+        return True
+    if isinstance(images, np.ndarray):
+        if images.ndim == 2 or (images.ndim == 3 and images.shape[-1] in (1, 3, 4)):
+            return True
+        if images.ndim == 4:
+            return False
+        raise ValueError(
+            f"cannot tell images apart in an array of shape {tuple(images.shape)}: pass one image as "
+            "HxW or HxWxC (C in 1, 3, 4), a batch as NxHxWxC, or a list of images"
+        )
+    if isinstance(images, (list, tuple)):
+        return False
+    return None
 
 
 def check_on_error(on_error: str) -> str:

@@ -21,7 +21,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from csdn.errors import ImageTensorError, SkippedImagesWarning, UnsupportedInputError
-from csdn.imagebatches import SkippedImage, check_on_error, decoded_batches, is_file_like, refuse_all_skipped
+from csdn.imagebatches import (SkippedImage, check_on_error, decoded_batches, is_file_like, is_one_image,
+                                refuse_all_skipped)
 from csdn.imagefiles import expand_folders
 from csdn.inference.fast import compute_dtype, inference_features
 from csdn.inference.protocol import EmbeddingModel
@@ -44,28 +45,19 @@ class EmbeddingReport:
     sources: list[Any]
     kept: list[int]
     skipped: list[SkippedImage]
+    single: bool  # the call passed one image (not a folder, list or batch)
 
 
 def _is_single_image(images: Any) -> bool:
-    if isinstance(images, (str, os.PathLike)):
-        return not os.path.isdir(images)
-    if isinstance(images, Image.Image) or is_file_like(images):
-        return True
-    if isinstance(images, np.ndarray):
-        if images.ndim == 2 or (images.ndim == 3 and images.shape[-1] in (1, 3, 4)):
-            return True
-        if images.ndim == 4:
-            return False
-        raise ValueError(
-            f"cannot tell images apart in an array of shape {tuple(images.shape)}: pass one image as "
-            "HxW or HxWxC (C in 1, 3, 4), a batch as NxHxWxC, or a list of images"
-        )
     if isinstance(images, torch.Tensor):
         if images.dim() == 3:
             return True
         if images.dim() == 4:
             return False
         raise ValueError(f"preprocessed image tensors must be [3,H,W] or [N,3,H,W], got {list(images.shape)}")
+    one = is_one_image(images)
+    if one is not None:
+        return one
     if isinstance(images, Sequence):
         return False
     raise UnsupportedInputError(f"embed_image cannot read {type(images).__name__}; pass {_ACCEPTED}")
@@ -197,7 +189,7 @@ def embed_with_report(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     check_on_error(on_error)
     bit_depth = check_bit_depth(bit_depth)
-    items, _ = _prepare(images, model)
+    items, single = _prepare(images, model)
     total = items.shape[0] if isinstance(items, (torch.Tensor, np.ndarray)) else len(items)
     device = next(model.parameters()).device
     _check_precision(precision, device)
@@ -232,6 +224,7 @@ def embed_with_report(
         sources=sources,
         kept=[index for index in range(total) if index not in dropped],
         skipped=skipped,
+        single=single,
     )
 
 
@@ -290,6 +283,4 @@ def embed_images(model: EmbeddingModel, images: Any, modality: str, **options: A
     report = embed_with_report(model, images, modality, **options)
     if report.skipped:
         warnings.warn(SkippedImagesWarning(report.skipped), stacklevel=2)
-    if _is_single_image(images):
-        return report.embeddings[0]
-    return report.embeddings
+    return report.embeddings[0] if report.single else report.embeddings

@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 
 from csdn.decode import ACCEPTED_IMAGE_INPUTS, Preprocessing, check_bit_depth
 from csdn.errors import ArtifactError, ImageTensorError, SkippedImagesWarning, UnsupportedInputError
-from csdn.imagebatches import SkippedImage, check_on_error, decoded_batches, is_file_like, refuse_all_skipped
+from csdn.imagebatches import (SkippedImage, check_on_error, decoded_batches, is_file_like, is_one_image,
+                                refuse_all_skipped)
 from csdn.imagefiles import expand_folders
 from csdn.modality import MODALITIES, normalize_modality
 from csdn.runtime.backends import BACKENDS
@@ -176,27 +177,23 @@ class ExportedEmbedder:
 
 def _as_items(images: Any) -> tuple[bool, list[Any]]:
     """``(one image?, the images as a list)``, with folders expanded; unreadable types refused up front."""
-    if isinstance(images, (str, os.PathLike)):
-        return not Path(images).is_dir(), expand_folders([images])
-    if isinstance(images, Image.Image) or is_file_like(images):
+    if isinstance(images, np.ndarray) and images.ndim == 4 and images.shape[1] == 3 and images.shape[-1] not in (1, 3, 4):
+        raise ImageTensorError(
+            f"an array of shape {list(images.shape)} looks like preprocessed images [N,3,H,W]: pass it to "
+            "embed_preprocessed(); embed_image() reads numpy batches of raw images as NxHxWxC"
+        )
+    one = is_one_image(images)
+    if one is None:
+        raise UnsupportedInputError(f"cannot read images from {type(images).__name__}; pass {ACCEPTED_IMAGE_INPUTS}, "
+                                    "a folder, a numpy batch NxHxWxC, or a list of these")
+    if one:
         return True, [images]
     if isinstance(images, np.ndarray):
-        if images.ndim == 2 or (images.ndim == 3 and images.shape[-1] in (1, 3, 4)):
-            return True, [images]
-        if images.ndim == 4 and images.shape[1] == 3 and images.shape[-1] not in (1, 3, 4):
-            raise ImageTensorError(
-                f"an array of shape {list(images.shape)} looks like preprocessed images [N,3,H,W]: pass it to "
-                "embed_preprocessed(); embed_image() reads numpy batches of raw images as NxHxWxC"
-            )
-        if images.ndim == 4:
-            return False, list(images)
-        raise ValueError(f"cannot tell images apart in an array of shape {tuple(images.shape)}: pass one image as "
-                         "HxW or HxWxC (C in 1, 3, 4), a batch as NxHxWxC, or a list of images")
-    if isinstance(images, (list, tuple)):
-        for index, item in enumerate(images):
-            if not (isinstance(item, (str, os.PathLike, Image.Image, np.ndarray)) or is_file_like(item)):
-                raise UnsupportedInputError(f"item {index} of the list is a {type(item).__name__}, which cannot be "
-                                            f"read as an image; each item must be {ACCEPTED_IMAGE_INPUTS}")
-        return False, expand_folders(images)
-    raise UnsupportedInputError(f"cannot read images from {type(images).__name__}; pass {ACCEPTED_IMAGE_INPUTS}, "
-                                "a folder, a numpy batch NxHxWxC, or a list of these")
+        return False, list(images)
+    if isinstance(images, (str, os.PathLike)):  # a folder
+        return False, expand_folders([images])
+    for index, item in enumerate(images):
+        if not (isinstance(item, (str, os.PathLike, Image.Image, np.ndarray)) or is_file_like(item)):
+            raise UnsupportedInputError(f"item {index} of the list is a {type(item).__name__}, which cannot be "
+                                        f"read as an image; each item must be {ACCEPTED_IMAGE_INPUTS}")
+    return False, expand_folders(images)
