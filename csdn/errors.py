@@ -139,3 +139,8 @@ class ArtifactError(CSDNError, ValueError):
 
 class ExportError(CSDNError, ValueError):
     """A model or setting the exporter cannot express (an unsupported opset, precision or config)."""
+
+
+def list_positions(positions: list[int], shown: int = 10) -> str:
+    """``"3, 7, 9"``, or the first ``shown`` and ``", ..."``: image positions for a message."""
+    return ", ".join(map(str, positions[:shown])) + (", ..." if len(positions) > shown else "")

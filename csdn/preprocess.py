@@ -19,7 +19,7 @@ from csdn.decode import (
     check_bit_depth,
     load_image,
 )
-from csdn.errors import ImageDecodeError
+from csdn.errors import ImageDecodeError, list_positions
 
 __all__ = [
     "ACCEPTED_IMAGE_INPUTS", "SENSOR_BIT_DEPTHS", "ImageDecodeError", "ImageInput", "TestTransform",
@@ -39,7 +39,7 @@ def nonfinite_rows(batch: torch.Tensor, first: int = 0) -> tuple[int, str] | Non
     if not bool(bad.any()):
         return None
     rows = (bad.nonzero().squeeze(1) + first).tolist()
-    return len(rows), ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
+    return len(rows), list_positions(rows)
 
 
 class TestTransform:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from csdn.errors import ImageTensorError, SkippedImagesWarning, UnsupportedInputError
+from csdn.errors import ImageTensorError, SkippedImagesWarning, UnsupportedInputError, list_positions
 from csdn.imagebatches import (SkippedImage, check_on_error, decoded_batches, is_file_like, is_one_image,
                                 refuse_all_skipped)
 from csdn.imagefiles import expand_folders
@@ -88,7 +88,7 @@ def _check_items(images: Sequence[Any]) -> None:
             "pass raw images to have them resized, or resize the tensors to the model's input size"
         )
     if nonfinite:
-        _refuse_nonfinite(len(nonfinite), ", ".join(map(str, nonfinite[:10])) + (", ..." if len(nonfinite) > 10 else ""))
+        _refuse_nonfinite(len(nonfinite), list_positions(nonfinite))
 
 
 def _check_tensor_size(shape: Sequence[int], config_size: tuple[int, int], what: str) -> None:

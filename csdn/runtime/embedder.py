@@ -20,7 +20,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from csdn.decode import ACCEPTED_IMAGE_INPUTS, Preprocessing, check_bit_depth
-from csdn.errors import ArtifactError, ImageTensorError, SkippedImagesWarning, UnsupportedInputError
+from csdn.errors import ArtifactError, ImageTensorError, SkippedImagesWarning, UnsupportedInputError, list_positions
 from csdn.imagebatches import (SkippedImage, check_on_error, decoded_batches, is_file_like, is_one_image,
                                 refuse_all_skipped)
 from csdn.imagefiles import expand_folders
@@ -55,7 +55,7 @@ class ExportedGraph:
         if not finite.all():
             rows = np.flatnonzero(~finite)
             raise ImageTensorError(
-                f"{len(rows)} preprocessed image(s) hold NaN or infinite values (rows {', '.join(map(str, rows[:10]))}); "
+                f"{len(rows)} preprocessed image(s) hold NaN or infinite values (rows {list_positions(rows.tolist())}); "
                 "their embeddings would be meaningless: check the code that produced them, or pass raw images"
             )
 
