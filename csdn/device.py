@@ -1,5 +1,6 @@
 """The torch device a user names, checked against this torch build and this machine before any work
-starts, so that ``--device cuda`` on a CPU-only build says what to use instead."""
+starts, so that ``--device cuda`` on a CPU-only build says what to use instead; and whether this
+CPU computes bfloat16 natively."""
 
 from __future__ import annotations
 
@@ -32,3 +33,12 @@ def resolve_device(device: str | torch.device) -> torch.device:
         raise DeviceError(f"device {name!r}: this torch build or machine has no Apple GPU (MPS); use --device cpu "
                           "(device='cpu' in Python)")
     return resolved
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bfloat16 units (AVX512-BF16 or AMX) that oneDNN uses; else bf16 is emulated, slowly."""
+    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(probe and probe())
+    except RuntimeError:
+        return False

@@ -206,6 +206,6 @@ def test_inference_features_need_eval_mode_and_a_known_precision():
 
 def test_bf16_warns_on_cpus_without_native_support(monkeypatch):
     model = _model()
-    monkeypatch.setattr(csdn.inference.embed, "_cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(csdn.inference.embed, "cpu_has_bf16", lambda: False)
     with pytest.warns(UserWarning, match="no native bfloat16 support"):
         model.embed_image(torch.randn(1, 3, H, W), "visible", precision="bf16")

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
+from csdn.device import cpu_has_bf16
 from csdn.errors import ImageTensorError, SkippedImagesWarning, UnsupportedInputError, list_positions
 from csdn.imagebatches import (SkippedImage, check_on_error, decoded_batches, is_file_like, is_one_image,
                                 refuse_all_skipped)
@@ -132,14 +133,9 @@ def _item_batches(items: Sequence[Any], transform: TestTransform, batch_size: in
         yield (torch.stack(tensors) if tensors else None), consumed
 
 
-def _cpu_has_bf16() -> bool:
-    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    return bool(probe and probe())
-
-
 def _check_precision(precision: str, device: torch.device) -> None:
     """Reject unknown names before any image is read; warn where bf16 would only be emulated."""
-    if compute_dtype(precision) == torch.bfloat16 and device.type == "cpu" and not _cpu_has_bf16():
+    if compute_dtype(precision) == torch.bfloat16 and device.type == "cpu" and not cpu_has_bf16():
         warnings.warn(
             "this CPU has no native bfloat16 support (AVX512-BF16 or AMX); precision='bf16' will be "
             "emulated and likely slower than the default precision='fp32'",

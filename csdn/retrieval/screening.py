@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import torch
 
+from csdn.device import cpu_has_bf16
+
 __all__ = ["BF16_UNIT_ROUNDOFF", "bf16_is_fast", "screen_slack", "candidates"]
 
 BF16_UNIT_ROUNDOFF = 2.0**-8  # bfloat16 keeps 8 significant bits; round to nearest
@@ -40,12 +42,7 @@ def bf16_is_fast(device: torch.device) -> bool:
     """Whether a bfloat16 matrix product beats a float32 one on ``device`` (bf16 units present)."""
     if device.type == "cuda":
         return True
-    if device.type != "cpu":
-        return False
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    return device.type == "cpu" and cpu_has_bf16()
 
 
 def screen_slack(queries: torch.Tensor, gallery_dtype: torch.dtype) -> tuple[torch.Tensor, float]:
