@@ -13,8 +13,8 @@ from typing import Any
 
 from csdn.cli.embed import add_embedding_options, add_overwrite_option, embed_images, load_model
 from csdn.errors import OutputExistsError
-from csdn.retrieval.embeddings import (EMBEDDINGS_SUFFIXES, Embeddings, legacy_manifest_path, load_embeddings,
-                                       manifest_path)
+from csdn.retrieval.embeddings import (EMBEDDINGS_SUFFIXES, Embeddings, is_embeddings_file, legacy_manifest_path,
+                                       load_embeddings, manifest_path)
 
 RANKING_SUFFIXES = (".csv", ".json")
 
@@ -26,7 +26,7 @@ def _check_suffix(path: Path, suffixes: tuple[str, ...], what: str) -> None:
 
 def _side(path: str, modality: str, args: argparse.Namespace, cache: dict[str, Any]) -> Embeddings:
     """One side of ``csdn match``: an embeddings file, or images embedded now with ``--model``."""
-    if Path(path).suffix.lower() in EMBEDDINGS_SUFFIXES:
+    if is_embeddings_file(path):
         return load_embeddings(path)
     if args.model is None:
         raise ValueError(f"{path} is not an embeddings file ({', '.join(EMBEDDINGS_SUFFIXES)}); "
@@ -44,7 +44,7 @@ def _check_outputs(outputs: dict[str, Path], args: argparse.Namespace) -> None:
     for name in (args.query, args.gallery):
         path = Path(name)
         inputs[path.resolve()] = name
-        if path.suffix.lower() in EMBEDDINGS_SUFFIXES:
+        if is_embeddings_file(path):
             for manifest in (manifest_path(path), legacy_manifest_path(path)):
                 inputs.setdefault(manifest.resolve(), f"the manifest of {name}")
     for flag, path in outputs.items():

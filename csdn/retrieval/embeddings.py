@@ -33,7 +33,7 @@ from csdn.errors import EmbeddingsFileError
 from csdn.fileio import atomic_write, atomic_write_text, refuse_existing
 
 __all__ = ["Embeddings", "save_embeddings", "load_embeddings", "manifest_path", "legacy_manifest_path",
-           "check_embeddings_path", "storage_dtype",
+           "check_embeddings_path", "is_embeddings_file", "storage_dtype",
            "EMBEDDINGS_FORMAT", "EMBEDDINGS_VERSION", "EMBEDDINGS_SUFFIXES", "STORAGE_DTYPES"]
 
 EMBEDDINGS_FORMAT = "csdn-embeddings"
@@ -95,10 +95,15 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+def is_embeddings_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names an embeddings file by its suffix (``.safetensors`` / ``.npy``), not images."""
+    return Path(path).suffix.lower() in EMBEDDINGS_SUFFIXES
+
+
 def check_embeddings_path(path: str | os.PathLike) -> Path:
     """``path`` as a ``Path``; ``ValueError`` unless it ends in ``.safetensors`` or ``.npy``."""
     path = Path(path)
-    if path.suffix.lower() not in EMBEDDINGS_SUFFIXES:
+    if not is_embeddings_file(path):
         raise ValueError(f"embeddings file {path} must end in {' or '.join(EMBEDDINGS_SUFFIXES)}")
     return path
 

@@ -11,14 +11,13 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from csdn.errors import SkippedImagesWarning
-from csdn.retrieval.embeddings import EMBEDDINGS_SUFFIXES, Embeddings, load_embeddings
+from csdn.retrieval.embeddings import Embeddings, is_embeddings_file, load_embeddings
 from csdn.retrieval.matching import Matches
 from csdn.retrieval.matching import match as match_vectors
 
@@ -64,7 +63,7 @@ def _side(side: Any, what: str, modality: str, model: Any, embed_options: dict[s
         return side, model, None
     if isinstance(side, Embeddings):
         return side.vectors, model, list(side.paths)
-    if isinstance(side, (str, os.PathLike)) and Path(side).suffix.lower() in EMBEDDINGS_SUFFIXES:
+    if isinstance(side, (str, os.PathLike)) and is_embeddings_file(side):
         loaded = load_embeddings(side)
         return loaded.vectors, model, loaded.paths
     from csdn.inference.embed import embed_with_report
