@@ -37,7 +37,7 @@ from csdn import CSDN, CSDNConfig
 from csdn.data import SYSUMM01
 from csdn.data.samples import sample_arrays
 from csdn.evaluation import eval_sysu
-from csdn.preprocess import load_image
+from csdn.images.transforms import load_image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from reference_metrics import reference_metrics  # noqa: E402

@@ -34,7 +34,7 @@ _LAZY_ATTRIBUTES = {
     "evaluate": "csdn.evaluation",
     "from_clip": "csdn.hub.clip",
 }
-_LAZY_MODULES = ("convert", "train", "data", "losses", "evaluation", "hub", "retrieval", "preprocess", "inference", "io",
+_LAZY_MODULES = ("convert", "train", "data", "losses", "evaluation", "hub", "retrieval", "images", "inference", "io",
                  "model", "errors", "export", "runtime")
 
 __all__ = ["CSDNConfig", "__version__", *_LAZY_ATTRIBUTES, *_LAZY_MODULES]

@@ -12,7 +12,7 @@ from huggingface_hub import ModelCard
 
 import csdn
 from csdn.data.synthetic import write_sysu
-from csdn.fileio import sha256_file
+from csdn.system.fileio import sha256_file
 from csdn.hub.registry import default_registry_path, open_registry
 
 NAME = "synthetic-tiny"

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from csdn.preprocess import ImageDecodeError, TestTransform, load_image
+from csdn.images.transforms import ImageDecodeError, TestTransform, load_image
 
 H, W = 64, 32
 

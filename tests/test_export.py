@@ -21,7 +21,7 @@ from csdn import cli
 from csdn.errors import (ArtifactError, ExportError, ImageDecodeError, ImageTensorError, MissingDependencyError,
                          OutputExistsError, SkippedImagesWarning)
 from csdn.export import FLOORS, FP32_TOLERANCE, export_model
-from csdn.fileio import sha256_file
+from csdn.system.fileio import sha256_file
 from csdn.runtime import ExportedEmbedder, read_metadata
 
 REPO = Path(__file__).resolve().parent.parent

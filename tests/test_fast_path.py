@@ -12,7 +12,7 @@ import csdn.inference.fold
 import csdn.inference.embed
 from csdn import CSDNConfig
 from csdn.inference.fast import chunk_size, clear_cache, folded_tower, inference_features
-from csdn.inference.pool import single_query_attention_pool
+from csdn.model.pool import single_query_attention_pool
 from csdn.model.network import CSDN
 from csdn.model.layers import attention_pool
 

@@ -14,9 +14,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "csdn"
 
 # from the ground floor up; a module belongs to the layer of its first two name parts
 LAYERS = [
-    {"csdn.errors", "csdn.config", "csdn.modality", "csdn.preprocess", "csdn.device", "csdn.fileio", "csdn.losses",
-     "csdn.version", "csdn.imagefiles", "csdn.distributed", "csdn.decode", "csdn.imagebatches",
-     "csdn.weights"},
+    {"csdn.errors", "csdn.config", "csdn.modality", "csdn.version", "csdn.weights",
+     "csdn.system", "csdn.images"},  # the ground floor: process helpers and user input -> model input
     {"csdn.io"},
     {"csdn.runtime"},  # exported models without torch: ground-floor modules only
     {"csdn.inference"},
@@ -28,7 +27,8 @@ LAYERS = [
     {"csdn.export"},
     {"csdn.train"},
     {"csdn.cli"},
-    {"csdn", "csdn.__main__", "csdn.demo"},  # the lazy public API, `python -m csdn` and `python -m csdn.demo`
+    # the lazy public API, the contract's csdn.losses, `python -m csdn` and `python -m csdn.demo`
+    {"csdn", "csdn.losses", "csdn.__main__", "csdn.demo"},
 ]
 
 

@@ -1,4 +1,4 @@
-"""csdn.losses against hand-computed values and independent float64 loop implementations."""
+"""csdn.train.losses against hand-computed values and independent float64 loop implementations."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from csdn.losses import msel_loss, pairwise_distance, supcon_loss, wrt_triplet_loss
+from csdn.train.losses import msel_loss, pairwise_distance, supcon_loss, wrt_triplet_loss
 
 
 def _dist(x, y) -> float:

@@ -16,7 +16,7 @@ import csdn
 from csdn import CSDNConfig, cli
 from csdn.cli.publish import card_provenance
 from csdn.data.synthetic import write_regdb
-from csdn.fileio import sha256_file
+from csdn.system.fileio import sha256_file
 from csdn.hub.convert import from_official
 from official_format import official_state_dict
 

@@ -161,7 +161,7 @@ def _flip_one_bit_in_a_tensor(path: Path) -> None:
 
 
 def test_save_pretrained_records_the_weights_sha256_in_config_and_card(tmp_path, tiny_model):
-    from csdn.fileio import sha256_file
+    from csdn.system.fileio import sha256_file
 
     folder = tiny_model.save_pretrained(tmp_path / "m")
     digest = sha256_file(folder / "model.safetensors")

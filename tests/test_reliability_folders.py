@@ -16,7 +16,7 @@ from PIL import Image
 import csdn
 from csdn import cli
 from csdn.errors import AmbiguousResultError, ImageDecodeError, SkippedImagesWarning
-from csdn.imagefiles import expand_folders, images_in
+from csdn.images.files import expand_folders, images_in
 
 from _train_synthetic import write_identities
 

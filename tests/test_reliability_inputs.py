@@ -15,7 +15,7 @@ from PIL import Image
 import csdn
 from csdn.config import CSDNConfig
 from csdn.errors import CSDNError, ImageDecodeError, ImageTensorError, SettingError, UnsupportedInputError
-from csdn.preprocess import TestTransform, load_image
+from csdn.images.transforms import TestTransform, load_image
 
 H, W = 64, 32
 

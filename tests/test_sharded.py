@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from csdn.distributed import World, check_same, shard_bounds
+from csdn.system.distributed import World, check_same, shard_bounds
 from csdn.errors import DistributedError
 from csdn.retrieval import match
 from csdn.retrieval.sharded import match_on_ranks

@@ -12,7 +12,7 @@ from PIL import Image
 from _train_synthetic import write_identities
 from csdn.errors import DatasetLayoutError
 from csdn import CSDNConfig
-from csdn.preprocess import TestTransform, load_image
+from csdn.images.transforms import TestTransform, load_image
 from csdn.train import TrainConfig
 from csdn.train.augment import (ERASE_VALUE, TrainAugment, channel_adaptive_gray, channel_exchange,
                                 channel_random_erasing)

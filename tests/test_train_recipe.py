@@ -2,7 +2,7 @@
 core/train.py, core/base.py, tools/loss.py), and what the clean recipe corrects.
 
 The re-statement below uses the model's modules for the network itself and torch's own
-functions for everything else; it calls nothing from csdn.losses or csdn.train.
+functions for everything else; it calls nothing from csdn.train.losses or csdn.train.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ def register(commands) -> list[argparse.ArgumentParser]:
 
 def _check(args: argparse.Namespace) -> None:
     """Everything about the arguments that can be wrong, before any work."""
-    from csdn.fileio import refuse_existing
+    from csdn.system.fileio import refuse_existing
 
     if args.output.suffix.lower() != ".png":
         raise ValueError(f"--output {args.output} must end in .png (the picture is written as PNG)")

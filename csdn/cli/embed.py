@@ -8,9 +8,9 @@ import sys
 from typing import Any, Sequence
 
 from csdn.errors import describe_skipped
-from csdn.imagefiles import expand_folders
+from csdn.images.files import expand_folders
 from csdn.inference.fast import COMPUTE_DTYPES
-from csdn.preprocess import SENSOR_BIT_DEPTHS
+from csdn.images.transforms import SENSOR_BIT_DEPTHS
 from csdn.retrieval.embeddings import (STORAGE_DTYPES, Embeddings, check_embeddings_path, manifest_path,
                                        save_embeddings)
 
@@ -45,7 +45,7 @@ def embed_images(model: Any, inputs: Sequence[str], modality: str, args: argpars
 
 def run_embed(args: argparse.Namespace) -> int:
     from csdn.cli.sharded import embed_on_ranks, torchrun_world
-    from csdn.fileio import refuse_existing
+    from csdn.system.fileio import refuse_existing
 
     output = check_embeddings_path(args.output)
     if not args.overwrite:  # before any work: an hour of embedding must not end in this error

@@ -59,7 +59,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.json:
-        from csdn.fileio import refuse_existing
+        from csdn.system.fileio import refuse_existing
 
         if Path(args.json).suffix.lower() != ".json":
             raise ValueError(f"--json {args.json} must end in .json")
@@ -74,7 +74,7 @@ def run_eval(args: argparse.Namespace) -> int:
     )
     print(result)
     if args.json:
-        from csdn.fileio import atomic_write_text
+        from csdn.system.fileio import atomic_write_text
 
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ FORMATS, PRECISIONS, MODALITY_CHOICES = ("onnx", "openvino"), ("fp32", "fp16", "
 def run_export(args: argparse.Namespace) -> int:
     from csdn.export import Floors, export_model
     from csdn.export.api import ExportOptions
-    from csdn.fileio import refuse_existing
+    from csdn.system.fileio import refuse_existing
     from csdn.hub.api import load
 
     options = dict(format=args.format, modality=args.modality, precision=args.precision, opset=args.opset,
@@ -35,7 +35,7 @@ def weights_sha256(name: str) -> str | None:
     """SHA-256 of the weights ``name`` loads: a local file's own, a registry entry's pinned one (None for a Hub repo)."""
     from pathlib import Path
 
-    from csdn.fileio import sha256_file
+    from csdn.system.fileio import sha256_file
     from csdn.hub.registry import open_registry
     from csdn.io.pretrained import WEIGHTS_NAME
 

@@ -38,7 +38,7 @@ def _side(path: str, modality: str, args: argparse.Namespace, cache: dict[str, A
 
 def _check_outputs(outputs: dict[str, Path], args: argparse.Namespace) -> None:
     """No output may be an input (or an input's manifest), even with --overwrite; none may exist without it."""
-    from csdn.fileio import refuse_existing
+    from csdn.system.fileio import refuse_existing
 
     inputs: dict[Path, str] = {}
     for name in (args.query, args.gallery):
@@ -60,7 +60,7 @@ def _check_outputs(outputs: dict[str, Path], args: argparse.Namespace) -> None:
 
 def run_match(args: argparse.Namespace) -> int:
     from csdn.cli.sharded import torchrun_world
-    from csdn.fileio import atomic_write_text
+    from csdn.system.fileio import atomic_write_text
     from csdn.retrieval.sharded import match_on_ranks
 
     output = Path(args.output)

@@ -55,7 +55,7 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from csdn.fileio import refuse_existing
+    from csdn.system.fileio import refuse_existing
     from csdn.hub.convert import from_official
     from csdn.io.pretrained import CONFIG_NAME, MODEL_CARD_NAME, WEIGHTS_NAME
 

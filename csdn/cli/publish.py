@@ -93,7 +93,7 @@ def _evaluate(model, args: argparse.Namespace) -> list:
 
 def _check(args: argparse.Namespace) -> Path | None:
     """Arguments that can be wrong, before the evaluation (which may take an hour); returns the output folder."""
-    from csdn.fileio import refuse_existing
+    from csdn.system.fileio import refuse_existing
     from csdn.hub.registry import REPO_ID
     from csdn.io.pretrained import CONFIG_NAME, MODEL_CARD_NAME, WEIGHTS_NAME
 
@@ -114,7 +114,7 @@ def _check(args: argparse.Namespace) -> Path | None:
 
 def run_publish(args: argparse.Namespace) -> int:
     """Handler for ``csdn publish``; returns the process exit code."""
-    from csdn.fileio import sha256_file
+    from csdn.system.fileio import sha256_file
     from csdn.hub.api import upload_folder
     from csdn.io.card import evaluation_records, evaluation_table
     from csdn.io.pretrained import WEIGHTS_NAME, save_pretrained

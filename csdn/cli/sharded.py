@@ -4,7 +4,7 @@
     torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint host0:29500 \\
         -m csdn match q.npy g.npy --output ranking.csv
 
-Outside torchrun both commands run in one process, as always. See :mod:`csdn.distributed` for
+Outside torchrun both commands run in one process, as always. See :mod:`csdn.system.distributed` for
 how failures and differing inputs are reported on every rank.
 """
 
@@ -15,8 +15,8 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from csdn.distributed import World, check_same, fingerprint, init_from_environment, run_share, shard_bounds, shutdown
-from csdn.imagefiles import expand_folders
+from csdn.system.distributed import World, check_same, fingerprint, init_from_environment, run_share, shard_bounds, shutdown
+from csdn.images.files import expand_folders
 from csdn.retrieval.embeddings import Embeddings
 
 __all__ = ["torchrun_world", "embed_on_ranks"]

@@ -100,8 +100,8 @@ def _protocol_evaluator(dataset: str, root: str, options: Mapping[str, Any]) -> 
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from csdn.device import resolve_device
-    from csdn.train import distributed
+    from csdn.system.device import resolve_device
+    from csdn.train import ddp as distributed
     from csdn.train.trainer import fit
 
     if args.device is not None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from csdn.data.direction import INFRARED_TO_VISIBLE, VISIBLE_TO_INFRARED, split_direction
 from csdn.data.layout import Layout
 from csdn.data.samples import UNKNOWN_CAMERA, Sample
-from csdn.imagefiles import images_in
+from csdn.images.files import images_in
 
 _DESCRIPTION = (
     "<root>/visible/<pid>/<images> and <root>/infrared/<pid>/<images>, <pid> an integer folder name "

@@ -17,7 +17,7 @@ from typing import Iterable, Sequence
 
 from csdn.data.samples import UNKNOWN_CAMERA, Sample
 from csdn.errors import DatasetLayoutError
-from csdn.imagefiles import images_in
+from csdn.images.files import images_in
 
 _CAMERA_DIR = re.compile(r"^cam(\d+)$", re.IGNORECASE)
 _CAMERA_TOKEN = re.compile(r"(?:^|_)c(\d+)(?:_|$)", re.IGNORECASE)

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from csdn.preprocess import load_image
+from csdn.images.transforms import load_image
 
 UNKNOWN_CAMERA = -1
 
@@ -32,7 +32,7 @@ class Sample:
 
     @property
     def source(self) -> Any:
-        """What ``embed_image`` and :func:`csdn.preprocess.load_image` accept: the pixels, else the path."""
+        """What ``embed_image`` and :func:`csdn.images.transforms.load_image` accept: the pixels, else the path."""
         return self.image if self.image is not None else self.path
 
     def load(self) -> Image.Image:

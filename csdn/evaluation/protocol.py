@@ -108,7 +108,7 @@ class EmbeddingTable:
         return dict(zip(keys.tolist(), vectors))
 
     def _write_cache(self) -> None:
-        from csdn.fileio import atomic_write
+        from csdn.system.fileio import atomic_write
 
         assert self.cache_file is not None
         self.cache_file.parent.mkdir(parents=True, exist_ok=True)

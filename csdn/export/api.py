@@ -17,14 +17,14 @@ from typing import Callable
 
 import numpy as np
 
-from csdn.decode import RESAMPLING, load_image
+from csdn.images.decode import RESAMPLING, load_image
 from csdn.errors import ExportError
 from csdn.export.graph import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, check_opset, write_onnx
 from csdn.export.quantize import convert_fp16, quantize_int8
 from csdn.export.samples import synthetic_people
 from csdn.export.verify import Floors, preprocessed, verify
-from csdn.fileio import atomic_write_text, refuse_existing
-from csdn.imagefiles import expand_folders
+from csdn.system.fileio import atomic_write_text, refuse_existing
+from csdn.images.files import expand_folders
 from csdn.inference.protocol import EmbeddingModel
 from csdn.modality import MODALITIES, normalize_modality
 from csdn.runtime.backends import require

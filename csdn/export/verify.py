@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from csdn.decode import Preprocessing
+from csdn.images.decode import Preprocessing
 from csdn.errors import ArtifactError
 from csdn.export.samples import synthetic_people
 from csdn.inference.protocol import EmbeddingModel

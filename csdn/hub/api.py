@@ -17,9 +17,9 @@ from typing import Any, Mapping
 import torch
 
 from csdn.config import CSDNConfig
-from csdn.device import resolve_device
+from csdn.system.device import resolve_device
 from csdn.errors import WeightsError, WeightsNotAvailableError
-from csdn.fileio import atomic_write
+from csdn.system.fileio import atomic_write
 from csdn.io.card import describe_architecture, render_model_card
 from csdn.io.pretrained import CONFIG_METADATA_KEY, CONFIG_NAME, MODEL_CARD_NAME, WEIGHTS_NAME, save_pretrained
 from csdn.io.safetensors import TensorInfo, read_safetensors_header, write_safetensors

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from csdn.model.clip_code import tokenize
 from csdn.config import CSDNConfig
-from csdn.fileio import atomic_write, sha256_file
+from csdn.system.fileio import atomic_write, sha256_file
 from csdn.hub.transfer import hub_content_hash, hub_download
 from csdn.hub.registry import RegistryLike, open_registry
 from csdn.model.network import CSDN

@@ -16,7 +16,7 @@ from typing import Mapping
 import torch
 
 from csdn.config import CSDNConfig
-from csdn.fileio import sha256_file
+from csdn.system.fileio import sha256_file
 from csdn.model.network import CSDN
 from csdn.hub.statedict import mismatch_report, nonfinite_tensor
 from csdn.errors import CheckpointError, setting_name

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from csdn.config import CSDNConfig
 from csdn.errors import IntegrityError, WeightsError
-from csdn.fileio import sha256_file
+from csdn.system.fileio import sha256_file
 from csdn.hub.statedict import mismatch_report, nonfinite_tensor
 from csdn.io.pretrained import CONFIG_METADATA_KEY, CONFIG_NAME, WEIGHTS_SHA256_KEY
 from csdn.io.safetensors import FLOAT_DTYPES, InvalidSafetensors, TensorInfo, parse_header

@@ -20,15 +20,15 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from csdn.device import cpu_has_bf16
+from csdn.system.device import cpu_has_bf16
 from csdn.errors import ImageTensorError, SkippedImagesWarning, UnsupportedInputError, list_positions
-from csdn.imagebatches import (SkippedImage, check_on_error, decoded_batches, is_file_like, is_one_image,
+from csdn.images.batches import (SkippedImage, check_on_error, decoded_batches, is_file_like, is_one_image,
                                 refuse_all_skipped)
-from csdn.imagefiles import expand_folders
+from csdn.images.files import expand_folders
 from csdn.inference.fast import compute_dtype, inference_features
 from csdn.inference.protocol import EmbeddingModel
 from csdn.modality import normalize_modality
-from csdn.preprocess import ACCEPTED_IMAGE_INPUTS, TestTransform, check_bit_depth, nonfinite_rows
+from csdn.images.transforms import ACCEPTED_IMAGE_INPUTS, TestTransform, check_bit_depth, nonfinite_rows
 
 _ACCEPTED = (
     f"{ACCEPTED_IMAGE_INPUTS}, a folder of images, a preprocessed float tensor [3,H,W] or [N,3,H,W], "
@@ -245,8 +245,8 @@ def embed_images(model: EmbeddingModel, images: Any, modality: str, **options: A
             many (a folder path, a list/tuple of any of those, a numpy batch ``NxHxWxC``,
             or a tensor ``[N,3,H,W]``). A folder stands for its images, searched
             recursively in sorted path order, image suffixes only
-            (:data:`csdn.imagefiles.IMAGE_SUFFIXES`), hidden files and folders skipped;
-            :func:`csdn.imagefiles.expand_folders` lists them in the same order.
+            (:data:`csdn.images.files.IMAGE_SUFFIXES`), hidden files and folders skipped;
+            :func:`csdn.images.files.expand_folders` lists them in the same order.
         modality: ``"visible"`` or ``"infrared"`` (aliases: rgb/vis, ir/thermal/nir).
         batch_size: images per forward pass (default 32).
         progress: a tqdm bar (default off).
@@ -259,7 +259,7 @@ def embed_images(model: EmbeddingModel, images: Any, modality: str, **options: A
         bit_depth: how frames deeper than 8 bits (16-bit thermal PNG/TIFF, uint16 arrays)
             are scaled to 8 bits: ``8|10|12|14|16`` scales every frame of the call alike
             (``2**bit_depth - 1`` -> 255; a larger value is an error naming the image);
-            ``None`` (default) guesses per frame, see :func:`csdn.preprocess.load_image`.
+            ``None`` (default) guesses per frame, see :func:`csdn.images.transforms.load_image`.
             State it for frames from one camera.
         on_error: ``"raise"`` (default): the first image that cannot be read stops the call,
             named. ``"skip"``: such images are left out of the result and listed in one

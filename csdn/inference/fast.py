@@ -4,7 +4,7 @@
 in eval mode (to float rounding, ~1e-6) but does less work: BatchNorms are folded
 into the convolutions and fused with ReLU and the residual adds (:mod:`csdn.inference.fold`),
 activations are channels-last (the layout oneDNN convolutions run fastest in), and
-the attention pool evaluates only its one used query (:mod:`csdn.inference.pool`).
+the attention pool evaluates only its one used query (:mod:`csdn.model.pool`).
 Images go through in chunks small enough that the largest activation stays near
 ``ACTIVATION_BUDGET`` bytes: this keeps the working set in cache and every
 allocation below the size at which the C allocator would hand memory back to the

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from torch import nn
 
 from csdn.config import CSDNConfig
-from csdn.fileio import atomic_write, atomic_write_text, sha256_file
+from csdn.system.fileio import atomic_write, atomic_write_text, sha256_file
 from csdn.io.card import EVALUATION_KEY, evaluation_records, merge_records, render_model_card
 from csdn.io.safetensors import write_safetensors
 

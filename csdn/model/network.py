@@ -13,9 +13,9 @@ from torch import nn
 from csdn.model.clip_code import tokenize
 from csdn.config import CSDNConfig
 from csdn.errors import ImageTensorError
-from csdn.preprocess import nonfinite_rows
+from csdn.images.transforms import nonfinite_rows
 from csdn.io.pretrained import SavePretrainedMixin
-from csdn.inference.pool import single_query_attention_pool
+from csdn.model.pool import single_query_attention_pool
 from csdn.modality import normalize_modality
 from csdn.model.layers import (
     BNNeckHead,
@@ -173,7 +173,7 @@ class CSDN(SavePretrainedMixin, nn.Module):
     def _project(self, fmap: torch.Tensor) -> torch.Tensor:
         """The attention-pool projection of a trunk map.
 
-        Computed in the exact single-query form of CLIP's pool (:mod:`csdn.inference.pool`):
+        Computed in the exact single-query form of CLIP's pool (:mod:`csdn.model.pool`):
         the same values and gradients to float rounding, ~70x less work, so one
         path serves inference and training alike.
         """

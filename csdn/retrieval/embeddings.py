@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from csdn.errors import EmbeddingsFileError
-from csdn.fileio import atomic_write, atomic_write_text, refuse_existing
+from csdn.system.fileio import atomic_write, atomic_write_text, refuse_existing
 
 __all__ = ["Embeddings", "save_embeddings", "load_embeddings", "manifest_path", "legacy_manifest_path",
            "check_embeddings_path", "is_embeddings_file", "storage_dtype",

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import torch
 
-from csdn.device import cpu_has_bf16
+from csdn.system.device import cpu_has_bf16
 
 __all__ = ["BF16_UNIT_ROUNDOFF", "bf16_is_fast", "screen_slack", "candidates"]
 

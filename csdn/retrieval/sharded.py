@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from csdn.distributed import World, check_same, current_world, fingerprint, run_share, shard_bounds
+from csdn.system.distributed import World, check_same, current_world, fingerprint, run_share, shard_bounds
 from csdn.retrieval.matching import ArrayLike, Matches, match, merge_ranked
 
 __all__ = ["match_on_ranks", "merge_shards"]

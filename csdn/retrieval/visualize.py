@@ -16,8 +16,8 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from csdn.fileio import atomic_write
-from csdn.preprocess import load_image
+from csdn.system.fileio import atomic_write
+from csdn.images.transforms import load_image
 
 GREEN = (40, 170, 60)
 RED = (210, 40, 40)
@@ -70,7 +70,7 @@ def draw_ranking(
     """Draw one row per query: the query, then its ``topk`` ranked gallery images.
 
     Args:
-        queries, gallery: images in any form :func:`csdn.preprocess.load_image` accepts.
+        queries, gallery: images in any form :func:`csdn.images.transforms.load_image` accepts.
         indices: ``[Q, k]`` gallery indices, best first (e.g. ``csdn.match(...).indices``).
         scores: optional ``[Q, k]`` similarities printed under each gallery image.
         query_ids, gallery_ids: identities; when both are given, borders are green

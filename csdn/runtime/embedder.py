@@ -2,7 +2,7 @@
 
 The same contract as :meth:`csdn.model.CSDN.embed_image`: one image or many (paths, folders,
 PIL images, numpy arrays, 16-bit thermal frames, encoded bytes), the same decoding and
-preprocessing code (:mod:`csdn.decode`), flip test-time augmentation run in the same graph
+preprocessing code (:mod:`csdn.images.decode`), flip test-time augmentation run in the same graph
 call as the originals, and ``concat(f(x), f(flip(x)))`` scaled to unit norm. Embeddings are
 float32 numpy arrays, which :func:`csdn.match` accepts as they are.
 """
@@ -19,11 +19,11 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from csdn.decode import ACCEPTED_IMAGE_INPUTS, Preprocessing, check_bit_depth
+from csdn.images.decode import ACCEPTED_IMAGE_INPUTS, Preprocessing, check_bit_depth
 from csdn.errors import ArtifactError, ImageTensorError, SkippedImagesWarning, UnsupportedInputError, list_positions
-from csdn.imagebatches import (SkippedImage, check_on_error, decoded_batches, is_file_like, is_one_image,
+from csdn.images.batches import (SkippedImage, check_on_error, decoded_batches, is_file_like, is_one_image,
                                 refuse_all_skipped)
-from csdn.imagefiles import expand_folders
+from csdn.images.files import expand_folders
 from csdn.modality import MODALITIES, normalize_modality
 from csdn.runtime.backends import BACKENDS
 from csdn.runtime.metadata import ARTIFACT_SUFFIXES, REEXPORT, ArtifactMetadata, metadata_path, read_metadata

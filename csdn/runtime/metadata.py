@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from csdn.decode import RESAMPLING
+from csdn.images.decode import RESAMPLING
 from csdn.errors import ArtifactError
-from csdn.fileio import sha256_file
+from csdn.system.fileio import sha256_file
 from csdn.modality import MODALITIES
 
 METADATA_FORMAT_VERSION = 1

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from csdn.config import CSDNConfig
-from csdn.preprocess import TestTransform, load_image
+from csdn.images.transforms import TestTransform, load_image
 from csdn.train.config import TrainConfig
 
 # Fill value of erased areas. It is written into the *normalised* tensor, as in

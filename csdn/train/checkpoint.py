@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from csdn.fileio import atomic_write
+from csdn.system.fileio import atomic_write
 
 CHECKPOINT_FORMAT = 1
 LAST, BEST = "last.pt", "best.pt"

@@ -4,7 +4,7 @@ Whatever the source (a dataset reader from :mod:`csdn.data`, its ``.train`` spli
 an image folder, or any object with ``.visible`` / ``.infrared`` sample lists),
 it becomes a :class:`TrainImages` whose labels run 0..C-1 over the identities,
 in increasing order of the original ids. Images are kept as whatever
-:func:`csdn.preprocess.load_image` reads: a file path, or the pixels of a sample
+:func:`csdn.images.transforms.load_image` reads: a file path, or the pixels of a sample
 that carries them (``sample.image``, e.g. rows of SYSU-MM01's preprocessed arrays).
 """
 

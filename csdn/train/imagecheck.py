@@ -18,7 +18,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from csdn.errors import ImageDecodeError, SkippedImagesWarning, describe_skipped
-from csdn.imagebatches import SkippedImage
+from csdn.images.batches import SkippedImage
 from csdn.train.data import TrainImages
 
 ON_ERROR = ("raise", "skip")

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from csdn.errors import setting_name
-from csdn.train import distributed as ddp
+from csdn.train import ddp
 from csdn.train.config import TrainConfig
 from csdn.train.data import TrainImages
 from csdn.train.sampler import check_ids_per_batch

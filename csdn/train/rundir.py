@@ -16,13 +16,13 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-from csdn.fileio import atomic_write_text
+from csdn.system.fileio import atomic_write_text
 from csdn.train.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from csdn.train.runlog import read_log
 
 BEST_MODEL = "best"
 CHECKPOINT_EVENT = "checkpoint"  # log record written right after last.pt
-# what csdn.fileio.atomic_write leaves behind when a process dies mid-write
+# what csdn.system.fileio.atomic_write leaves behind when a process dies mid-write
 _TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")
 
 SaveModel = Callable[[dict[str, Any], Path], None]  # (checkpoint state, directory) -> writes a loadable model

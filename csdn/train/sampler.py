@@ -52,7 +52,7 @@ def identity_groups(rng: np.random.Generator, visible_of: list[np.ndarray], infr
     replacement and ``images_per_id`` images per modality of each, with replacement.
 
     Both modalities list the identities in the same order, K rows each, which is
-    the layout :func:`csdn.losses.msel_loss` expects.
+    the layout :func:`csdn.train.losses.msel_loss` expects.
     """
     labels, visible, infrared = [], [], []
     for _ in range(groups):

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from csdn.losses import msel_loss, supcon_loss, wrt_triplet_loss
+from csdn.train.losses import msel_loss, supcon_loss, wrt_triplet_loss
 from csdn.model.network import CSDN
 from csdn.train.config import TrainConfig
 

@@ -14,11 +14,11 @@ import torch
 from tqdm.auto import tqdm
 
 from csdn.config import CSDNConfig
-from csdn.device import resolve_device
+from csdn.system.device import resolve_device
 from csdn.model.network import CSDN
-from csdn.train import distributed as ddp
+from csdn.train import ddp
 from csdn.train.augment import TrainAugment
-from csdn.fileio import atomic_write_text
+from csdn.system.fileio import atomic_write_text
 from csdn.train.checkpoint import LAST, load_checkpoint
 from csdn.train.config import TrainConfig
 from csdn.train.data import TrainImages, resolve_train_set

@@ -1,6 +1,6 @@
 """The PyTorch side of preprocessing: the test transform as a tensor, and the NaN/inf check on batches.
 
-Decoding and the resize/normalise arithmetic live in the torch-free :mod:`csdn.decode`
+Decoding and the resize/normalise arithmetic live in the torch-free :mod:`csdn.images.decode`
 (shared with the exported-model runtime); this module wraps them for torch and
 re-exports the decoding names, which is where the rest of the package imports them from.
 """
@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from csdn.config import CSDNConfig
-from csdn.decode import (
+from csdn.images.decode import (
     ACCEPTED_IMAGE_INPUTS,
     SENSOR_BIT_DEPTHS,
     ImageInput,
@@ -43,7 +43,7 @@ def nonfinite_rows(batch: torch.Tensor, first: int = 0) -> tuple[int, str] | Non
 
 
 class TestTransform:
-    """:class:`csdn.decode.Preprocessing` for a model's config, returning a torch tensor ``[3, H, W]``."""
+    """:class:`csdn.images.decode.Preprocessing` for a model's config, returning a torch tensor ``[3, H, W]``."""
 
     __test__ = False  # not a pytest class, despite the name
 

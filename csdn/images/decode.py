@@ -4,7 +4,7 @@ Decoding turns whatever a user holds (a path, a PIL image in any mode, a numpy
 array of any common dtype, encoded bytes) into an 8-bit RGB ``PIL.Image``;
 :class:`Preprocessing` resizes it to the model's input size and applies the
 config's normalisation, giving a float32 ``[3, H, W]`` array. Both the PyTorch
-path (:class:`csdn.preprocess.TestTransform` wraps this) and the torch-free
+path (:class:`csdn.images.transforms.TestTransform` wraps this) and the torch-free
 runtime (:mod:`csdn.runtime`) use this code, so exported models see exactly the
 pixels the PyTorch model sees.
 """

@@ -5,7 +5,7 @@ image pass), not one ``forward``, so instead of wrapping the model in
 ``DistributedDataParallel`` the loop all-reduces the gradients itself, in one
 flat buffer per step. Without an initialised process group every helper is a
 no-op, so the same loop runs on one process. Joining the world and knowing one's rank
-live in :mod:`csdn.distributed` (shared with sharded embedding and matching).
+live in :mod:`csdn.system.distributed` (shared with sharded embedding and matching).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from csdn.distributed import World, barrier, current_world, init_from_environment, shutdown
+from csdn.system.distributed import World, barrier, current_world, init_from_environment, shutdown
 
 __all__ = ["World", "average_gradients", "barrier", "broadcast_state", "current_world", "init_from_environment",
            "mean_across_ranks", "shutdown", "sum_across_ranks"]

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from csdn.decode import load_image
+from csdn.images.decode import load_image
 from csdn.errors import ImageDecodeError, describe_skipped
 
 ON_ERROR = ("raise", "skip")
