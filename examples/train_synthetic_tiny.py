@@ -1,7 +1,7 @@
 """Reproduce the bundled demo model ``synthetic-tiny`` from nothing but this package.
 
     python examples/train_synthetic_tiny.py                 # writes ./synthetic-tiny/
-    python examples/train_synthetic_tiny.py --install       # replaces the bundled csdn/weights/synthetic-tiny/
+    python examples/train_synthetic_tiny.py --install       # replaces the bundled weights/synthetic-tiny/
     python examples/train_synthetic_tiny.py --workdir run/ --resume   # continues an interrupted run
 
 Steps, every one seeded: (1) the synthetic generator writes a SYSU-MM01-style
@@ -245,7 +245,7 @@ def model_card(model: CSDN, meta: dict[str, Any]) -> str:
 
 
 def register(weights: Path) -> None:
-    """Add or update the ``synthetic-tiny`` entry of csdn/weights/registry.json with the new file's SHA-256."""
+    """Add or update the ``synthetic-tiny`` entry of weights/registry.json with the new file's SHA-256."""
     data = json.loads(REGISTRY.read_text(encoding="utf-8"))
     data["models"][NAME] = {
         "bundled": NAME,
@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"model folder to write (default ./{NAME}; an existing model there is refused)")
     target.add_argument("--install", action="store_true",
                         help=f"replace the bundled model of this checkout ({DEFAULT_OUTPUT}) and its entry in "
-                             "csdn/weights/registry.json")
+                             "weights/registry.json")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="a folder to keep the generated data and training runs in (default: a temporary "
                              "folder, deleted at the end); needed for --resume")

@@ -68,7 +68,7 @@ def test_an_fp32_export_writes_one_verified_graph_per_modality_with_its_metadata
         assert meta.feature_dim == bundled.config.test_feature_dim
         assert (meta.image_size, meta.mean, meta.std, meta.interpolation) == (
             bundled.config.image_size, bundled.config.mean, bundled.config.std, bundled.config.interpolation)
-        assert meta.source["weights_sha256"] == sha256_file(REPO / "csdn/weights/synthetic-tiny/model.safetensors")
+        assert meta.source["weights_sha256"] == sha256_file(REPO / "weights/synthetic-tiny/model.safetensors")
         assert meta.package_version == csdn.__version__
         parity = meta.verification["parity"]
         assert meta.verification["passed"] and meta.verification["tolerance"] == FP32_TOLERANCE

@@ -136,5 +136,5 @@ def run_publish(args: argparse.Namespace) -> int:
         entry = {"repo_id": args.repo_id, "filename": WEIGHTS_NAME, "revision": commit.oid,
                  "sha256": sha256_file(folder / WEIGHTS_NAME)}
     print(f"pushed to {args.repo_id}: {commit}")
-    print("to pin this release in csdn/weights/registry.json, use:\n" + json.dumps(entry, indent=2))
+    print("to pin this release in weights/registry.json, use:\n" + json.dumps(entry, indent=2))
     return 0

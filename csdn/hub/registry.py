@@ -1,6 +1,6 @@
 """The model registry: the short names users type (``"sysu"``) and where their weights live.
 
-The registry is a data file, ``csdn/weights/registry.json``, installed with the package
+The registry is a data file, ``weights/registry.json`` at the repository's top level, installed with the package
 as ``csdn.weights``, so adding or re-pinning a model never touches code. Each entry
 names a Hugging Face Hub file (repo, filename, pinned revision, SHA-256) and/or a
 ``bundled`` folder next to the registry that holds a ``save_pretrained`` model and
@@ -16,11 +16,11 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Union
 
 from csdn.config import reject_unknown_fields
+from csdn.system.resources import weights_dir
 from csdn.io.card import AUTHORS_RELEASE  # re-exported: where the authors publish code and weights
 
 REGISTRY_ENV = "CSDN_REGISTRY"
@@ -156,11 +156,11 @@ RegistryLike = Union[Registry, str, Path, None]
 
 
 def default_registry_path() -> Path:
-    """``$CSDN_REGISTRY``, else the registry that ships inside the package (``csdn/weights``)."""
+    """``$CSDN_REGISTRY``, else the registry that ships inside the package (``weights/``, installed as ``csdn.weights``)."""
     override = os.environ.get(REGISTRY_ENV)
     if override:
         return Path(override)
-    return Path(str(resources.files("csdn.weights") / REGISTRY_FILENAME))
+    return weights_dir() / REGISTRY_FILENAME
 
 
 def open_registry(registry: RegistryLike = None) -> Registry:
