@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from csdn.retrieval.matching import FaissIndex, match
+from csdn.retrieval import FaissIndex, match
 
 LATENT_DIM = 64
 GENERATE_CHUNK_IDS = 1000

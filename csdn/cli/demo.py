@@ -62,7 +62,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from csdn.data.synthetic import write_sysu
     from csdn.evaluation import eval_sysu
     from csdn.hub.api import load
-    from csdn.retrieval.matching import match
+    from csdn.retrieval import match
     from csdn.retrieval.visualize import draw_ranking
 
     _check(args)

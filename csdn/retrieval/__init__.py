@@ -3,7 +3,8 @@ faiss index for very large galleries), k-reciprocal re-ranking, the embeddings f
 ``csdn embed`` writes and ``csdn match`` reads, and pictures of ranked results."""
 
 from csdn.retrieval.embeddings import Embeddings, load_embeddings, save_embeddings
-from csdn.retrieval.matching import FaissIndex, Matches
+from csdn.retrieval.faiss_index import FaissIndex
+from csdn.retrieval.matches import Matches
 from csdn.retrieval.search import NamedMatches, match
 
 __all__ = ["Embeddings", "FaissIndex", "Matches", "NamedMatches", "load_embeddings", "match", "save_embeddings"]

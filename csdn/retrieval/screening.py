@@ -27,11 +27,17 @@ was computed in the row's storage dtype, within relative ``e_n`` of the true nor
 
 from __future__ import annotations
 
-import torch
+import math
+from typing import Iterator
 
+import torch
+from tqdm.auto import tqdm
+
+from csdn.retrieval.rows import (SAFE_NORM_RANGE, UNIT_NORM_TOLERANCE, ArrayLike, as_tensor, float32_rows)
 from csdn.system.device import cpu_has_bf16
 
-__all__ = ["BF16_UNIT_ROUNDOFF", "bf16_is_fast", "screen_slack", "candidates"]
+__all__ = ["BF16_UNIT_ROUNDOFF", "ScratchBuffers", "bf16_is_fast", "candidates", "rescored", "screen_chunks",
+           "screen_slack"]
 
 BF16_UNIT_ROUNDOFF = 2.0**-8  # bfloat16 keeps 8 significant bits; round to nearest
 _FP32_UNIT_ROUNDOFF = 2.0**-24
@@ -83,3 +89,69 @@ def candidates(
     pairs = (screened[reached] >= threshold[reached].unsqueeze(1)).nonzero()
     pairs[:, 0] = reached[pairs[:, 0]]
     return pairs
+
+
+def rescored(queries: torch.Tensor, rows: torch.Tensor, pairs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float32 cosines of (query, row) ``pairs`` ``[M, 2]`` of a chunk (row-major), per query in column order,
+    padded with ``-inf`` (which never outranks a real score) to the longest list; with the columns.
+
+    Each pair is scored by the same batched dot product and each row's norm is computed on its
+    own, so a pair's score does not depend on its chunk or on the other candidates: identical
+    rows tie exactly, as the documented tie order needs.
+    """
+    picked = rows[pairs[:, 1]].to(torch.float32)
+    norms = torch.linalg.vector_norm(picked, dim=1)
+    norms = torch.where((norms - 1).abs() <= UNIT_NORM_TOLERANCE, 1.0, norms)
+    scores = torch.einsum("md,md->m", picked, queries[pairs[:, 0]]) / norms
+    counts = torch.bincount(pairs[:, 0], minlength=len(queries))
+    width = max(1, int(counts.max()))
+    slot = torch.arange(len(pairs), device=pairs.device) - (torch.cumsum(counts, 0) - counts)[pairs[:, 0]]
+    cand_scores = torch.full((len(queries), width), -math.inf, device=queries.device)
+    cand_indices = torch.full((len(queries), width), -1, dtype=torch.int64, device=queries.device)
+    cand_scores[pairs[:, 0], slot] = scores
+    cand_indices[pairs[:, 0], slot] = pairs[:, 1]
+    return cand_scores, cand_indices
+
+
+
+class ScratchBuffers:
+    """Scratch tensors reused from chunk to chunk (valid until the next ``get`` of the same name)."""
+
+    def __init__(self) -> None:
+        self._tensors: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype,
+            device: torch.device | str = "cpu") -> torch.Tensor:
+        tensor = self._tensors.get(name)
+        if tensor is None or tensor.shape != shape or tensor.dtype != dtype or tensor.device != torch.device(device):
+            tensor = self._tensors[name] = torch.empty(shape, dtype=dtype, device=device)
+        return tensor
+
+
+def screen_chunks(
+    gallery: ArrayLike, chunk_size: int, progress: bool, desc: str, first_row: int, buffers: ScratchBuffers
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Yield ``(row number, rows as stored, bfloat16 rows, norms)`` for the bfloat16 screen.
+
+    Rows stay in their own precision (no float32 copy of a half-precision chunk: only candidates
+    are upcast, when re-scored) and norms are computed in it too, accumulated in float32 and
+    rounded to the storage dtype (the screen's bound allows for that). A chunk holding a row
+    that is not finite, all zeros or of extreme scale is read the careful float32 way instead,
+    which refuses or rescales the row exactly as the float32 path does.
+    """
+    num = gallery.shape[0]
+    with tqdm(total=num, disable=not progress, desc=desc, unit="row") as bar:
+        for start in range(0, num, chunk_size):
+            block = gallery[start : start + chunk_size]
+            stored = block.detach() if isinstance(block, torch.Tensor) else as_tensor(block)
+            norms = torch.linalg.vector_norm(stored, dim=1).float()
+            low, high = max(SAFE_NORM_RANGE[0], torch.finfo(stored.dtype).tiny), SAFE_NORM_RANGE[1]
+            if not bool(((norms >= low) & (norms <= high)).all()):  # (norms below ``tiny`` lose precision)
+                stored, norms = float32_rows(block, "gallery", first_row + start)
+            narrow = stored
+            if stored.dtype != torch.bfloat16:
+                narrow = buffers.get("narrow", tuple(stored.shape), torch.bfloat16).copy_(stored)
+            yield first_row + start, stored, narrow, norms
+            bar.update(len(stored))
+
+

@@ -1,6 +1,6 @@
 """``csdn.match`` as users call it: each side may be vectors, an embeddings file, or images to embed.
 
-:func:`csdn.retrieval.matching.match` ranks arrays; this front door first turns every other kind
+:func:`csdn.retrieval.exact.match_arrays` ranks arrays; this front door first turns every other kind
 of input into vectors (loading an embeddings file with its manifest, or embedding a folder or a
 list of images with ``model``) and keeps the names of the rows, so a result can say which file
 matched which.
@@ -18,8 +18,8 @@ import torch
 
 from csdn.errors import SkippedImagesWarning
 from csdn.retrieval.embeddings import Embeddings, is_embeddings_file, load_embeddings
-from csdn.retrieval.matching import Matches
-from csdn.retrieval.matching import match as match_vectors
+from csdn.retrieval.exact import match_arrays
+from csdn.retrieval.matches import Matches
 
 __all__ = ["NamedMatches", "match"]
 
@@ -102,7 +102,7 @@ def match(
       (default: infrared queries against a visible gallery), passing ``embed_options``
       (e.g. ``{"on_error": "skip", "bit_depth": 14, "batch_size": 64}``) to the embedder.
 
-    ``options`` go to :func:`csdn.retrieval.matching.match` (``backend``, ``chunk_size``, ``progress``, ...).
+    ``options`` go to :func:`csdn.retrieval.exact.match_arrays` (``backend``, ``chunk_size``, ``progress``, ...).
     Vectors on both sides give its :class:`Matches`; when either side came from files or
     images, a :class:`NamedMatches` whose ``query_names`` / ``gallery_names`` say which row is
     which (file paths; row numbers for in-memory items).
@@ -110,7 +110,7 @@ def match(
     embed_options = dict(embed_options or {})
     query_vectors, model, query_names = _side(query, "query", query_modality, model, embed_options)
     gallery_vectors, model, gallery_names = _side(gallery, "gallery", gallery_modality, model, embed_options)
-    result = match_vectors(query_vectors, gallery_vectors, topk, **options)
+    result = match_arrays(query_vectors, gallery_vectors, topk, **options)
     if query_names is None and gallery_names is None:
         return result
     return NamedMatches(

@@ -4,7 +4,7 @@ Each rank ranks its own contiguous slice of the gallery (a memory-mapped file is
 there), rank 0 gathers the per-slice top-k lists and merges them. Slices follow gallery
 order and each list is already ordered by (score desc, index asc), so a stable sort of their
 concatenation by score keeps equal scores in gallery order: the merged answer is the one
-:func:`csdn.retrieval.matching.match` gives in one process.
+:func:`csdn.retrieval.exact.match_arrays` gives in one process.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import torch
 import torch.distributed as dist
 
 from csdn.system.distributed import World, check_same, current_world, fingerprint, run_share, shard_bounds
-from csdn.retrieval.matching import ArrayLike, Matches, match, merge_ranked
+from csdn.retrieval.exact import match_arrays
+from csdn.retrieval.matches import Matches, merge_ranked
+from csdn.retrieval.rows import ArrayLike
 
 __all__ = ["match_on_ranks", "merge_shards"]
 
@@ -30,17 +32,17 @@ def _gallery_sample(gallery: ArrayLike) -> torch.Tensor:
 def match_on_ranks(
     query: ArrayLike, gallery: ArrayLike, topk: int = 10, *, world: World | None = None, **options: Any
 ) -> Matches | None:
-    """``match(query, gallery, topk, **options)`` with the gallery split across the ranks.
+    """``match_arrays(query, gallery, topk, **options)`` with the gallery split across the ranks.
 
     Every rank must pass the same query and gallery (checked: shapes, dtypes, the query and the
     gallery's first and last rows); every rank raises the same
     :class:`csdn.errors.DistributedError` if they differ or if any rank's share fails. Returns
     the merged ``Matches`` on rank 0 and None on the others. Outside a torchrun world this is
-    plain ``match``.
+    plain ``match_arrays``.
     """
     world = world or current_world()
     if not world.active:
-        return match(query, gallery, topk, **options)
+        return match_arrays(query, gallery, topk, **options)
     shape = (tuple(query.shape), tuple(gallery.shape), str(gallery.dtype))
     check_same(fingerprint(shape, torch.as_tensor(query), _gallery_sample(gallery)),
                "query and gallery embeddings", world)
@@ -52,7 +54,7 @@ def match_on_ranks(
         rows = query
         if dist.get_backend() == "nccl" and isinstance(query, torch.Tensor):
             rows = query.to(torch.device("cuda", torch.cuda.current_device()))
-        found = match(rows, gallery[first:end], topk, first_row=first, **options)
+        found = match_arrays(rows, gallery[first:end], topk, first_row=first, **options)
         return found.indices.cpu(), found.scores.cpu()
 
     parts = run_share(world, share, f"gallery rows {first}-{end - 1}")
