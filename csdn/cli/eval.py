@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from csdn.cli.embed import add_overwrite_option
+from csdn.data.registry import DATASET_NAMES
 
 
 def register(commands) -> list[argparse.ArgumentParser]:
@@ -21,7 +22,7 @@ def register(commands) -> list[argparse.ArgumentParser]:
             "integer folder name) and searches every image of one modality among all of the other."
         ),
     )
-    parser.add_argument("--dataset", required=True, choices=("sysu", "regdb", "llcm", "folder"),
+    parser.add_argument("--dataset", required=True, choices=DATASET_NAMES,
                         help="which benchmark, or 'folder' for your own images")
     parser.add_argument("--root", required=True,
                         help="the dataset folder, in its distributed layout (folder: visible/<pid>/ and infrared/<pid>/)")

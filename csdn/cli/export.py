@@ -8,7 +8,14 @@ import sys
 
 from csdn.cli.embed import add_overwrite_option
 
-FORMATS, PRECISIONS, MODALITY_CHOICES = ("onnx", "openvino"), ("fp32", "fp16", "int8"), ("visible", "infrared", "both")
+from csdn.export.formats import DEFAULT_FORMAT, EXPORT_FORMATS
+from csdn.export.graph import DEFAULT_OPSET, OPSETS
+from csdn.export.api import VERIFY_IDENTITIES
+from csdn.export.verify import FLOORS
+from csdn.modality import MODALITIES
+from csdn.runtime.metadata import PRECISIONS
+
+MODALITY_CHOICES = (*MODALITIES, "both")
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -70,24 +77,29 @@ def run_export_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _floors_text() -> str:
+    return ", ".join(f"{floor.cosine} {floor.top1} for {precision}" for precision, floor in FLOORS.items())
+
+
 def register(commands) -> list[argparse.ArgumentParser]:
     """Add ``export`` and ``export-info`` to an ``argparse`` sub-command collection."""
     export = commands.add_parser("export", help="export a model to ONNX / OpenVINO, verified against PyTorch")
     export.add_argument("model", help="registry name, hf-hub:org/repo, or a local model")
     export.add_argument("output", help="folder to write the graphs (MODALITY.onnx / MODALITY.xml) and their .json metadata")
-    export.add_argument("--format", choices=FORMATS, default="onnx", help="default onnx")
+    export.add_argument("--format", choices=tuple(EXPORT_FORMATS), default=DEFAULT_FORMAT, help=f"default {DEFAULT_FORMAT}")
     export.add_argument("--modality", choices=MODALITY_CHOICES, default="both",
                         help="which stem(s) to export, one graph each (default both)")
-    export.add_argument("--precision", choices=PRECISIONS, default="fp32", help="default fp32")
-    export.add_argument("--opset", type=int, default=17, help="ONNX opset, 13-20 (default 17)")
+    export.add_argument("--precision", choices=PRECISIONS, default=PRECISIONS[0], help=f"default {PRECISIONS[0]}")
+    export.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                        help=f"ONNX opset, {OPSETS.start}-{OPSETS.stop - 1} (default {DEFAULT_OPSET})")
     export.add_argument("--calibration", metavar="DIR",
                         help="int8: calibrate on your own images (DIR/visible and DIR/infrared if present); "
                              "default: synthetic pedestrians")
-    export.add_argument("--verify-identities", type=int, default=100, metavar="N",
-                        help="fp16/int8: synthetic identities in the agreement check (default 100)")
+    export.add_argument("--verify-identities", type=int, default=VERIFY_IDENTITIES, metavar="N",
+                        help=f"fp16/int8: synthetic identities in the agreement check (default {VERIFY_IDENTITIES})")
     export.add_argument("--floors", type=float, nargs=2, metavar=("COSINE", "TOP1"),
                         help="fp16/int8: accept a graph whose smallest cosine and top-1 agreement reach these "
-                             "(default 0.999 0.99 for fp16, 0.98 0.97 for int8); recorded in the metadata")
+                             f"(default {_floors_text()}); recorded in the metadata")
     add_overwrite_option(export, "replace an existing output folder")
     export.add_argument("--quiet", action="store_true", help="no progress messages")
     export.set_defaults(func=run_export)

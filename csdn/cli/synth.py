@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-LAYOUTS = ("sysu", "regdb", "llcm")
+from csdn.data.synthetic import LAYOUTS
+
 _DEFAULT_IMAGES = {"sysu": 4, "regdb": 10, "llcm": 3}  # per camera (sysu, llcm) or per modality (regdb)
 
 

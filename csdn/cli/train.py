@@ -14,9 +14,9 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from csdn.data.registry import DATASET_NAMES
 from csdn.train.config import AUTOCAST_PRECISIONS, RECIPES, TrainConfig
 
-DATASETS = ("sysu", "regdb", "llcm", "folder")
 _ALIASES = {"stage1_epochs": "--epochs-stage1", "stage2_epochs": "--epochs-stage2", "stage3_epochs": "--epochs-stage3"}
 
 
@@ -44,7 +44,7 @@ def register(commands: Any) -> list[argparse.ArgumentParser]:
     """Add ``train`` to an ``argparse`` sub-command collection."""
     parser = commands.add_parser("train", help="train CSDN's three stages on a dataset",
                                  description="Train CSDN (prompts, SII fusion, image model) on a dataset.")
-    parser.add_argument("--dataset", required=True, choices=DATASETS,
+    parser.add_argument("--dataset", required=True, choices=DATASET_NAMES,
                         help="benchmark reader, or 'folder' for ROOT/visible/<pid>/ + ROOT/infrared/<pid>/")
     parser.add_argument("--root", required=True, help="dataset directory")
     parser.add_argument("--output", required=True, help="run directory (checkpoints, log.jsonl, final model)")

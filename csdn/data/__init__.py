@@ -5,21 +5,15 @@ from csdn.data.folder import ImageFolder
 from csdn.data.layout import DatasetLayoutError
 from csdn.data.llcm import LLCM
 from csdn.data.regdb import RegDB
+from csdn.data.reader import DatasetReader
+from csdn.data.registry import DATASET_NAMES, READERS, dataset_title, reader_for
 from csdn.data.samples import UNKNOWN_CAMERA, Sample, TrainSet
 from csdn.data.sysu import SYSUMM01, load_sysu_arrays
 
-# benchmark name (and accepted spellings) -> reader; one table for training and evaluation
-READERS = {"sysu": SYSUMM01, "sysu-mm01": SYSUMM01, "sysumm01": SYSUMM01, "regdb": RegDB, "llcm": LLCM,
-           "folder": ImageFolder}
-
-
-def reader_for(name: str) -> type | None:
-    """The reader class a benchmark name stands for (case and surrounding spaces ignored), or None."""
-    return READERS.get(name.strip().lower())
-
-
 __all__ = [
+    "DATASET_NAMES",
     "DIRECTIONS",
+    "DatasetReader",
     "DatasetLayoutError",
     "ImageFolder",
     "LLCM",
@@ -28,6 +22,7 @@ __all__ = [
     "SYSUMM01",
     "Sample",
     "TrainSet",
+    "dataset_title",
     "UNKNOWN_CAMERA",
     "load_sysu_arrays",
     "parse_direction",

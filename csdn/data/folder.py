@@ -33,6 +33,9 @@ class ImageFolder:
 
     name = "folder"
     title = "image folder"
+    aliases: tuple[str, ...] = ()
+    metric = "regdb"  # no camera filtering (see the module docstring)
+    trial_bound = False
     directions = (INFRARED_TO_VISIBLE, VISIBLE_TO_INFRARED)
     settings: tuple[str, ...] = ()
     trials = (0,)

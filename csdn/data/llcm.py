@@ -38,6 +38,9 @@ class LLCM:
 
     name = "llcm"
     title = "LLCM"
+    aliases: tuple[str, ...] = ()
+    metric = "llcm"
+    trial_bound = False
     directions = (INFRARED_TO_VISIBLE, VISIBLE_TO_INFRARED)
     trials = tuple(range(10))
     settings = ("shots",)  # protocol options of search()

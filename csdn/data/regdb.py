@@ -37,6 +37,9 @@ class RegDB:
 
     name = "regdb"
     title = "RegDB"
+    aliases: tuple[str, ...] = ()
+    metric = "regdb"
+    trial_bound = True  # the other splits' test halves overlap this split's training identities
     directions = (VISIBLE_TO_INFRARED, INFRARED_TO_VISIBLE)
     settings: tuple[str, ...] = ()  # protocol options of search(); the gallery is the whole test half
 

@@ -47,6 +47,9 @@ class SYSUMM01:
 
     name = "sysu"
     title = "SYSU-MM01"
+    aliases = ("sysu-mm01", "sysumm01")
+    metric = "sysu"
+    trial_bound = False
     directions = (INFRARED_TO_VISIBLE,)
     trials = tuple(range(10))
     settings = ("mode", "shots")  # protocol options of search()

@@ -176,3 +176,16 @@ def eval_regdb(distmat, q_pids, g_pids, max_rank: int = 20) -> tuple[np.ndarray,
 
 
 # ---------------------------------------------------------------------------- results
+
+
+def _eval_without_cameras(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 20):
+    """:func:`eval_regdb` under the camera-taking signature the table below shares."""
+    return eval_regdb(distmat, q_pids, g_pids, max_rank)
+
+
+# a reader's ``metric`` -> its scoring rule, all called (dist, q_pids, g_pids, q_cams, g_cams, max_rank)
+METRICS: dict[str, Callable[..., tuple[np.ndarray, float, float]]] = {
+    "sysu": eval_sysu,  # camera-3 probes ignore camera-2 images (same location)
+    "llcm": eval_llcm,  # images of the probe's identity and camera are ignored
+    "regdb": _eval_without_cameras,  # no camera filtering
+}

@@ -20,10 +20,9 @@ import torch
 from tqdm.auto import tqdm
 
 from csdn.data.direction import parse_direction
-from csdn.data.regdb import RegDB
 from csdn.data.samples import Sample, sample_arrays
-from csdn.data import reader_for
-from csdn.evaluation.metrics import eval_llcm, eval_regdb, eval_sysu
+from csdn.data.registry import DATASET_NAMES, reader_for
+from csdn.evaluation.metrics import METRICS
 from csdn.evaluation.results import EvaluationResult, SearchResult, TrialResult
 from csdn.retrieval.reranking import rerank_embeddings
 
@@ -31,17 +30,12 @@ __all__ = ["evaluate", "EmbeddingTable", "weights_fingerprint"]
 
 MAX_RANK = 20
 _DEFAULTS = {"mode": "all", "shots": 1}
-# reader names with a test protocol: the benchmarks, and a user's identity-per-folder images
-_PROTOCOLS = ("sysu", "regdb", "llcm", "folder")
-_CHOICES = ", ".join(map(repr, _PROTOCOLS))
+_CHOICES = ", ".join(map(repr, DATASET_NAMES))
 
 
-def _metric(name: str, dist: np.ndarray, query: Sequence[Sample], gallery: Sequence[Sample]):
+def _metric(reader: Any, dist: np.ndarray, query: Sequence[Sample], gallery: Sequence[Sample]):
     (q_pids, q_cams), (g_pids, g_cams) = sample_arrays(query), sample_arrays(gallery)
-    if name in ("regdb", "folder"):
-        return eval_regdb(dist, q_pids, g_pids, MAX_RANK)
-    metric = eval_sysu if name == "sysu" else eval_llcm
-    return metric(dist, q_pids, g_pids, q_cams, g_cams, MAX_RANK)
+    return METRICS[reader.metric](dist, q_pids, g_pids, q_cams, g_cams, MAX_RANK)
 
 
 # ---------------------------------------------------------------------------- embeddings
@@ -154,7 +148,7 @@ class EmbeddingTable:
 # ---------------------------------------------------------------------------- protocol
 def _reader(dataset: Any, root: Any, trials: Sequence[int] | None) -> Any:
     if not isinstance(dataset, str):
-        if not callable(getattr(dataset, "search", None)) or getattr(dataset, "name", None) not in _PROTOCOLS:
+        if not callable(getattr(dataset, "search", None)) or getattr(dataset, "metric", None) not in METRICS:
             raise TypeError(f"dataset must be one of {_CHOICES} or one of their readers, got {dataset!r}")
         if root is not None:
             raise ValueError(f"root= goes with a dataset name; the reader {dataset!r} already has its folder")
@@ -164,8 +158,8 @@ def _reader(dataset: Any, root: Any, trials: Sequence[int] | None) -> Any:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {_CHOICES}")
     if root is None:
         raise ValueError(f"evaluate(..., {dataset!r}) needs root=, the folder that holds the dataset")
-    if kind is RegDB:
-        return RegDB(root, trial=trials[0] if trials else 1)
+    if kind.trial_bound:
+        return kind(root, trial=trials[0] if trials else 1)
     return kind(root)
 
 
@@ -263,7 +257,7 @@ def evaluate(
     for d, trial, query, gallery in tqdm(plan, desc=f"{reader.name} trials", disable=not progress):
         q, g = table.matrix(query), table.matrix(gallery)
         dist = rerank_embeddings(q, g) if rerank else -(q @ g.T)
-        cmc, mean_ap, minp = _metric(reader.name, dist, query, gallery)
+        cmc, mean_ap, minp = _metric(reader, dist, query, gallery)
         searches[d].trials.append(TrialResult(trial, cmc, mean_ap, minp, len(query), len(gallery)))
     settings = {**options, "trials": trials, "flip": flip, "rerank": rerank}
     return EvaluationResult(reader.title, settings, list(searches.values()))

@@ -19,6 +19,7 @@ import numpy as np
 
 from csdn.images.decode import RESAMPLING, load_image
 from csdn.errors import ExportError
+from csdn.export.formats import DEFAULT_FORMAT, EXPORT_FORMATS
 from csdn.export.graph import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, check_opset, write_onnx
 from csdn.export.quantize import convert_fp16, quantize_int8
 from csdn.export.samples import synthetic_people
@@ -42,7 +43,7 @@ VERIFY_IDENTITIES = 100
 class ExportOptions:
     """How to export; validated on construction, before any work."""
 
-    format: str = "onnx"
+    format: str = DEFAULT_FORMAT
     modality: str = "both"
     precision: str = "fp32"
     opset: int = DEFAULT_OPSET
@@ -54,8 +55,8 @@ class ExportOptions:
     modalities: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        if self.format not in ARTIFACT_SUFFIXES:
-            raise ExportError(f"unknown export format {self.format!r}; choose one of {', '.join(ARTIFACT_SUFFIXES)}")
+        if self.format not in EXPORT_FORMATS:
+            raise ExportError(f"unknown export format {self.format!r}; choose one of {', '.join(EXPORT_FORMATS)}")
         if self.precision not in PRECISIONS:
             raise ExportError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         self.modalities = MODALITIES if self.modality == "both" else (normalize_modality(self.modality),)
@@ -117,16 +118,12 @@ def _write_artifact(model: EmbeddingModel, modality: str, options: ExportOptions
     if options.precision == "int8":
         source = work / f"{modality}.int8.onnx"
         quantize_int8(onnx_fp32, source, calibration_batches(model, modality, options.calibration), INPUT_NAME)
-    elif options.precision == "fp16" and options.format == "onnx":
+    elif options.precision == "fp16" and not EXPORT_FORMATS[options.format].own_fp16:
         source = work / f"{modality}.fp16.onnx"
         convert_fp16(onnx_fp32, source)
-    name = modality + ARTIFACT_SUFFIXES[options.format][0]
-    if options.format == "onnx":
-        return Path(shutil.move(str(source), folder / name))
-    ov = require("openvino", "OpenVINO export")
-    # fp16 for OpenVINO is its own weight compression; the CPU still computes in float32
-    ov.save_model(ov.convert_model(str(source)), str(folder / name), compress_to_fp16=options.precision == "fp16")
-    return folder / name
+    target = folder / (modality + ARTIFACT_SUFFIXES[options.format][0])
+    EXPORT_FORMATS[options.format].save(source, target, options.precision)
+    return target
 
 
 def _metadata(model: EmbeddingModel, modality: str, options: ExportOptions, weights: dict[str, str | None]) -> ArtifactMetadata:
@@ -169,8 +166,8 @@ def export_model(
     check_exportable(model)
     require("onnx", "export")
     require("onnxruntime", "export verification")
-    if settings.format == "openvino":
-        require("openvino", "OpenVINO export")
+    for module in EXPORT_FORMATS[settings.format].modules:
+        require(module, f"{settings.format} export")
     out = Path(out)
     if not overwrite:
         refuse_existing([out])

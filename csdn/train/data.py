@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from csdn.data import READERS, reader_for
+from csdn.data import DATASET_NAMES, reader_for
 from csdn.data.folder import ImageFolder
 
 
@@ -104,7 +104,7 @@ def resolve_train_set(data: Any, root: str | os.PathLike | None = None, **option
         if Path(data).is_dir():
             return read_image_folder(data)
         raise ValueError(
-            f"unknown dataset {data!r}; choose one of {', '.join(sorted(READERS))}, "
+            f"unknown dataset {data!r}; choose one of {', '.join(DATASET_NAMES)}, "
             "or pass a directory with visible/ and infrared/ sub-folders"
         )
     split = getattr(data, "train", data)

@@ -46,6 +46,7 @@ __all__ = [
 
 _JPEG_QUALITY = 90
 _TAG = {"sysu": 1, "regdb": 2, "llcm": 3}  # keeps the three layouts' random streams apart
+LAYOUTS = tuple(_TAG)  # the datasets (csdn.data.registry names) this module writes trees for
 
 # SYSU-MM01: cameras 1-3 indoor, 4-6 outdoor; 3 and 6 are near-infrared. Camera 3
 # watches the same room as camera 2 (why the protocol ignores camera-2 gallery

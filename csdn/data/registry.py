@@ -1,0 +1,32 @@
+"""The datasets csdn reads, in one table: the name a user types -> the reader class.
+
+Training (``resolve_train_set``), the evaluation protocol, the CLI's ``--dataset`` choices
+and the model card's dataset titles all read this table, so adding a dataset is one reader
+module (see :class:`csdn.data.reader.DatasetReader`) and one entry in :data:`READER_CLASSES`.
+"""
+
+from __future__ import annotations
+
+from csdn.data.folder import ImageFolder
+from csdn.data.llcm import LLCM
+from csdn.data.regdb import RegDB
+from csdn.data.sysu import SYSUMM01
+
+READER_CLASSES: tuple[type, ...] = (SYSUMM01, RegDB, LLCM, ImageFolder)
+
+DATASET_NAMES: tuple[str, ...] = tuple(cls.name for cls in READER_CLASSES)  # the canonical names, in order
+# every accepted spelling (canonical name and aliases) -> reader
+READERS: dict[str, type] = {
+    spelling: cls for cls in READER_CLASSES for spelling in (cls.name, *cls.aliases)
+}
+
+
+def reader_for(name: str) -> type | None:
+    """The reader class a dataset name stands for (case and surrounding spaces ignored), or None."""
+    return READERS.get(name.strip().lower())
+
+
+def dataset_title(name: str) -> str:
+    """``"sysu"`` -> ``"SYSU-MM01"``; a name of no registered dataset is kept as given."""
+    reader = reader_for(str(name))
+    return reader.title if reader is not None else str(name).strip()
