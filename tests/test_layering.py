@@ -124,3 +124,14 @@ def test_the_checker_finds_an_upward_import_even_under_type_checking(tmp_path):
     rank = {"pkg": 0, "pkg.base": 0, "pkg.top": 1}
     assert upward_imports(found, lambda name: rank[".".join(name.split(".")[:2])]) == ["pkg.base.core -> pkg.top.app"]
     assert cycles(package_edges(found, lambda name: ".".join(name.split(".")[:2]))) == [["pkg.base", "pkg.top"]]
+
+
+def test_the_documented_layer_table_is_the_enforced_one():
+    """docs/architecture.md's table lists LAYERS top to bottom, one row per layer."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
+    rows = [line.split("|")[1] for line in text.splitlines() if line.startswith("| `csdn")]
+    documented = [set(re.findall(r"`(csdn[\w.]*)`", first_cell)) for first_cell in rows]
+    assert documented == list(reversed(LAYERS))
