@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from typing import Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 # setting name (a Python argument or config field) -> the flag of the running `csdn` command that sets it
 _CLI_FLAGS: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar("csdn_cli_flags", default={})
@@ -124,7 +124,7 @@ class SkippedImagesWarning(UserWarning):
         super().__init__(f"skipped {len(self.skipped)} image(s) that could not be read:\n{describe_skipped(skipped)}")
 
 
-def describe_skipped(skipped: list) -> str:
+def describe_skipped(skipped: Sequence[Any]) -> str:
     """One indented line per skipped image (objects with ``.source`` and ``.reason``)."""
     return "\n".join(f"  {item.source}: {item.reason}" for item in skipped)
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 import argparse
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from csdn.cli.embed import add_overwrite_option
 
 DEFAULT_PICTURE = Path("csdn_demo_ranking.png")
 # Held-out people: the bundled model was trained on seed 0 and checked on seed 1.
-PEOPLE = dict(num_train_ids=2, num_test_ids=12, images_per_camera=3, seed=2)
+PEOPLE: dict[str, Any] = dict(num_train_ids=2, num_test_ids=12, images_per_camera=3, seed=2)
 
 
 def register(commands) -> list[argparse.ArgumentParser]:

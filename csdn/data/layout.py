@@ -143,7 +143,7 @@ def pick_gallery(folders: Sequence[Folder], modality: str, trial: int, shots: in
     if not is_integer(shots) or shots < 1:
         raise ValueError(f"shots must be a positive integer (1 single-shot, 10 multi-shot), got {shots!r}")
     rng = random.Random(int(trial))
-    gallery = []
+    gallery: list[Sample] = []
     for folder in folders:
         picks = [rng.choice(folder.files)] if shots == 1 else rng.sample(folder.files, min(shots, len(folder.files)))
         gallery.extend(Sample(path, folder.pid, folder.camid, modality) for path in picks)

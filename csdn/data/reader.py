@@ -8,7 +8,8 @@ scoring rule in :data:`csdn.evaluation.metrics.METRICS` that its test protocol u
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 from csdn.data.samples import Sample
 
@@ -17,15 +18,49 @@ from csdn.data.samples import Sample
 class DatasetReader(Protocol):
     """A dataset on disk: its protocol's searches (and, for training, ``.train`` or ``.visible``/``.infrared``)."""
 
-    name: ClassVar[str]  # what users type: ``--dataset sysu``
-    title: ClassVar[str]  # how the literature spells it: "SYSU-MM01"
-    aliases: ClassVar[tuple[str, ...]]  # other accepted spellings
-    metric: ClassVar[str]  # key of csdn.evaluation.metrics.METRICS
-    directions: tuple[str, ...]  # search directions of the protocol, the first is the default
-    trials: tuple[int, ...]  # trials csdn.evaluate scores by default
-    settings: tuple[str, ...]  # keyword options search() takes (e.g. "mode", "shots")
-    trial_bound: ClassVar[bool]  # a model is trained on one trial's split and tested on that trial only
+    # read-only members, so a plain class attribute (or a property) of each provides them
+    @property
+    def name(self) -> str:
+        """What users type: ``--dataset sysu``."""
+        ...
 
-    def search(self, direction: str, trial: int, **options: Any) -> tuple[list[Sample], list[Sample]]:
-        """``(query, gallery)`` of one trial and direction."""
+    @property
+    def title(self) -> str:
+        """How the literature spells it: "SYSU-MM01"."""
+        ...
+
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        """Other accepted spellings."""
+        ...
+
+    @property
+    def metric(self) -> str:
+        """The scoring rule: a key of :data:`csdn.evaluation.metrics.METRICS`."""
+        ...
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        """Search directions of the protocol, the first is the default."""
+        ...
+
+    @property
+    def settings(self) -> tuple[str, ...]:
+        """Keyword options ``search()`` takes (e.g. ``mode``, ``shots``)."""
+        ...
+
+    @property
+    def trial_bound(self) -> bool:
+        """A model is trained on one trial's split and tested on that trial only."""
+        ...
+
+    @property
+    def trials(self) -> tuple[int, ...]:
+        """Trials :func:`csdn.evaluate` scores by default."""
+        ...
+
+    def __init__(self, root: str | Path, *args: Any, **kwargs: Any) -> None: ...
+
+    def search(self, direction: str, trial: int) -> tuple[list[Sample], list[Sample]]:
+        """``(query, gallery)`` of one trial and direction (and the reader's ``settings`` as keywords)."""
         ...

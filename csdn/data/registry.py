@@ -7,22 +7,26 @@ module (see :class:`csdn.data.reader.DatasetReader`) and one entry in :data:`REA
 
 from __future__ import annotations
 
+from typing import Any
+
 from csdn.data.folder import ImageFolder
 from csdn.data.llcm import LLCM
 from csdn.data.regdb import RegDB
 from csdn.data.sysu import SYSUMM01
 
-READER_CLASSES: tuple[type, ...] = (SYSUMM01, RegDB, LLCM, ImageFolder)
+# classes whose instances are DatasetReaders; typed Any because their class attributes are read here
+READER_CLASSES: tuple[Any, ...] = (SYSUMM01, RegDB, LLCM, ImageFolder)
 
 DATASET_NAMES: tuple[str, ...] = tuple(cls.name for cls in READER_CLASSES)  # the canonical names, in order
 # every accepted spelling (canonical name and aliases) -> reader
-READERS: dict[str, type] = {
+READERS: dict[str, Any] = {
     spelling: cls for cls in READER_CLASSES for spelling in (cls.name, *cls.aliases)
 }
 
 
-def reader_for(name: str) -> type | None:
-    """The reader class a dataset name stands for (case and surrounding spaces ignored), or None."""
+def reader_for(name: str) -> Any:
+    """The reader class (making :class:`~csdn.data.reader.DatasetReader` instances) a dataset name stands for
+    (case and surrounding spaces ignored), or None."""
     return READERS.get(name.strip().lower())
 
 

@@ -87,8 +87,8 @@ def _ranking(
     hit_rank = np.zeros(num_q, dtype=np.int64)
     ap = np.zeros(num_q)
     inp = np.zeros(num_q)
-    identities, g_codes = np.unique(g_pids, return_inverse=True)
-    g_codes = g_codes.astype(np.int32).reshape(-1)
+    identities, inverse = np.unique(g_pids, return_inverse=True)
+    g_codes = np.asarray(inverse, dtype=np.int32).reshape(-1)
     slot = np.minimum(np.searchsorted(identities, q_pids), len(identities) - 1)
     q_codes = np.where(identities[slot] == q_pids, slot, -1)  # -1: identity not in the gallery
     block = max(1, _BLOCK_ELEMENTS // num_g)

@@ -49,7 +49,7 @@ def weights_fingerprint(model: Any) -> str:
     digest = hashlib.blake2b(digest_size=16)
     digest.update(type(model).__qualname__.encode())
     config = getattr(model, "config", None)
-    if hasattr(config, "to_dict"):
+    if config is not None and hasattr(config, "to_dict"):
         digest.update(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
     for name, tensor in model.state_dict().items():
         flat = tensor.detach().cpu().contiguous().reshape(-1)
@@ -164,8 +164,10 @@ def _reader(dataset: Any, root: Any, trials: Sequence[int] | None) -> Any:
 
 
 def _directions(reader: Any, direction: str | Sequence[str] | None) -> list[str]:
-    chosen = [direction] if isinstance(direction, str) or direction is None else list(direction)
-    if chosen in ([None], ["both"]):
+    if direction is None or direction == "both":
+        return list(reader.directions)
+    chosen = [direction] if isinstance(direction, str) else list(direction)
+    if chosen == ["both"]:
         return list(reader.directions)
     parsed = list(dict.fromkeys(parse_direction(d) for d in chosen))
     unsupported = [d for d in parsed if d not in reader.directions]
@@ -238,7 +240,7 @@ def evaluate(
     trials = None if trials is None else list(trials)
     reader = _reader(dataset, root, trials)
     model = _model(model)
-    options = {k: v for k, v in (("mode", mode), ("shots", shots)) if v is not None}
+    options: dict[str, Any] = {k: v for k, v in (("mode", mode), ("shots", shots)) if v is not None}
     extra = sorted(set(options) - set(reader.settings))
     if extra:
         takes = ", ".join(reader.settings) or "no options"

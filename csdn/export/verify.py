@@ -15,6 +15,7 @@ Two checks, on fixed synthetic pedestrians (:mod:`csdn.export.samples`):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -89,7 +90,7 @@ def embedding_agreement(reference: tuple[np.ndarray, np.ndarray], ours: tuple[np
     }
 
 
-def agreement(model: EmbeddingModel, graph: ExportedGraph, identities: int, batch_size: int = 32) -> dict[str, object]:
+def agreement(model: EmbeddingModel, graph: ExportedGraph, identities: int, batch_size: int = 32) -> dict[str, Any]:
     """Cosine and top-1 agreement with ``model.embed_image`` on ``identities`` synthetic people."""
     modality = graph.meta.modality
     renders = synthetic_people(identities, modality, model.config.image_size, AGREEMENT_SEED, shots=2)
@@ -108,7 +109,7 @@ def verify(model: EmbeddingModel, graph: ExportedGraph, identities: int, floors:
     are recorded with the figures.
     """
     precision = graph.meta.precision
-    figures: dict[str, object] = {"parity": parity(model, graph)}
+    figures: dict[str, Any] = {"parity": parity(model, graph)}
     failures = []
     if precision == "fp32":
         figures["tolerance"] = FP32_TOLERANCE

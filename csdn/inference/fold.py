@@ -20,7 +20,7 @@ weights. :mod:`csdn.inference.fast` owns the cache that decides when to rebuild 
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -53,7 +53,7 @@ class FoldedConv(nn.Module):
     inference snapshot, never saved, moved or trained.
     """
 
-    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, dtype: torch.dtype):
+    def __init__(self, conv: Any, bn: Any, dtype: torch.dtype):  # an nn.Conv2d and its nn.BatchNorm2d
         super().__init__()
         scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
         weight = conv.weight.double() * scale.view(-1, 1, 1, 1)
@@ -62,7 +62,8 @@ class FoldedConv(nn.Module):
             bias = bias + conv.bias.double() * scale
         self.weight = weight.to(dtype).contiguous(memory_format=torch.channels_last)
         self.bias = bias.to(dtype)
-        self.stride, self.padding = list(conv.stride), list(conv.padding)
+        self.stride: list[int] = [int(v) for v in conv.stride]
+        self.padding: list[int] = [int(v) for v in conv.padding]
         self.fused = False
 
     def pack(self, input_shape: Shape) -> Shape:
@@ -96,7 +97,7 @@ class FoldedConv(nn.Module):
 class FoldedStem(nn.Module):
     """CSDN's stem: three folded convolutions back to back, one ReLU, 2x2 average pool."""
 
-    def __init__(self, stem: nn.Module, dtype: torch.dtype):
+    def __init__(self, stem: Any, dtype: torch.dtype):
         super().__init__()
         self.conv1 = FoldedConv(stem.conv1, stem.bn1, dtype)
         self.conv2 = FoldedConv(stem.conv2, stem.bn2, dtype)
@@ -113,7 +114,7 @@ class FoldedStem(nn.Module):
 class FoldedBottleneck(nn.Module):
     """CLIP's ``Bottleneck`` (anti-aliased: average pool before strided paths) with folded BNs."""
 
-    def __init__(self, block: nn.Module, dtype: torch.dtype):
+    def __init__(self, block: Any, dtype: torch.dtype):
         super().__init__()
         self.conv1 = FoldedConv(block.conv1, block.bn1, dtype)
         self.conv2 = FoldedConv(block.conv2, block.bn2, dtype)
@@ -147,28 +148,27 @@ class FoldedTower(nn.Module):
     """
 
     def __init__(
-        self, stem_visible: nn.Module, stem_infrared: nn.Module, trunk: nn.Module, dtype: torch.dtype,
+        self, stem_visible: Any, stem_infrared: Any, trunk: Any, dtype: torch.dtype,
         pack_for: Sequence[int] | None = None,
     ):
         super().__init__()
-        self.stems = nn.ModuleDict(
-            {"visible": FoldedStem(stem_visible, dtype), "infrared": FoldedStem(stem_infrared, dtype)}
-        )
-        self.blocks = nn.Sequential(
-            *(FoldedBottleneck(block, dtype) for layer in (trunk.layer1, trunk.layer2, trunk.layer3, trunk.layer4)
-              for block in layer)
-        )
+        stems = {"visible": FoldedStem(stem_visible, dtype), "infrared": FoldedStem(stem_infrared, dtype)}
+        blocks = [FoldedBottleneck(block, dtype) for layer in (trunk.layer1, trunk.layer2, trunk.layer3, trunk.layer4)
+                  for block in layer]
+        self.stems = nn.ModuleDict(stems)
+        self.blocks = nn.Sequential(*blocks)
+        self._first_conv = blocks[0].conv1  # what `fused` reports on (a FoldedConv holds no parameters)
         on_cpu = trunk.layer1[0].conv1.weight.device.type == "cpu"
         if pack_for is not None and on_cpu and onednn_fusion_available(dtype):
-            for stem in self.stems.values():
+            for stem in stems.values():
                 shape = stem.pack(list(pack_for))
-            for block in self.blocks:
+            for block in blocks:
                 shape = block.pack(shape)
 
     @property
     def fused(self) -> bool:
         """Whether the oneDNN fused kernels are in use."""
-        return self.blocks[0].conv1.fused
+        return self._first_conv.fused
 
     def forward(self, x: torch.Tensor, modality: str) -> torch.Tensor:
         return self.blocks(self.stems[modality](x))

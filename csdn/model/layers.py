@@ -46,6 +46,11 @@ class Stem(nn.Module):
 class Trunk(nn.Module):
     """CLIP's residual layers 1-4, with layer4's stride configurable (1 for ReID)."""
 
+    layer1: nn.Sequential  # set by name in __init__ (CLIP's state-dict keys)
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
+
     def __init__(self, config: CSDNConfig):
         super().__init__()
         bottleneck = clip_model().Bottleneck
@@ -127,6 +132,9 @@ class PromptLearner(nn.Module):
     ``token_prefix`` and ``token_suffix`` hold the template's token embeddings
     around the identity slots ("<sot> A photo of a" and "person. <eot> <pad>...").
     """
+
+    token_prefix: torch.Tensor  # buffers, registered in __init__
+    token_suffix: torch.Tensor
 
     def __init__(self, num_classes: int, num_tokens: int, width: int, context_length: int):
         super().__init__()

@@ -21,12 +21,14 @@ of zero (to rounding) rather than none.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
-def single_query_attention_pool(pool: nn.Module, fmap: torch.Tensor) -> torch.Tensor:
+def single_query_attention_pool(pool: Any, fmap: torch.Tensor) -> torch.Tensor:
     """The output of CLIP's ``AttentionPool2d`` ``pool`` on ``fmap`` ``[N, C, H, W]`` -> ``[N, E]``.
 
     Equal to ``pool(fmap)`` (CLIP's pool has no attention dropout) up to float

@@ -120,7 +120,7 @@ def match_arrays(
         screen = bf16_is_fast(device) and (is_half(gallery) or num_queries >= SCREEN_MIN_QUERIES)
     best_scores = torch.empty(num_queries, 0, device=device)
     best_indices = torch.empty(num_queries, 0, dtype=torch.int64, device=device)
-    narrow_queries = queries.bfloat16() if screen else None
+    narrow_queries = queries.bfloat16() if screen else queries
     slacks: dict[torch.dtype, tuple[torch.Tensor, float]] = {}
     buffers = ScratchBuffers()  # fresh multi-MiB tensors per chunk would cost page faults: reuse them
     chunks = (screen_chunks(gallery, chunk, progress, "match", first_row, buffers) if screen

@@ -131,14 +131,14 @@ def _rescaled_rows(block: ArrayLike, picked: torch.Tensor) -> tuple[torch.Tensor
         usable = finite & (scale > 0)
         scaled = original / torch.where(usable, scale, torch.ones_like(scale)).unsqueeze(1)
         return scaled.to(torch.float32).to(picked.device), finite.to(picked.device), (scale > 0).to(picked.device)
-    original = np.asarray(block[picked.cpu().numpy()])
+    values = np.asarray(block[picked.cpu().numpy()])
     with np.errstate(all="ignore"):
-        finite = np.isfinite(original).all(axis=1)
-        scale = np.abs(original).max(axis=1) if original.shape[1] else np.zeros(len(original), original.dtype)
-        usable = finite & (scale > 0)
-        scaled = np.ascontiguousarray(original / np.where(usable, scale, 1)[:, None], dtype=np.float32)
-    rows = torch.from_numpy(scaled).to(picked.device)
-    return rows, torch.from_numpy(finite).to(picked.device), torch.from_numpy(scale > 0).to(picked.device)
+        all_finite = np.isfinite(values).all(axis=1)
+        peak = np.abs(values).max(axis=1) if values.shape[1] else np.zeros(len(values), values.dtype)
+        divisor = np.where(all_finite & (peak > 0), peak, 1)
+        rescaled = np.ascontiguousarray(values / divisor[:, None], dtype=np.float32)
+    rows = torch.from_numpy(rescaled).to(picked.device)
+    return rows, torch.from_numpy(all_finite).to(picked.device), torch.from_numpy(peak > 0).to(picked.device)
 
 
 def float32_rows(block: ArrayLike, name: str, row_ids: int | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

@@ -55,7 +55,7 @@ def openvino_backend(path: Path, threads: int | None = None) -> Backend:
     otherwise pick bfloat16 on its own, and the artifact's verified figures would not hold.
     """
     ov = require("openvino", "running an exported OpenVINO model")
-    config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+    config: dict[str, str | int] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     compiled = ov.Core().compile_model(str(path), "CPU", config)

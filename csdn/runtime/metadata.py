@@ -89,8 +89,8 @@ class ArtifactMetadata:
                     and f.default_factory is dataclasses.MISSING}
         missing, unknown = sorted(required - set(data)), sorted(set(data) - known)
         if missing or unknown:
-            found = "; ".join(filter(None, [missing and f"missing {', '.join(missing)}",
-                                            unknown and f"unknown {', '.join(unknown)}"]))
+            found = "; ".join(part for part in [missing and f"missing {', '.join(missing)}",
+                                                unknown and f"unknown {', '.join(unknown)}"] if part)
             raise ArtifactError(f"{where}: not an exported-model metadata file ({found}); {REEXPORT}")
         try:
             meta = cls(**data)

@@ -43,7 +43,10 @@ def atomic_write(target: str | Path, write: Callable[[Path], None]) -> Path:
 
 def atomic_write_text(target: str | Path, text: str) -> Path:
     """Write UTF-8 ``text`` to ``target`` atomically (see :func:`atomic_write`)."""
-    return atomic_write(target, lambda temp: temp.write_text(text, encoding="utf-8"))
+    def write(temp: Path) -> None:
+        temp.write_text(text, encoding="utf-8")
+
+    return atomic_write(target, write)
 
 
 def sha256_file(path: str | Path) -> str:

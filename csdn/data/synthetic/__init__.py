@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -102,7 +103,7 @@ def _id_line(ids) -> str:
 
 
 def _validate(
-    size, seed, camera_prob: float | None = None, four_digit_ids: bool = True, **counts: int
+    size, seed, camera_prob: float | None = None, *, four_digit_ids: bool = True, **counts: int
 ) -> tuple[int, int]:
     """Check a writer's arguments (clear message naming the bad one); returns (height, width)."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -159,7 +160,7 @@ def write_sysu(
     identity appears in each camera with probability ``camera_prob`` and always
     in at least one visible (1, 2, 4, 5) and one infrared (3, 6) camera.
     """
-    counts = dict(num_train_ids=num_train_ids, num_test_ids=num_test_ids, images_per_camera=images_per_camera)
+    counts: dict[str, Any] = dict(num_train_ids=num_train_ids, num_test_ids=num_test_ids, images_per_camera=images_per_camera)
     size = _validate(size, seed, camera_prob, **counts)
     if num_train_ids < 2:
         raise ValueError("num_train_ids must be at least 2 (SYSU-MM01 has both a train and a val id list)")
@@ -210,7 +211,7 @@ def write_regdb(
     numbered in pid order (the same label in the visible and thermal file).
     """
     size = _validate(
-        size, seed, None, False,
+        size, seed, None, four_digit_ids=False,
         num_train_ids=num_train_ids,
         num_test_ids=num_test_ids,
         images_per_modality=images_per_modality,
@@ -297,7 +298,7 @@ def write_llcm(
     - file names ``<pid:04d>_c<KK>_s<hhmmss>_f<frame>_{vis,nir}.jpg``: loaders take the camera
       from the character after ``cam`` and the pid from the 4 characters after ``cam<K>/``.
     """
-    counts = dict(num_train_ids=num_train_ids, num_test_ids=num_test_ids, images_per_camera=images_per_camera)
+    counts: dict[str, Any] = dict(num_train_ids=num_train_ids, num_test_ids=num_test_ids, images_per_camera=images_per_camera)
     size = _validate(size, seed, camera_prob, **counts)
     if not 2 <= num_cameras <= LLCM_MAX_CAMERAS:
         raise ValueError(

@@ -254,9 +254,9 @@ class _Figure:
                 w = shoulder_hw * 0.8
                 self.canvas.box(cx - w, shoulder_y + 0.03 * u, cx + w, self.waist_y + 0.03 * u, PART_BAG)
             elif self.front > 0.35 and in_front_of_torso:  # seen from the front: only the straps
-                for s in (-1, 1):
-                    strap_end = (cx + s * shoulder_hw * 0.55, self.waist_y - 0.04 * u)
-                    self.canvas.limb((cx + s * shoulder_hw * 0.6, shoulder_y), strap_end, 0.018 * u, PART_BAG)
+                for strap in (-1.0, 1.0):
+                    strap_end = (cx + strap * shoulder_hw * 0.55, self.waist_y - 0.04 * u)
+                    self.canvas.limb((cx + strap * shoulder_hw * 0.6, shoulder_y), strap_end, 0.018 * u, PART_BAG)
             elif abs(self.side) > 0.35 and not in_front_of_torso:  # side view: sticks out behind
                 depth = 0.07 * u
                 bx = cx - self.near * (shoulder_hw + depth * 0.4)

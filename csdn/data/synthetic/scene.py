@@ -60,7 +60,8 @@ class _Palette:
         self.thermal: list[float] = []
 
     def add(self, rgb, nir: float, thermal: float) -> int:
-        self.rgb.append(tuple(float(c) for c in np.clip(rgb, 0, 1)))
+        red, green, blue = (float(c) for c in np.clip(rgb, 0, 1))
+        self.rgb.append((red, green, blue))
         self.nir.append(float(nir))
         self.thermal.append(float(thermal))
         return len(self.rgb) - 1
