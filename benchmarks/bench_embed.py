@@ -35,8 +35,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -97,7 +97,9 @@ def authors_embed(model: CSDN, images: torch.Tensor, batch_size: int) -> torch.T
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
             x = images[start : start + batch_size]
-            out.append(F.normalize(torch.cat([authors_features(model, x), authors_features(model, x.flip(3))], 1), dim=1))
+            out.append(
+                F.normalize(torch.cat([authors_features(model, x), authors_features(model, x.flip(3))], 1), dim=1)
+            )
     return torch.cat(out)
 
 
@@ -169,12 +171,16 @@ def time_methods(model: CSDN, images: torch.Tensor, args: argparse.Namespace) ->
         ours(precision)(model, warm, args.batch_size)
     rates: dict[str, list[float]] = {name: [] for name in (*METHODS, "gemm_fp32", "gemm_bf16")}
     for round_index in range(args.rounds):
-        order = METHODS[round_index % len(METHODS):] + METHODS[: round_index % len(METHODS)]
+        order = METHODS[round_index % len(METHODS) :] + METHODS[: round_index % len(METHODS)]
         for name in order:
             rates[name].append(counts[name] / _seconds(runs[name]))
         rates["gemm_fp32"].append(gemm_gflops(torch.float32))
         rates["gemm_bf16"].append(gemm_gflops(torch.bfloat16))
-        _log(f"round {round_index + 1}/{args.rounds}: " + ", ".join(f"{n} {rates[n][-1]:.2f}" for n in METHODS) + " img/s")
+        _log(
+            f"round {round_index + 1}/{args.rounds}: "
+            + ", ".join(f"{n} {rates[n][-1]:.2f}" for n in METHODS)
+            + " img/s"
+        )
     return rates
 
 
@@ -184,7 +190,9 @@ def synthetic_reid_set(identities: int, size: tuple[int, int], seed: int) -> tup
     gen = torch.Generator().manual_seed(seed)
 
     def smooth(count: int, grid: tuple[int, int]) -> torch.Tensor:
-        return F.interpolate(torch.randn(count, 3, *grid, generator=gen), size=size, mode="bilinear", align_corners=False)
+        return F.interpolate(
+            torch.randn(count, 3, *grid, generator=gen), size=size, mode="bilinear", align_corners=False
+        )
 
     base = smooth(identities, (9, 5)) + 0.5 * smooth(identities, (36, 18))
     gallery = base + 0.6 * smooth(identities, (18, 9)) + 0.2 * torch.randn(identities, 3, *size, generator=gen)
@@ -244,21 +252,31 @@ def summarise(rates: dict[str, list[float]], flops: dict[str, float]) -> dict[st
 
 def print_report(summary: dict, agreement: dict | None, args: argparse.Namespace) -> None:
     peaks = summary["gemm_gflops"]
-    print(f"\nCSDN-RN50 288x144, flip TTA, batch {args.batch_size}, {args.batches} batch(es), "
-          f"{args.rounds} rounds, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"\nCSDN-RN50 288x144, flip TTA, batch {args.batch_size}, {args.batches} batch(es), "
+        f"{args.rounds} rounds, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     print(f"2048^3 matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s\n")
     print(f"{'method':<9}{'img/s':>8}{'x authors':>11}{'x naive':>9}{'GFLOP/img':>11}{'GFLOP/s':>9}{'of peak':>9}")
     for name, row in summary["methods"].items():
-        print(f"{name:<9}{row['images_per_s']:>8.2f}{row['vs_authors']:>11.2f}{row['vs_naive']:>9.2f}"
-              f"{row['gflop_per_image']:>11.2f}{row['gflop_per_s']:>9.0f}{row['fraction_of_gemm_peak']:>9.0%}")
+        print(
+            f"{name:<9}{row['images_per_s']:>8.2f}{row['vs_authors']:>11.2f}{row['vs_naive']:>9.2f}"
+            f"{row['gflop_per_image']:>11.2f}{row['gflop_per_s']:>9.0f}{row['fraction_of_gemm_peak']:>9.0%}"
+        )
     if agreement:
-        print(f"\nbf16 vs fp32 on {agreement['images']} synthetic images "
-              f"({agreement['images'] // 2} identities, query vs gallery):")
+        print(
+            f"\nbf16 vs fp32 on {agreement['images']} synthetic images "
+            f"({agreement['images'] // 2} identities, query vs gallery):"
+        )
         print(f"  cosine to the fp32 embedding: min {agreement['cosine_min']:.5f}, mean {agreement['cosine_mean']:.5f}")
-        print(f"  rank-1 agreement {agreement['rank1_agreement']:.1%}; rank-1 accuracy fp32 "
-              f"{agreement['rank1_fp32']:.1%}, bf16 {agreement['rank1_bf16']:.1%}")
-        print(f"  queries whose top-1 changed had fp32 top-1/top-2 score gaps <= "
-              f"{agreement['disagreement_max_margin']:.5f} (median gap of all queries {agreement['median_margin']:.5f})")
+        print(
+            f"  rank-1 agreement {agreement['rank1_agreement']:.1%}; rank-1 accuracy fp32 "
+            f"{agreement['rank1_fp32']:.1%}, bf16 {agreement['rank1_bf16']:.1%}"
+        )
+        print(
+            f"  queries whose top-1 changed had fp32 top-1/top-2 score gaps <= "
+            f"{agreement['disagreement_max_margin']:.5f} (median gap of all queries {agreement['median_margin']:.5f})"
+        )
 
 
 def _log(message: str) -> None:

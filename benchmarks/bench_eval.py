@@ -62,7 +62,10 @@ def write_sysu_test_tree(root: Path, size: tuple[int, int], seed: int = 0) -> No
         pair = visible_pairs[rng.integers(len(visible_pairs))]
         if sum((pair[0], c) not in dropped for c in (1, 2, 4, 5)) > 1:
             dropped.add(pair)
-    folders = [(p, c, n) for (p, c), n in zip([(p, c) for p in pids for c in (3, 6)], _split(INFRARED_IMAGES, 2 * TEST_IDS, rng))]
+    folders = [
+        (p, c, n)
+        for (p, c), n in zip([(p, c) for p in pids for c in (3, 6)], _split(INFRARED_IMAGES, 2 * TEST_IDS, rng))
+    ]
     kept = [pair for pair in visible_pairs if pair not in dropped]
     folders += [(p, c, n) for (p, c), n in zip(kept, _split(VISIBLE_IMAGES, VISIBLE_FOLDERS, rng))]
     for cam in range(1, 7):
@@ -81,7 +84,9 @@ def reference_embed(model: CSDN, samples, batch_size: int) -> np.ndarray:
     images = [load_image(s.path) for s in samples]
     modality = samples[0].modality
     plain = model.embed_image(images, modality, batch_size=batch_size, flip=False)
-    mirrored = model.embed_image([im.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for im in images], modality, batch_size=batch_size, flip=False)
+    mirrored = model.embed_image(
+        [im.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for im in images], modality, batch_size=batch_size, flip=False
+    )
     # each f(x) half has unit norm, so ||f(x)|| = sqrt(2) for both passes: this is concat(f(x), f(flip x)) / ||.||
     return (torch.cat([plain, mirrored], dim=1) / 2**0.5).numpy()
 
@@ -112,10 +117,16 @@ def timed(function):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, nargs=2, default=(64, 32), metavar=("H", "W"), help="image file size (default 64 32)")
+    parser.add_argument(
+        "--size", type=int, nargs=2, default=(64, 32), metavar=("H", "W"), help="image file size (default 64 32)"
+    )
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--shots", type=int, choices=(1, 10), default=1, help="gallery images per identity and camera (default 1)")
-    parser.add_argument("--repeat", type=int, default=2, help="alternating runs of each way; the fastest counts (default 2)")
+    parser.add_argument(
+        "--shots", type=int, choices=(1, 10), default=1, help="gallery images per identity and camera (default 1)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=2, help="alternating runs of each way; the fastest counts (default 2)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
     if args.threads:
@@ -129,22 +140,36 @@ def main() -> None:
         root = Path(folder) / "SYSU-MM01"
         start = time.perf_counter()
         write_sysu_test_tree(root, tuple(args.size))
-        print(f"wrote the test tree ({INFRARED_IMAGES + VISIBLE_IMAGES} images, {tuple(args.size)} px) in {time.perf_counter() - start:.1f} s")
+        print(
+            f"wrote the test tree ({INFRARED_IMAGES + VISIBLE_IMAGES} images, {tuple(args.size)} px) in {time.perf_counter() - start:.1f} s"
+        )
         print(f"torch threads: {torch.get_num_threads()}, model: tiny CSDN, input {model.config.image_size}")
         for run in range(args.repeat):  # alternate, so a change in machine load hits both ways alike
-            ours_runs.append(timed(lambda: csdn.evaluate(model, SYSUMM01(root), mode="all", shots=args.shots, batch_size=args.batch_size, progress=False)))
+            ours_runs.append(
+                timed(
+                    lambda: csdn.evaluate(
+                        model, SYSUMM01(root), mode="all", shots=args.shots, batch_size=args.batch_size, progress=False
+                    )
+                )
+            )
             reference_runs.append(timed(lambda: reference_protocol(model, SYSUMM01(root), args.batch_size, args.shots)))
             distmats = reference_runs[-1][0][1]
             loop_times.append(reference_runs[-1][0][2])
-            vectorised_runs.append(timed(lambda: [eval_sysu(*inputs) for inputs in distmats]))
-            print(f"run {run + 1}: csdn.evaluate {ours_runs[-1][1]:.1f} s, reference way {reference_runs[-1][1]:.1f} s (wall)")
+            vectorised_runs.append(timed(lambda distmats=distmats: [eval_sysu(*inputs) for inputs in distmats]))
+            print(
+                f"run {run + 1}: csdn.evaluate {ours_runs[-1][1]:.1f} s, reference way {reference_runs[-1][1]:.1f} s (wall)"
+            )
         reader = SYSUMM01(root)
-        embedded = len({s.path for s in reader.query()} | {s.path for t in range(10) for s in reader.gallery(trial=t, shots=args.shots)})
+        embedded = len(
+            {s.path for s in reader.query()}
+            | {s.path for t in range(10) for s in reader.gallery(trial=t, shots=args.shots)}
+        )
 
     result, reference_scores = ours_runs[0][0], reference_runs[0][0][0]
     trials = result.searches[0].trials
     diff = max(
-        max(np.abs(t.cmc - ref[0]).max(), abs(t.mAP - ref[1]), abs(t.mINP - ref[2])) for t, ref in zip(trials, reference_scores)
+        max(np.abs(t.cmc - ref[0]).max(), abs(t.mAP - ref[1]), abs(t.mINP - ref[2]))
+        for t, ref in zip(trials, reference_scores)
     )
     metric_diff = max(abs(v[1] - r[1]) for v, r in zip(vectorised_runs[0][0], reference_scores))
     ours_wall, ours_cpu = min(r[1] for r in ours_runs), min(r[2] for r in ours_runs)
@@ -153,21 +178,31 @@ def main() -> None:
     reference_forward = 2 * (INFRARED_IMAGES + 10 * trials[0].num_gallery)
     print()
     shots = "single-shot" if args.shots == 1 else "multi-shot"
-    print(f"SYSU-MM01 all-search {shots}, 10 trials: {trials[0].num_query} queries, {trials[0].num_gallery} gallery images per trial")
+    print(
+        f"SYSU-MM01 all-search {shots}, 10 trials: {trials[0].num_query} queries, {trials[0].num_gallery} gallery images per trial"
+    )
     print(f"(fastest of {args.repeat} runs)            wall      CPU")
-    print(f"  csdn.evaluate              {ours_wall:7.2f} s {ours_cpu:7.2f} s   ({embedded} distinct images embedded, flip in the same pass)")
-    print(f"  reference way              {ref_wall:7.2f} s {ref_cpu:7.2f} s   ({reference_forward} image forward passes, gallery per trial)")
+    print(
+        f"  csdn.evaluate              {ours_wall:7.2f} s {ours_cpu:7.2f} s   ({embedded} distinct images embedded, flip in the same pass)"
+    )
+    print(
+        f"  reference way              {ref_wall:7.2f} s {ref_cpu:7.2f} s   ({reference_forward} image forward passes, gallery per trial)"
+    )
     print(f"  speed-up                   {ref_wall / ours_wall:7.2f} x {ref_cpu / ours_cpu:7.2f} x")
     print(f"  max score difference between the two ways: {diff:.2e}")
     print("    (the embeddings agree to float rounding, ~3e-8; with random weights all distances lie within a few")
-    print("     hundredths of each other, so rounding reorders some near-ties; the metrics on equal inputs agree exactly)")
+    print(
+        "     hundredths of each other, so rounding reorders some near-ties; the metrics on equal inputs agree exactly)"
+    )
     print()
     print("metrics alone, 10 trials (wall):")
     print(f"  vectorised                 {vectorised * 1000:7.1f} ms")
     print(f"  per-query loop             {loop * 1000:7.1f} ms")
     print(f"  speed-up                   {loop / vectorised:7.1f} x   (max mAP difference {metric_diff:.1e})")
     print()
-    print(f"rank-1 {100 * result.rank1:.2f}  mAP {100 * result.mAP:.2f}  mINP {100 * result.mINP:.2f}  (random weights: chance level)")
+    print(
+        f"rank-1 {100 * result.rank1:.2f}  mAP {100 * result.mAP:.2f}  mINP {100 * result.mINP:.2f}  (random weights: chance level)"
+    )
 
 
 if __name__ == "__main__":

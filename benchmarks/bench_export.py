@@ -39,8 +39,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -91,8 +91,15 @@ def export_all(model, folder: Path) -> dict[str, ExportedEmbedder]:
         # Random weights rank synthetic people barely above chance (fp32 rank-1 ~15% on 100 identities), so
         # many queries are near-ties that any rounding flips: int8 is accepted here on looser floors,
         # and the agreement measured below on --identities people is what is reported.
-        export_model(model, folder / name, format=fmt, precision=precision, modality=MODALITY, verify_identities=50,
-                     floors=Floors(cosine=0.95, top1=0.8))
+        export_model(
+            model,
+            folder / name,
+            format=fmt,
+            precision=precision,
+            modality=MODALITY,
+            verify_identities=50,
+            floors=Floors(cosine=0.95, top1=0.8),
+        )
         _log(f"  {time.perf_counter() - start:.0f} s (export and its verification)")
         embedders[name] = ExportedEmbedder(folder / name)
     return embedders
@@ -104,7 +111,7 @@ def time_ways(ways: dict[str, Callable[[], object]], count: int, rounds: int) ->
         ways[name]()
     rates: dict[str, list[float]] = {name: [] for name in names}
     for index in range(rounds):
-        order = names[index % len(names):] + names[: index % len(names)]
+        order = names[index % len(names) :] + names[: index % len(names)]
         for name in order:
             start = time.perf_counter()
             ways[name]()
@@ -118,13 +125,19 @@ def speed(model, embedders: dict[str, ExportedEmbedder], args) -> dict[str, dict
     images = torch.randn(args.batches * args.batch_size, 3, *model.config.image_size, generator=generator)
     array = images.numpy()
     ways: dict[str, Callable[[], object]] = {
-        "torch-fp32": lambda: model.embed_image(images, MODALITY, batch_size=args.batch_size)}
+        "torch-fp32": lambda: model.embed_image(images, MODALITY, batch_size=args.batch_size)
+    }
     for name, embedder in embedders.items():
         ways[name] = lambda e=embedder: e.embed_preprocessed(array, MODALITY, batch_size=args.batch_size)
     rates = time_ways(ways, len(images), args.rounds)
-    return {name: {"images_per_s": statistics.median(values),
-                   "vs_torch_fp32": statistics.median(a / b for a, b in zip(values, rates["torch-fp32"])),
-                   "rounds": values} for name, values in rates.items()}
+    return {
+        name: {
+            "images_per_s": statistics.median(values),
+            "vs_torch_fp32": statistics.median(a / b for a, b in zip(values, rates["torch-fp32"])),
+            "rounds": values,
+        }
+        for name, values in rates.items()
+    }
 
 
 def agreement_table(model, embedders: dict[str, ExportedEmbedder], identities: int, modality: str, args) -> dict:
@@ -141,8 +154,11 @@ def agreement_table(model, embedders: dict[str, ExportedEmbedder], identities: i
             continue
         _log(f"agreement ({modality}): {name} embeddings")
         ours = embedder.embed_preprocessed(batch, modality, batch_size=args.batch_size)
-        figures[name] = {**embedding_agreement(split(reference), split(ours)),
-                         "max_abs_diff": float(np.abs(ours - reference).max()), "identities": identities}
+        figures[name] = {
+            **embedding_agreement(split(reference), split(ours)),
+            "max_abs_diff": float(np.abs(ours - reference).max()),
+            "identities": identities,
+        }
     return figures
 
 
@@ -169,40 +185,50 @@ def bundled_sysu(args) -> dict[str, dict]:
             search = result.searches[0]
             results[name] = {"rank1": search.rank1, "mAP": search.mAP}
         runtimes = {name: way for name, way in ways.items() if name != "torch-fp32"}
-        agreement = {modality: agreement_table(model, runtimes, args.identities, modality, args)
-                     for modality in ("visible", "infrared")}
+        agreement = {
+            modality: agreement_table(model, runtimes, args.identities, modality, args)
+            for modality in ("visible", "infrared")
+        }
     base = results["torch-fp32"]
-    for name, row in results.items():
+    for row in results.values():
         row["rank1_change"], row["mAP_change"] = row["rank1"] - base["rank1"], row["mAP"] - base["mAP"]
     return {"sysu": results, "agreement": agreement}
 
 
 def print_agreement(table: dict, label: str) -> None:
     for name, row in table.items():
-        print(f"{label}{name} vs torch-fp32 on {row['identities']} synthetic identities: top-1 agreement "
-              f"{row['top1_agreement']:.1%}, cosine min {row['cosine_min']:.4f} / mean {row['cosine_mean']:.4f}, "
-              f"max |diff| {row['max_abs_diff']:.2e}; rank-1 fp32 {row['rank1_reference']:.1%}, "
-              f"{name} {row['rank1_artifact']:.1%}; changed top-1s had fp32 top-1/top-2 gaps <= "
-              f"{row['changed_max_margin']:.4f} (median gap {row['median_margin']:.4f})")
+        print(
+            f"{label}{name} vs torch-fp32 on {row['identities']} synthetic identities: top-1 agreement "
+            f"{row['top1_agreement']:.1%}, cosine min {row['cosine_min']:.4f} / mean {row['cosine_mean']:.4f}, "
+            f"max |diff| {row['max_abs_diff']:.2e}; rank-1 fp32 {row['rank1_reference']:.1%}, "
+            f"{name} {row['rank1_artifact']:.1%}; changed top-1s had fp32 top-1/top-2 gaps <= "
+            f"{row['changed_max_margin']:.4f} (median gap {row['median_margin']:.4f})"
+        )
 
 
 def report(result: dict, args) -> None:
     if "speed" in result:
         report_rn50(result, args)
     if result.get("bundled"):
-        print(f"\nbundled synthetic-tiny, SYSU-MM01 protocol (all-search, single-shot, 10 trials), "
-              f"{args.sysu_ids} held-out synthetic identities:")
+        print(
+            f"\nbundled synthetic-tiny, SYSU-MM01 protocol (all-search, single-shot, 10 trials), "
+            f"{args.sysu_ids} held-out synthetic identities:"
+        )
         for name, row in result["bundled"]["sysu"].items():
-            print(f"  {name:<15} rank-1 {row['rank1']:.2%} ({row['rank1_change']:+.2%})  "
-                  f"mAP {row['mAP']:.2%} ({row['mAP_change']:+.2%})")
+            print(
+                f"  {name:<15} rank-1 {row['rank1']:.2%} ({row['rank1_change']:+.2%})  "
+                f"mAP {row['mAP']:.2%} ({row['mAP_change']:+.2%})"
+            )
         for modality, table in result["bundled"]["agreement"].items():
             print_agreement(table, f"  {modality}: ")
 
 
 def report_rn50(result: dict, args) -> None:
-    print(f"\nCSDN-RN50 288x144 (random weights, calibrated BN), flip TTA, batch {args.batch_size}, "
-          f"{args.batches} batch(es) per round, {args.rounds} rounds; {result['cpu']}, {result['threads']} threads; "
-          f"torch {torch.__version__}")
+    print(
+        f"\nCSDN-RN50 288x144 (random weights, calibrated BN), flip TTA, batch {args.batch_size}, "
+        f"{args.batches} batch(es) per round, {args.rounds} rounds; {result['cpu']}, {result['threads']} threads; "
+        f"torch {torch.__version__}"
+    )
     print(f"{'way':<15}{'img/s':>8}{'x torch-fp32':>14}")
     for name, row in result["speed"].items():
         print(f"{name:<15}{row['images_per_s']:>8.2f}{row['vs_torch_fp32']:>14.2f}")
@@ -224,7 +250,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     logging.getLogger().setLevel(logging.ERROR)
 
-    result: dict = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "settings": {k: str(v) for k, v in vars(args).items()}}
+    result: dict = {
+        "cpu": cpu_name(),
+        "threads": torch.get_num_threads(),
+        "settings": {k: str(v) for k, v in vars(args).items()},
+    }
     if not args.skip_bundled:
         result["bundled"] = bundled_sysu(args)
     if not args.skip_rn50:

@@ -39,8 +39,9 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -115,7 +116,7 @@ def _status_kb(field: str) -> int:
 class PeakMemory:
     """Rise of peak RSS (VmHWM) and of sampled anonymous memory (RssAnon) inside a ``with`` block, in MiB."""
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         with open("/proc/self/clear_refs", "w") as clear_refs:
             clear_refs.write("5")  # resets VmHWM to the current RSS
         self._base_rss, self._base_anon = _status_kb("VmRSS"), _status_kb("RssAnon")
@@ -150,13 +151,16 @@ def rotated(methods: dict[str, Callable[[], Any]], repeat: int) -> dict[str, dic
     names = list(methods)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     for round_ in range(repeat):
-        for name in names[round_ % len(names):] + names[: round_ % len(names)]:
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
             runs[name].append(measure(methods[name]))
     best = {}
     for name, measured in runs.items():
         fastest = min(measured, key=lambda run: run["seconds"])
-        best[name] = {**fastest, "rss_mib": max(r["rss_mib"] for r in measured),
-                      "anon_mib": max(r["anon_mib"] for r in measured)}
+        best[name] = {
+            **fastest,
+            "rss_mib": max(r["rss_mib"] for r in measured),
+            "anon_mib": max(r["anon_mib"] for r in measured),
+        }
     return best
 
 
@@ -200,7 +204,7 @@ def memmap_job(spec: dict[str, Any]) -> dict[str, Any]:
         path = Path(spec[dtype])
         plain_read = read_speed(path)
         gallery = open_gallery(path, spec["rows"])
-        run = measure(lambda: match(queries, gallery, spec["topk"]).indices)
+        run = measure(lambda gallery=gallery: match(queries, gallery, spec["topk"]).indices)
         run["read_seconds"] = plain_read
         run["bytes"] = path.stat().st_size
         out[f"match {dtype}, memmap"] = run
@@ -213,8 +217,13 @@ def faiss_job(spec: dict[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
     index = FaissIndex(gallery, method="ivf")
     build = time.perf_counter() - start
-    best = rotated({"faiss ivf": lambda: index.search(queries, spec["topk"]).indices,
-                    "match fp32, same rows": lambda: match(queries, gallery, spec["topk"]).indices}, spec["repeat"])
+    best = rotated(
+        {
+            "faiss ivf": lambda: index.search(queries, spec["topk"]).indices,
+            "match fp32, same rows": lambda: match(queries, gallery, spec["topk"]).indices,
+        },
+        spec["repeat"],
+    )
     return {"best": best, "build_seconds": build}
 
 
@@ -234,8 +243,10 @@ def overlap(found: torch.Tensor, truth: torch.Tensor) -> float:
 
 def line(name: str, rows: int, queries: int, run: dict[str, Any], baseline: float | None = None) -> str:
     ratio = f"  x{baseline / run['seconds']:5.2f} vs plain" if baseline else ""
-    return (f"{name:<30} G={rows:>9,}  {queries / run['seconds']:>8.1f} queries/s  {run['seconds']:>7.2f} s{ratio}"
-            f"  anon +{run['anon_mib']:>7.1f} MiB  RSS +{run['rss_mib']:>8.1f} MiB")
+    return (
+        f"{name:<30} G={rows:>9,}  {queries / run['seconds']:>8.1f} queries/s  {run['seconds']:>7.2f} s{ratio}"
+        f"  anon +{run['anon_mib']:>7.1f} MiB  RSS +{run['rss_mib']:>8.1f} MiB"
+    )
 
 
 def cpu_name() -> str:
@@ -270,17 +281,25 @@ def main() -> None:
     smallest = min(n for n in (args.memory_size, args.faiss_size, args.gallery_size) if n > 0)
     query_ids = torch.randint(0, -(-smallest // args.per_id), (args.queries,), generator=generator)
     queries = data.rows(query_ids, stream=-1).numpy()
-    print(f"{cpu_name()}, {os.cpu_count()} CPUs; torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"D={args.dim}, Q={args.queries}, k={args.topk}; load average {os.getloadavg()[0]:.1f} at start "
-          "(other work on the machine slows every number)")
+    print(
+        f"{cpu_name()}, {os.cpu_count()} CPUs; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"D={args.dim}, Q={args.queries}, k={args.topk}; load average {os.getloadavg()[0]:.1f} at start "
+        "(other work on the machine slows every number)"
+    )
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as folder:
         start = time.perf_counter()
         paths = write_galleries(Path(folder), data, size, args.per_id)
-        print(f"wrote {size:,} x {args.dim} galleries (float32 {paths['float32'].stat().st_size / 1e9:.1f} GB, "
-              f"bfloat16 {paths['bfloat16'].stat().st_size / 1e9:.1f} GB) in {time.perf_counter() - start:.0f} s")
-        common = {"queries": queries, "topk": args.topk, "repeat": args.repeat,
-                  **{dtype: str(path) for dtype, path in paths.items()}}
+        print(
+            f"wrote {size:,} x {args.dim} galleries (float32 {paths['float32'].stat().st_size / 1e9:.1f} GB, "
+            f"bfloat16 {paths['bfloat16'].stat().st_size / 1e9:.1f} GB) in {time.perf_counter() - start:.0f} s"
+        )
+        common = {
+            "queries": queries,
+            "topk": args.topk,
+            "repeat": args.repeat,
+            **{dtype: str(path) for dtype, path in paths.items()},
+        }
 
         rows = args.memory_size
         section = in_fresh_process(in_memory_job, rows=rows, **common)
@@ -289,13 +308,17 @@ def main() -> None:
         for name, run in best.items():
             print(line(name, rows, args.queries, run, baseline["seconds"]))
         truth = baseline["result"]
-        print(f"  match fp32 top-{args.topk} = plain top-{args.topk}: {overlap(best['match fp32']['result'], truth):.4f}")
+        print(
+            f"  match fp32 top-{args.topk} = plain top-{args.topk}: {overlap(best['match fp32']['result'], truth):.4f}"
+        )
         for name, reference in section["references"].items():
             same = torch.equal(best[name]["result"], reference)
             changed = float(np.mean([set(a) != set(b) for a, b in zip(best[name]["result"].tolist(), truth.tolist())]))
-            print(f"  {name}: identical to float32 arithmetic on its stored values: {same}; storing in half "
-                  f"precision changed the top-{args.topk} set of {100 * changed:.1f}% of queries "
-                  f"(overlap {overlap(best[name]['result'], truth):.4f}) against the float32 embeddings")
+            print(
+                f"  {name}: identical to float32 arithmetic on its stored values: {same}; storing in half "
+                f"precision changed the top-{args.topk} set of {100 * changed:.1f}% of queries "
+                f"(overlap {overlap(best[name]['result'], truth):.4f}) against the float32 embeddings"
+            )
 
         if args.faiss_size:
             rows = min(args.faiss_size, size)
@@ -304,21 +327,29 @@ def main() -> None:
             except ImportError as error:
                 print(f"faiss: skipped ({error})")
             else:
-                print(f"\nfaiss IVF, {rows:,} rows memory-mapped (index built once in {section['build_seconds']:.0f} s):")
+                print(
+                    f"\nfaiss IVF, {rows:,} rows memory-mapped (index built once in {section['build_seconds']:.0f} s):"
+                )
                 exact = section["best"]["match fp32, same rows"]
                 for name, run in section["best"].items():
                     print(line(name, rows, args.queries, run))
-                print(f"  faiss recall@{args.topk} vs exact: {overlap(section['best']['faiss ivf']['result'], exact['result']):.3f}")
+                print(
+                    f"  faiss recall@{args.topk} vs exact: {overlap(section['best']['faiss ivf']['result'], exact['result']):.3f}"
+                )
 
         rows = args.gallery_size
         section = in_fresh_process(memmap_job, rows=rows, **{**common, "repeat": 1})
-        print(f"\nmemory-mapped, {rows:,} x {args.dim}, {args.queries} queries (one run each; files "
-              "read plainly just before, same process):")
+        print(
+            f"\nmemory-mapped, {rows:,} x {args.dim}, {args.queries} queries (one run each; files "
+            "read plainly just before, same process):"
+        )
         for name, run in section.items():
             gigabytes = run["bytes"] / 1e9
             print(line(name, rows, args.queries, run))
-            print(f"  streams {gigabytes / run['seconds']:.2f} GB/s; reading the {gigabytes:.1f} GB file alone: "
-                  f"{gigabytes / run['read_seconds']:.2f} GB/s ({run['read_seconds']:.1f} s)")
+            print(
+                f"  streams {gigabytes / run['seconds']:.2f} GB/s; reading the {gigabytes:.1f} GB file alone: "
+                f"{gigabytes / run['read_seconds']:.2f} GB/s ({run['read_seconds']:.1f} s)"
+            )
 
 
 if __name__ == "__main__":

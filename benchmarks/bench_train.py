@@ -41,8 +41,8 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -160,18 +160,21 @@ def authors_triplet(features: torch.Tensor, pids: torch.Tensor) -> torch.Tensor:
     return F.soft_margin_loss(closest_negative - furthest_positive, torch.ones_like(closest_negative))
 
 
-def authors_losses(net: AuthorsImageModel, batch: dict[str, torch.Tensor], text: torch.Tensor) -> dict[str, torch.Tensor]:
+def authors_losses(
+    net: AuthorsImageModel, batch: dict[str, torch.Tensor], text: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """The loss of their stage-3 step (lambda1=0.15, lambda2=0.05, lambda3=0.1), term by term."""
     labels = batch["labels"]
     n = labels.shape[0]
-    (gem, projection), (gem_logits, proj_logits) = net(torch.cat([batch["visible"], batch["exchange"]]),
-                                                       batch["infrared"])
+    (gem, projection), (gem_logits, proj_logits) = net(
+        torch.cat([batch["visible"], batch["exchange"]]), batch["infrared"]
+    )
     pids = torch.cat([labels, labels, labels])
     parts = {
         "id": F.cross_entropy(gem_logits, pids) + F.cross_entropy(proj_logits, pids),
         "triplet": authors_triplet(gem.squeeze(), pids) + authors_triplet(projection.squeeze(), pids),
         "i2t_visible": F.cross_entropy(projection[:n] @ text.t(), labels),
-        "i2t_infrared": F.cross_entropy(projection[2 * n:] @ text.t(), labels),
+        "i2t_infrared": F.cross_entropy(projection[2 * n :] @ text.t(), labels),
     }
     total = parts["id"] + 0.15 * parts["triplet"] + 0.05 * parts["i2t_visible"] + 0.1 * parts["i2t_infrared"]
     return {"loss": total, **parts}
@@ -179,8 +182,10 @@ def authors_losses(net: AuthorsImageModel, batch: dict[str, torch.Tensor], text:
 
 def authors_optimizer(net: AuthorsImageModel) -> torch.optim.Adam:
     """Their stage-3 Adam: one group per parameter, lr x2 where the name contains "classifier"."""
-    groups = [{"params": [param], "lr": BASE_LR * (2 if "classifier" in name else 1), "weight_decay": 5e-4}
-              for name, param in net.named_parameters()]
+    groups = [
+        {"params": [param], "lr": BASE_LR * (2 if "classifier" in name else 1), "weight_decay": 5e-4}
+        for name, param in net.named_parameters()
+    ]
     return torch.optim.Adam(groups)
 
 
@@ -218,8 +223,13 @@ def make_batch(model_config: CSDNConfig, ids: int, per_id: int, seed: int) -> di
 class Side:
     """One way to run the step: ``run()`` does zero_grad, forward, loss, backward and Adam's step."""
 
-    def __init__(self, name: str, losses: Callable[[], dict[str, torch.Tensor]], optimizer: torch.optim.Optimizer,
-                 named_parameters: dict[str, nn.Parameter]):
+    def __init__(
+        self,
+        name: str,
+        losses: Callable[[], dict[str, torch.Tensor]],
+        optimizer: torch.optim.Optimizer,
+        named_parameters: dict[str, nn.Parameter],
+    ):
         self.name, self.losses, self.optimizer, self.parameters = name, losses, optimizer, named_parameters
 
     def run(self) -> dict[str, torch.Tensor]:
@@ -230,8 +240,15 @@ class Side:
         return losses
 
 
-def build_sides(model_config: CSDNConfig, ids: int, per_id: int, text: torch.Tensor,
-                batch: dict[str, torch.Tensor], seed: int, bf16: bool) -> tuple[list[Side], Side, CSDN, TrainConfig]:
+def build_sides(
+    model_config: CSDNConfig,
+    ids: int,
+    per_id: int,
+    text: torch.Tensor,
+    batch: dict[str, torch.Tensor],
+    seed: int,
+    bf16: bool,
+) -> tuple[list[Side], Side, CSDN, TrainConfig]:
     """The timed sides (csdn fp32, authors fp32, csdn bf16) and the rounding-floor side of the check."""
     model = build_model(model_config, seed)
     config = TrainConfig(recipe="reference", ids_per_batch=ids, images_per_id=per_id)
@@ -244,8 +261,12 @@ def build_sides(model_config: CSDNConfig, ids: int, per_id: int, text: torch.Ten
         twin = copy.deepcopy(model)  # the authors' net is assembled from a twin's modules: same weights
         net = AuthorsImageModel(twin)
         our_name = {id(p): name for name, p in twin.named_parameters()}
-        return Side(name, lambda: authors_losses(net, images, text), authors_optimizer(net),
-                    {our_name[id(p)]: p for p in net.parameters()})
+        return Side(
+            name,
+            lambda: authors_losses(net, images, text),
+            authors_optimizer(net),
+            {our_name[id(p)]: p for p in net.parameters()},
+        )
 
     fp32, bf16_autocast = autocast_factory("fp32", torch.device("cpu")), autocast_factory("bf16", torch.device("cpu"))
     sides = [
@@ -253,7 +274,9 @@ def build_sides(model_config: CSDNConfig, ids: int, per_id: int, text: torch.Ten
         authors_side("authors fp32", batch),
     ]
     if bf16:
-        sides.append(Side("csdn bf16", lambda: image_step(model, batch, text, config, bf16_autocast), optimizer, trained))
+        sides.append(
+            Side("csdn bf16", lambda: image_step(model, batch, text, config, bf16_autocast), optimizer, trained)
+        )
     order = torch.randperm(len(batch["labels"]), generator=torch.Generator().manual_seed(seed + 1))
     reordered = {key: value[order] for key, value in batch.items()}  # the same loss, summed in another order
     return sides, authors_side("authors fp32, rows reordered", reordered), model, config
@@ -284,8 +307,13 @@ def step_differences(side: Side, reference: Side, before: dict[str, torch.Tensor
         step_gap = ((mine.detach() - before[name]) - (other.detach() - before[name])).abs() / lr[id(other)]
         off += int((step_gap > 1e-2).sum())
         total += step_gap.numel()
-    return {"grad_rel_diff": (gap_sq / norm_sq) ** 0.5, "worst_tensor_grad_rel_diff": worst, "worst_tensor": worst_name,
-            "update_elements_off_by_1pct_lr": off, "update_elements": total}
+    return {
+        "grad_rel_diff": (gap_sq / norm_sq) ** 0.5,
+        "worst_tensor_grad_rel_diff": worst,
+        "worst_tensor": worst_name,
+        "update_elements_off_by_1pct_lr": off,
+        "update_elements": total,
+    }
 
 
 def compare_one_step(ours: Side, theirs: Side, floor: Side) -> dict:
@@ -300,8 +328,9 @@ def compare_one_step(ours: Side, theirs: Side, floor: Side) -> dict:
     them by far more than 1e-7.
     """
     if set(ours.parameters) != set(theirs.parameters):
-        raise SystemExit(f"the two sides train different parameters: "
-                         f"{sorted(set(ours.parameters) ^ set(theirs.parameters))}")
+        raise SystemExit(
+            f"the two sides train different parameters: {sorted(set(ours.parameters) ^ set(theirs.parameters))}"
+        )
     before = {name: p.detach().clone() for name, p in ours.parameters.items()}
     for side in (theirs, floor):
         for name, p in side.parameters.items():
@@ -309,32 +338,45 @@ def compare_one_step(ours: Side, theirs: Side, floor: Side) -> dict:
                 raise SystemExit(f"{name} does not start from the same weights on both sides")
     our_losses, their_losses, floor_losses = ours.run(), theirs.run(), floor.run()
     losses = {}
-    for key, value in their_losses.items():
+    for key in their_losses:
         mine, other, rounded = (float(found[key].detach()) for found in (our_losses, their_losses, floor_losses))
-        losses[key] = {"csdn": mine, "authors": other, "rel_diff": abs(mine - other) / abs(other),
-                       "floor_rel_diff": abs(rounded - other) / abs(other)}
-    return {"losses": losses, "csdn_vs_authors": step_differences(ours, theirs, before),
-            "floor_vs_authors": step_differences(floor, theirs, before),
-            "csdn_vs_floor": step_differences(ours, floor, before)}
+        losses[key] = {
+            "csdn": mine,
+            "authors": other,
+            "rel_diff": abs(mine - other) / abs(other),
+            "floor_rel_diff": abs(rounded - other) / abs(other),
+        }
+    return {
+        "losses": losses,
+        "csdn_vs_authors": step_differences(ours, theirs, before),
+        "floor_vs_authors": step_differences(floor, theirs, before),
+        "csdn_vs_floor": step_differences(ours, floor, before),
+    }
 
 
 def timed_rounds(sides: list[Side], rounds: int, images: int) -> dict:
     """Alternate the sides, rotating which goes first each round; seconds per step per side and round."""
     seconds: dict[str, list[float]] = {side.name: [] for side in sides}
     for index in range(rounds):
-        order = sides[index % len(sides):] + sides[:index % len(sides)]
+        order = sides[index % len(sides) :] + sides[: index % len(sides)]
         for side in order:
             started = time.perf_counter()
             side.run()
             seconds[side.name].append(time.perf_counter() - started)
-        print(f"  round {index + 1}: " + ", ".join(f"{name} {times[-1]:.2f} s" for name, times in seconds.items()),
-              flush=True)
+        print(
+            f"  round {index + 1}: " + ", ".join(f"{name} {times[-1]:.2f} s" for name, times in seconds.items()),
+            flush=True,
+        )
     authors, ours = seconds["authors fp32"], seconds["csdn fp32"]
-    return {name: {"images_per_second": round(images / statistics.median(times), 3),
-                   "seconds_per_step": [round(t, 3) for t in times],
-                   "speedup_vs_authors": round(statistics.median(a / t for a, t in zip(authors, times)), 3),
-                   "speedup_vs_csdn_fp32": round(statistics.median(a / t for a, t in zip(ours, times)), 3)}
-            for name, times in seconds.items()}
+    return {
+        name: {
+            "images_per_second": round(images / statistics.median(times), 3),
+            "seconds_per_step": [round(t, 3) for t in times],
+            "speedup_vs_authors": round(statistics.median(a / t for a, t in zip(authors, times)), 3),
+            "speedup_vs_csdn_fp32": round(statistics.median(a / t for a, t in zip(ours, times)), 3),
+        }
+        for name, times in seconds.items()
+    }
 
 
 def augment_throughput(ids: int, per_id: int) -> float:
@@ -367,8 +409,12 @@ def augment_throughput(ids: int, per_id: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", choices=tuple(SIZES), default="full",
-                        help="full: RN50 at 288x144, 8 ids x 4 images (96 images/step); small: 96x48, 4 x 2")
+    parser.add_argument(
+        "--size",
+        choices=tuple(SIZES),
+        default="full",
+        help="full: RN50 at 288x144, 8 ids x 4 images (96 images/step); small: 96x48, 4 x 2",
+    )
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default: 3 full, 5 small)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 autocast side")
@@ -383,50 +429,69 @@ def main() -> None:
     bf16 = cpu_has_bf16() and not args.no_bf16
     images = 3 * ids * per_id
     height, width = model_config.image_size
-    print(f"CPU: {cpu_name()}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"native bf16: {cpu_has_bf16()}")
+    print(
+        f"CPU: {cpu_name()}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"native bf16: {cpu_has_bf16()}"
+    )
     print(f"size {args.size}: {images} images/step at {height}x{width} ({ids} ids x {per_id} images x 3 views)")
 
     torch.manual_seed(args.seed + 1)
     text = torch.randn(model_config.num_classes, model_config.embed_dim) * 0.05
     batch = make_batch(model_config, ids, per_id, args.seed + 2)
     sides, floor, model, config = build_sides(model_config, ids, per_id, text, batch, args.seed, bf16)
-    result: dict = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "size": args.size, "images_per_step": images, "recipe": config.recipe}
+    result: dict = {
+        "cpu": cpu_name(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "size": args.size,
+        "images_per_step": images,
+        "recipe": config.recipe,
+    }
 
     if bf16:  # bf16 vs fp32 loss on the same weights and batch (a copy: forward only)
         probe = copy.deepcopy(model)
         with torch.no_grad():
             fp32_loss = image_step(probe, batch, text, config, contextlib.nullcontext)
             bf16_loss = image_step(probe, batch, text, config, autocast_factory("bf16", torch.device("cpu")))
-        result["bf16_vs_fp32_loss"] = {key: {"fp32": float(fp32_loss[key]), "bf16": float(bf16_loss[key])}
-                                       for key in fp32_loss}
+        result["bf16_vs_fp32_loss"] = {
+            key: {"fp32": float(fp32_loss[key]), "bf16": float(bf16_loss[key])} for key in fp32_loss
+        }
         del probe
-        print("bf16 vs fp32 loss, same weights and batch: " + ", ".join(
-            f"{key} {v['bf16']:.5f} vs {v['fp32']:.5f}" for key, v in result["bf16_vs_fp32_loss"].items()))
+        print(
+            "bf16 vs fp32 loss, same weights and batch: "
+            + ", ".join(f"{key} {v['bf16']:.5f} vs {v['fp32']:.5f}" for key, v in result["bf16_vs_fp32_loss"].items())
+        )
 
     check = compare_one_step(sides[0], sides[1], floor)  # also the first (untimed) step of both fp32 sides
     del floor
     result["agreement"] = check
     print("one step from the same weights, csdn vs authors:")
     for key, value in check["losses"].items():
-        print(f"  {key:13s} {value['csdn']:.7f} vs {value['authors']:.7f} (rel. diff {value['rel_diff']:.1e}; "
-              f"authors, rows reordered: {value['floor_rel_diff']:.1e})")
+        print(
+            f"  {key:13s} {value['csdn']:.7f} vs {value['authors']:.7f} (rel. diff {value['rel_diff']:.1e}; "
+            f"authors, rows reordered: {value['floor_rel_diff']:.1e})"
+        )
     print("  gradients (relative difference of all of them; worst single tensor) and Adam updates:")
-    for label, key in (("csdn vs authors", "csdn_vs_authors"),
-                       ("authors rows reordered vs authors (rounding floor)", "floor_vs_authors"),
-                       ("csdn vs authors rows reordered", "csdn_vs_floor")):
+    for label, key in (
+        ("csdn vs authors", "csdn_vs_authors"),
+        ("authors rows reordered vs authors (rounding floor)", "floor_vs_authors"),
+        ("csdn vs authors rows reordered", "csdn_vs_floor"),
+    ):
         d = check[key]
-        print(f"    {label}: {d['grad_rel_diff']:.1e}; {d['worst_tensor_grad_rel_diff']:.1e} ({d['worst_tensor']}); "
-              f"{d['update_elements_off_by_1pct_lr']} of {d['update_elements']} update elements differ by > 0.01 lr")
+        print(
+            f"    {label}: {d['grad_rel_diff']:.1e}; {d['worst_tensor_grad_rel_diff']:.1e} ({d['worst_tensor']}); "
+            f"{d['update_elements_off_by_1pct_lr']} of {d['update_elements']} update elements differ by > 0.01 lr"
+        )
     if bf16:
         sides[2].run()  # untimed first bf16 step
 
     print(f"timing {rounds} rounds, sides alternating:")
     result["timing"] = timed_rounds(sides, rounds, images)
     for name, timing in result["timing"].items():
-        print(f"  {name:13s} {timing['images_per_second']:7.2f} images/s  "
-              f"({timing['speedup_vs_authors']:.2f}x the authors' step, {timing['speedup_vs_csdn_fp32']:.2f}x csdn fp32)")
+        print(
+            f"  {name:13s} {timing['images_per_second']:7.2f} images/s  "
+            f"({timing['speedup_vs_authors']:.2f}x the authors' step, {timing['speedup_vs_csdn_fp32']:.2f}x csdn fp32)"
+        )
     if args.augment:
         result["augmented_images_per_worker_second"] = round(augment_throughput(ids, per_id), 1)
         print(f"decode + augment: {result['augmented_images_per_worker_second']} images/s per worker")

@@ -44,10 +44,16 @@ def train_and_score(recipe: str, seed: int, root: Path, workdir: Path) -> dict[s
     started = time.perf_counter()
     fit(reader, config, output_dir=workdir / recipe, init=model, progress=False)
     seconds = time.perf_counter() - started
-    result = csdn.evaluate(model.eval(), "sysu", root=root, mode="all", shots=1, trials=list(range(10)),
-                           progress=False)
-    return {"recipe": recipe, "seed": seed, "rank1": result.rank1, "rank1_std": result.std["rank1"], "mAP": result.mAP,
-            "mAP_std": result.std["mAP"], "train_seconds": round(seconds, 1)}
+    result = csdn.evaluate(model.eval(), "sysu", root=root, mode="all", shots=1, trials=list(range(10)), progress=False)
+    return {
+        "recipe": recipe,
+        "seed": seed,
+        "rank1": result.rank1,
+        "rank1_std": result.std["rank1"],
+        "mAP": result.mAP,
+        "mAP_std": result.std["mAP"],
+        "train_seconds": round(seconds, 1),
+    }
 
 
 def main() -> None:
@@ -65,8 +71,10 @@ def main() -> None:
         rows = [train_and_score(recipe, args.seed, root, Path(tmp)) for recipe in recipes]
     print(f"{'recipe':<10} {'seed':>4} {'rank-1 %':>14} {'mAP %':>14} {'train s':>8}")
     for row in rows:
-        print(f"{row['recipe']:<10} {row['seed']:4d} {100 * row['rank1']:8.1f} +- {100 * row['rank1_std']:3.1f} "
-              f"{100 * row['mAP']:8.1f} +- {100 * row['mAP_std']:3.1f} {row['train_seconds']:8.0f}")
+        print(
+            f"{row['recipe']:<10} {row['seed']:4d} {100 * row['rank1']:8.1f} +- {100 * row['rank1_std']:3.1f} "
+            f"{100 * row['mAP']:8.1f} +- {100 * row['mAP_std']:3.1f} {row['train_seconds']:8.0f}"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
 

@@ -35,8 +35,14 @@ def main() -> None:
     model = csdn.load(args.model)
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder) / "sysu"
-        write_sysu(root, num_train_ids=4, num_test_ids=args.test_ids, images_per_camera=args.images, seed=args.seed,
-                   progress=True)
+        write_sysu(
+            root,
+            num_train_ids=4,
+            num_test_ids=args.test_ids,
+            images_per_camera=args.images,
+            seed=args.seed,
+            progress=True,
+        )
         data = SYSUMM01(root)
         queries = [str(s.path) for s in data.query()]
         gallery = [str(s.path) for s in data.gallery(shots=args.images)]  # every visible test image
@@ -45,16 +51,20 @@ def main() -> None:
 
     k = args.topk
     full = match(query_rows, gallery_rows, topk=k)
-    print(f"{args.model}: {len(queries)} infrared queries x {len(gallery)} visible gallery images, "
-          f"{gallery_rows.shape[1]}-d, top-{k}")
+    print(
+        f"{args.model}: {len(queries)} infrared queries x {len(gallery)} visible gallery images, "
+        f"{gallery_rows.shape[1]}-d, top-{k}"
+    )
     for dtype in (torch.bfloat16, torch.float16):
         half = match(query_rows, gallery_rows.to(dtype), topk=k)
         order = (half.indices != full.indices).any(dim=1).float().mean().item()
         members = sum(set(a) != set(b) for a, b in zip(half.indices.tolist(), full.indices.tolist())) / len(queries)
         first = (half.indices[:, 0] != full.indices[:, 0]).float().mean().item()
-        print(f"  stored as {str(dtype).removeprefix('torch.'):<9} top-{k} order changed for {100 * order:5.1f}% of "
-              f"queries, its set for {100 * members:5.1f}%, rank-1 for {100 * first:5.1f}%; largest score change "
-              f"{(half.scores - full.scores).abs().max().item():.1e}")
+        print(
+            f"  stored as {str(dtype).removeprefix('torch.'):<9} top-{k} order changed for {100 * order:5.1f}% of "
+            f"queries, its set for {100 * members:5.1f}%, rank-1 for {100 * first:5.1f}%; largest score change "
+            f"{(half.scores - full.scores).abs().max().item():.1e}"
+        )
 
 
 if __name__ == "__main__":

@@ -34,8 +34,22 @@ _LAZY_ATTRIBUTES = {
     "evaluate": "csdn.evaluation",
     "from_clip": "csdn.hub.clip",
 }
-_LAZY_MODULES = ("convert", "train", "data", "losses", "evaluation", "hub", "retrieval", "images", "inference", "io",
-                 "model", "errors", "export", "runtime")
+_LAZY_MODULES = (
+    "convert",
+    "train",
+    "data",
+    "losses",
+    "evaluation",
+    "hub",
+    "retrieval",
+    "images",
+    "inference",
+    "io",
+    "model",
+    "errors",
+    "export",
+    "runtime",
+)
 
 __all__ = ["CSDNConfig", "__version__", *_LAZY_ATTRIBUTES, *_LAZY_MODULES]
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from csdn.errors import SettingError
 
@@ -21,7 +22,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 PROMPT_TEMPLATE = "A photo of a X X X X person."
 
 CONFIG_FORMAT_VERSION = 1
-
 
 
 def reject_unknown_fields(data: Mapping[str, Any], schema: type, problem: str, *, exclude: Iterable[str] = ()) -> None:
@@ -34,6 +34,7 @@ def reject_unknown_fields(data: Mapping[str, Any], schema: type, problem: str, *
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"{problem}: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+
 
 @dataclass
 class CSDNConfig:
@@ -131,17 +132,16 @@ class CSDNConfig:
             raise SettingError(f"last_stride must be 1 or 2, got {self.last_stride}")
         if h % self.downsample or w % self.downsample or h <= 0 or w <= 0:
             raise SettingError(
-                f"image_size {self.image_size} must be positive multiples of the trunk "
-                f"stride {self.downsample}"
+                f"image_size {self.image_size} must be positive multiples of the trunk stride {self.downsample}"
             )
         if len(self.vision_layers) != 4 or min(self.vision_layers) < 1:
             raise SettingError(f"vision_layers needs four positive block counts, got {self.vision_layers}")
         if self.vision_heads < 1 or self.text_heads < 1:
-            raise SettingError(f"vision_heads and text_heads must be at least 1, got {self.vision_heads}, {self.text_heads}")
-        if self.feature_dim % self.vision_heads:
             raise SettingError(
-                f"vision_heads ({self.vision_heads}) must divide the feature width {self.feature_dim}"
+                f"vision_heads and text_heads must be at least 1, got {self.vision_heads}, {self.text_heads}"
             )
+        if self.feature_dim % self.vision_heads:
+            raise SettingError(f"vision_heads ({self.vision_heads}) must divide the feature width {self.feature_dim}")
         if self.text_width % self.text_heads:
             raise SettingError(f"text_heads ({self.text_heads}) must divide text_width {self.text_width}")
         if self.num_classes < 1:
@@ -154,12 +154,12 @@ class CSDNConfig:
 
     # ------------------------------------------------------------------ presets
     @classmethod
-    def rn50(cls, num_classes: int = 395, **overrides: Any) -> "CSDNConfig":
+    def rn50(cls, num_classes: int = 395, **overrides: Any) -> CSDNConfig:
         """The paper's CLIP-RN50 model."""
         return cls(num_classes=num_classes, **overrides)
 
     @classmethod
-    def tiny(cls, num_classes: int = 8, **overrides: Any) -> "CSDNConfig":
+    def tiny(cls, num_classes: int = 8, **overrides: Any) -> CSDNConfig:
         """A few-hundred-kilobyte model with the same structure, for tests and demos."""
         settings: dict[str, Any] = dict(
             image_size=(64, 32),
@@ -185,7 +185,7 @@ class CSDNConfig:
         return {"model_type": "csdn", "format_version": CONFIG_FORMAT_VERSION, **data}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "CSDNConfig":
+    def from_dict(cls, data: dict[str, Any]) -> CSDNConfig:
         data = dict(data)
         model_type = data.pop("model_type", "csdn")
         if model_type != "csdn":
@@ -203,5 +203,5 @@ class CSDNConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "CSDNConfig":
+    def from_json(cls, text: str) -> CSDNConfig:
         return cls.from_dict(json.loads(text))

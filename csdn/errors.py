@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from typing import Any, Iterator, Mapping, Sequence
+import types
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 # setting name (a Python argument or config field) -> the flag of the running `csdn` command that sets it
-_CLI_FLAGS: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar("csdn_cli_flags", default={})
+_CLI_FLAGS: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
+    "csdn_cli_flags", default=types.MappingProxyType({})
+)
 
 
 @contextlib.contextmanager

@@ -39,10 +39,10 @@ import csdn
 from csdn import CSDN, CSDNConfig
 from csdn.data import SYSUMM01
 from csdn.data.synthetic import write_sysu
-from csdn.system.fileio import atomic_write, sha256_file
 from csdn.hub.api import save_pretrained
 from csdn.io.card import describe_architecture, evaluation_records, front_matter, usage_section
 from csdn.io.pretrained import MODEL_CARD_NAME, WEIGHTS_NAME
+from csdn.system.fileio import atomic_write, sha256_file
 from csdn.train import TrainConfig, fit
 
 NAME = "synthetic-tiny"
@@ -70,21 +70,34 @@ TRAIN = TrainConfig(
     # reproducing their numbers; on this data it scored ~1 mAP point higher (compare_recipes.py)
     recipe="clean",
     seed=1,
-    ids_per_batch=8, images_per_id=4, steps_per_epoch=50, pad=4,
+    ids_per_batch=8,
+    images_per_id=4,
+    steps_per_epoch=50,
+    pad=4,
     # stages 1-2 read features of the randomly initialised image model: short, brisk
-    stage1_epochs=5, stage1_lr=3e-3, stage2_epochs=3, stage2_lr=1e-3, warmup_epochs=1, warmup_lr=1e-4,
+    stage1_epochs=5,
+    stage1_lr=3e-3,
+    stage2_epochs=3,
+    stage2_lr=1e-3,
+    warmup_epochs=1,
+    warmup_lr=1e-4,
     # stage 3 from random weights: a larger lr than the paper's CLIP fine-tuning, MSEL off and
     # the triplet at full weight (with the paper's MSEL 1 / triplet 0.15, a first 500-step run
     # at 128x64 on 200 identities shrank the raw features instead of separating people and
     # stayed near chance on held-out people: rank-1 3%). A larger run (2000 identities, two blocks
     # per stage, 100 epochs with milestones 70/88: 46 minutes) scored no better: on the 50 held-out
     # people of its tree, all-search rank-1 14.6 / mAP 21.9 against 17.7 / 24.2 for this recipe's model.
-    stage3_epochs=60, stage3_lr=3e-3, stage3_warmup_epochs=1, milestones=(42, 54),
-    msel_weight=0.0, triplet_weight=1.0,
+    stage3_epochs=60,
+    stage3_lr=3e-3,
+    stage3_warmup_epochs=1,
+    milestones=(42, 54),
+    msel_weight=0.0,
+    triplet_weight=1.0,
 )
 # The ablation: the same stage 3 without anything the text side contributes.
-NO_TEXT = TrainConfig.from_dict({**TRAIN.to_dict(), "stage1_epochs": 0, "stage2_epochs": 0,
-                                 "visible_i2t_weight": 0.0, "infrared_i2t_weight": 0.0})
+NO_TEXT = TrainConfig.from_dict(
+    {**TRAIN.to_dict(), "stage1_epochs": 0, "stage2_epochs": 0, "visible_i2t_weight": 0.0, "infrared_i2t_weight": 0.0}
+)
 ABLATION = "without the text stages"
 ABLATION_NOTE = (
     f"- *{ABLATION}*: the same initial weights, data and stage-3 schedule, but stages 1 and 2 skipped and "
@@ -97,8 +110,15 @@ ABLATION_NOTE = (
 def model_config(num_classes: int) -> CSDNConfig:
     """The demo architecture: CSDN's structure at toy widths (about 10 MB of weights), 64x32 input."""
     return CSDNConfig.tiny(
-        num_classes=num_classes, image_size=INPUT_SIZE, vision_layers=(1, 1, 1, 1), vision_width=16,
-        vision_heads=4, embed_dim=128, text_width=64, text_heads=4, text_layers=1,
+        num_classes=num_classes,
+        image_size=INPUT_SIZE,
+        vision_layers=(1, 1, 1, 1),
+        vision_width=16,
+        vision_heads=4,
+        embed_dim=128,
+        text_width=64,
+        text_heads=4,
+        text_layers=1,
     )
 
 
@@ -117,16 +137,21 @@ def fresh_model(state: dict[str, torch.Tensor], num_classes: int) -> CSDN:
 def evaluate(model: CSDN, root: Path, cache: Path, progress: bool) -> list:
     """``csdn.evaluate`` results, 10 trials each, all- and indoor-search, infrared -> visible."""
     model.eval()
-    return [csdn.evaluate(model, "sysu", root=root, mode=mode, shots=1, trials=TRIALS, progress=progress,
-                          cache_dir=cache) for mode in ("all", "indoor")]
+    return [
+        csdn.evaluate(model, "sysu", root=root, mode=mode, shots=1, trials=TRIALS, progress=progress, cache_dir=cache)
+        for mode in ("all", "indoor")
+    ]
 
 
 def summary(results: list) -> dict[str, dict[str, float]]:
     """Mean and std over the trials of rank-1, mAP and mINP, per protocol (for the card's table)."""
-    return {f"{result.settings['mode']}-search": {
-        **{name: round(result.mean[name], 4) for name in ("rank1", "mAP", "mINP")},
-        **{f"{name}_std": round(result.std[name], 4) for name in ("rank1", "mAP", "mINP")},
-    } for result in results}
+    return {
+        f"{result.settings['mode']}-search": {
+            **{name: round(result.mean[name], 4) for name in ("rank1", "mAP", "mINP")},
+            **{f"{name}_std": round(result.std[name], 4) for name in ("rank1", "mAP", "mINP")},
+        }
+        for result in results
+    }
 
 
 def records(results: list) -> list[dict[str, Any]]:
@@ -139,8 +164,12 @@ def check_evaluation(model: CSDN, workdir: Path) -> dict[str, Any]:
     root = workdir / "check"
     write_sysu(root, **CHECK_DATA)
     result = csdn.evaluate(model.eval(), "sysu", root=root, progress=False, **CHECK_PROTOCOL)
-    return {"generator": {"layout": "sysu", **CHECK_DATA, "size": list(CHECK_DATA["size"])},
-            "protocol": CHECK_PROTOCOL, "rank1": round(result.rank1, 4), "mAP": round(result.mAP, 4)}
+    return {
+        "generator": {"layout": "sysu", **CHECK_DATA, "size": list(CHECK_DATA["size"])},
+        "protocol": CHECK_PROTOCOL,
+        "rank1": round(result.rank1, 4),
+        "mAP": round(result.mAP, 4),
+    }
 
 
 def _percent(row: dict[str, float], name: str) -> str:
@@ -148,11 +177,17 @@ def _percent(row: dict[str, float], name: str) -> str:
 
 
 def metrics_table(results: dict[str, dict[str, dict[str, float]]]) -> list[str]:
-    lines = ["| model | all-search rank-1 | all-search mAP | all-search mINP | indoor-search rank-1 | "
-             "indoor-search mAP | indoor-search mINP |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | all-search rank-1 | all-search mAP | all-search mINP | indoor-search rank-1 | "
+        "indoor-search mAP | indoor-search mINP |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for label, scores in results.items():
-        cells = [_percent(scores[protocol], name) for protocol in ("all-search", "indoor-search")
-                 for name in ("rank1", "mAP", "mINP")]
+        cells = [
+            _percent(scores[protocol], name)
+            for protocol in ("all-search", "indoor-search")
+            for name in ("rank1", "mAP", "mINP")
+        ]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
 
@@ -164,37 +199,55 @@ def ablation_lines(meta: dict[str, Any]) -> list[str]:
     for protocol in ("all-search", "indoor-search"):
         gain = full[protocol]["mAP"] - no_text[protocol]["mAP"]
         spread = full[protocol]["mAP_std"] + no_text[protocol]["mAP_std"]
-        effect = "no clear difference" if abs(gain) <= spread else ("better with them" if gain > 0 else "worse with them")
-        verdicts.append(f"{protocol} mAP {100 * full[protocol]['mAP']:.1f} with the text stages against "
-                        f"{100 * no_text[protocol]['mAP']:.1f} without ({effect})")
-    return [ABLATION_NOTE,
-            f"- Measured here: {'; '.join(verdicts)}. \"No clear difference\" means within the two trial "
-            "standard deviations added; each variant was trained once, with one seed, so a gap of a few "
-            "points may also be seed noise."]
+        effect = (
+            "no clear difference" if abs(gain) <= spread else ("better with them" if gain > 0 else "worse with them")
+        )
+        verdicts.append(
+            f"{protocol} mAP {100 * full[protocol]['mAP']:.1f} with the text stages against "
+            f"{100 * no_text[protocol]['mAP']:.1f} without ({effect})"
+        )
+    return [
+        ABLATION_NOTE,
+        f'- Measured here: {"; ".join(verdicts)}. "No clear difference" means within the two trial '
+        "standard deviations added; each variant was trained once, with one seed, so a gap of a few "
+        "points may also be seed noise.",
+    ]
 
 
 def model_card(model: CSDN, meta: dict[str, Any]) -> str:
     """The README.md of the bundled model: what it is for, how it was made, what it scores."""
     num_parameters = sum(p.numel() for p in model.parameters())
-    results = {"**synthetic-tiny** (all three CSDN stages)": meta["metrics"],
-               **{label: scores for label, scores in meta["baselines"].items()}}
+    results = {
+        "**synthetic-tiny** (all three CSDN stages)": meta["metrics"],
+        **{label: scores for label, scores in meta["baselines"].items()},
+    }
     data, train = meta["data"], meta["training"]
     recipe = TrainConfig.from_dict(train["config"])  # the run's own settings, also when rescored later
     check = meta["check"]
     lines = [
-        *front_matter(license_name="mit", tags=("synthetic", "demo"), datasets=[DATASET_TITLE], model_name=NAME,
-                      evaluation=meta["evaluation"]),
-        "# synthetic-tiny: a demo CSDN for synthetic visible/infrared pedestrians", "",
+        *front_matter(
+            license_name="mit",
+            tags=("synthetic", "demo"),
+            datasets=[DATASET_TITLE],
+            model_name=NAME,
+            evaluation=meta["evaluation"],
+        ),
+        "# synthetic-tiny: a demo CSDN for synthetic visible/infrared pedestrians",
+        "",
         "The model that ships inside csdn-reid, so the package works end to end offline: "
-        "`csdn.load()` (or `csdn.load(\"synthetic-tiny\")`) needs no download.", "",
+        '`csdn.load()` (or `csdn.load("synthetic-tiny")`) needs no download.',
+        "",
         "**It is a demo for the package's synthetic images, not a model for real cameras.** It never saw a "
         "photograph: it was trained from random weights on procedurally drawn people "
         "(`csdn.data.synthetic`). On real visible/infrared crops its embeddings are meaningless; use a "
-        "model trained on SYSU-MM01, RegDB or LLCM (`csdn.list_models()`) for real data.", "",
-        "## How it was made", "",
+        "model trained on SYSU-MM01, RegDB or LLCM (`csdn.list_models()`) for real data.",
+        "",
+        "## How it was made",
+        "",
         f"One command, every step seeded: `{COMMAND} --install` (the training itself took "
         f"{train['minutes']:.0f} minutes on one thread of a shared two-core CPU; the comparison run without "
-        "the text stages takes as long again, `--no-ablation` skips it).", "",
+        "the text stages takes as long again, `--no-ablation` skips it).",
+        "",
         f"- Data: `csdn.data.synthetic.write_sysu` (SYSU-MM01 layout, {data['size'][0]}x{data['size'][1]} "
         f"images, resized to the model's {INPUT_SIZE[0]}x{INPUT_SIZE[1]} input, seed {data['seed']}): "
         f"{data['num_train_ids']} training identities "
@@ -216,30 +269,41 @@ def model_card(model: CSDN, meta: dict[str, Any]) -> str:
         "near chance on held-out people (rank-1 3%). The full TrainConfig is in "
         "`config.json` under `meta.training.config`.",
         f"- Wall time of the bundled run: {train['minutes']:.1f} minutes for the training itself "
-        f"({train['threads']} CPU thread on a shared two-core machine).", "",
-        "## Architecture", "",
+        f"({train['threads']} CPU thread on a shared two-core machine).",
+        "",
+        "## Architecture",
+        "",
         *(f"- {line}" for line in describe_architecture(model.config, num_parameters)),
         f"- Text side: {model.config.text_layers}-layer, {model.config.text_width}-wide transformer, "
-        f"{model.config.num_prompt_tokens} learnable tokens per identity and modality", "",
-        "## Results on held-out synthetic identities", "",
+        f"{model.config.num_prompt_tokens} learnable tokens per identity and modality",
+        "",
+        "## Results on held-out synthetic identities",
+        "",
         f"SYSU-MM01 protocol on the {data['num_test_ids']} test identities of the generated tree (never "
         "trained on): infrared queries against a visible gallery, single-shot, mean ± std over 10 gallery "
-        "draws (trials 0-9), flip test-time augmentation, via `csdn.evaluate(model, \"sysu\", root=...)`. "
-        "The first row is also in this card's `model-index`.", "",
-        *metrics_table(results), "",
+        'draws (trials 0-9), flip test-time augmentation, via `csdn.evaluate(model, "sysu", root=...)`. '
+        "The first row is also in this card's `model-index`.",
+        "",
+        *metrics_table(results),
+        "",
         "- *untrained*: the same architecture and the same random initial weights, before any training.",
-        *(ablation_lines(meta) if ABLATION in meta["baselines"] else []), "",
+        *(ablation_lines(meta) if ABLATION in meta["baselines"] else []),
+        "",
         "Check evaluation (recomputed by `tests/test_bundled.py`): a second generated tree "
         f"(`write_sysu(root, {CHECK_DATA['num_train_ids']}, {CHECK_DATA['num_test_ids']}, "
         f"{CHECK_DATA['images_per_camera']}, seed={CHECK_DATA['seed']})`), all-search, trials "
-        f"{check['protocol']['trials']}: rank-1 {100 * check['rank1']:.1f}%, mAP {100 * check['mAP']:.1f}%.", "",
+        f"{check['protocol']['trials']}: rank-1 {100 * check['rank1']:.1f}%, mAP {100 * check['mAP']:.1f}%.",
+        "",
         *usage_section('csdn.load()  # the bundled default, csdn.DEFAULT_MODEL == "synthetic-tiny"'),
-        "`csdn demo` runs this on freshly generated held-out people and draws the ranked results.", "",
-        "## License and citation", "",
+        "`csdn demo` runs this on freshly generated held-out people and draws the ranked results.",
+        "",
+        "## License and citation",
+        "",
         "MIT, like csdn-reid (weights trained by csdn-reid on generated images; no third-party data or "
         "weights). The architecture and training recipe are CSDN's: Yu, Dong, Zhu, Peng, Tao. "
         "*CLIP-Driven Semantic Discovery Network for Visible-Infrared Person Re-Identification.* IEEE "
-        "Transactions on Multimedia, 2025. arXiv:2401.05806.", "",
+        "Transactions on Multimedia, 2025. arXiv:2401.05806.",
+        "",
     ]
     return "\n".join(lines)
 
@@ -257,8 +321,15 @@ def register(weights: Path) -> None:
     atomic_write(REGISTRY, lambda temp: temp.write_text(text, encoding="utf-8"))
 
 
-def _train(state: dict[str, torch.Tensor], num_classes: int, config: TrainConfig, tree: Path, output: Path,
-           progress: bool, resume: bool) -> CSDN:
+def _train(
+    state: dict[str, torch.Tensor],
+    num_classes: int,
+    config: TrainConfig,
+    tree: Path,
+    output: Path,
+    progress: bool,
+    resume: bool,
+) -> CSDN:
     """Train a copy of the initial weights; every variant starts from the very same ones.
 
     ``resume`` continues an interrupted run from its last epoch checkpoint (same final weights).
@@ -306,8 +377,9 @@ def _write(output: Path, model: CSDN, meta: dict[str, Any]) -> None:
         register(output / WEIGHTS_NAME)
 
 
-def run(output: Path, workdir: Path, *, ablation: bool, progress: bool, threads: int,
-        resume: bool = False) -> dict[str, Any]:
+def run(
+    output: Path, workdir: Path, *, ablation: bool, progress: bool, threads: int, resume: bool = False
+) -> dict[str, Any]:
     torch.set_num_threads(threads)
     tree = _tree(workdir, progress, reuse=resume)
     train_set = SYSUMM01(tree).train
@@ -322,10 +394,19 @@ def run(output: Path, workdir: Path, *, ablation: bool, progress: bool, threads:
         "dataset": "synthetic (csdn.data.synthetic.write_sysu)",
         "license": "mit",
         "reproduce": COMMAND,
-        "data": {"layout": "sysu", **DATA, "size": list(DATA["size"]),
-                 "train_images": {"visible": len(train_set.visible), "infrared": len(train_set.infrared)}},
-        "training": {"init": f"random (torch.manual_seed({INIT_SEED}))", "epochs": list(TRAIN.stage_epochs),
-                     "minutes": round(minutes, 1), "threads": threads, "config": TRAIN.to_dict()},
+        "data": {
+            "layout": "sysu",
+            **DATA,
+            "size": list(DATA["size"]),
+            "train_images": {"visible": len(train_set.visible), "infrared": len(train_set.infrared)},
+        },
+        "training": {
+            "init": f"random (torch.manual_seed({INIT_SEED}))",
+            "epochs": list(TRAIN.stage_epochs),
+            "minutes": round(minutes, 1),
+            "threads": threads,
+            "config": TRAIN.to_dict(),
+        },
     }
     _score(meta, model, fresh_model(state, num_classes), tree, cache, progress)
     if ablation:
@@ -344,8 +425,14 @@ def rescore(output: Path, workdir: Path, *, progress: bool, threads: int) -> dic
     model = csdn.load(output, progress=False)
     tree = _tree(workdir, progress, reuse=True)
     meta = dict(model.config.meta)
-    _score(meta, model, fresh_model(initial_state(model.config.num_classes), model.config.num_classes), tree,
-           workdir / "embeddings", progress)
+    _score(
+        meta,
+        model,
+        fresh_model(initial_state(model.config.num_classes), model.config.num_classes),
+        tree,
+        workdir / "embeddings",
+        progress,
+    )
     _write(output, model, meta)
     return meta
 
@@ -353,20 +440,34 @@ def rescore(output: Path, workdir: Path, *, progress: bool, threads: int) -> dic
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     target = parser.add_mutually_exclusive_group()
-    target.add_argument("--output", type=Path, default=Path(NAME),
-                        help=f"model folder to write (default ./{NAME}; an existing model there is refused)")
-    target.add_argument("--install", action="store_true",
-                        help=f"replace the bundled model of this checkout ({DEFAULT_OUTPUT}) and its entry in "
-                             "weights/registry.json")
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="a folder to keep the generated data and training runs in (default: a temporary "
-                             "folder, deleted at the end); needed for --resume")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue an interrupted run kept in --workdir (gives the same weights)")
+    target.add_argument(
+        "--output",
+        type=Path,
+        default=Path(NAME),
+        help=f"model folder to write (default ./{NAME}; an existing model there is refused)",
+    )
+    target.add_argument(
+        "--install",
+        action="store_true",
+        help=f"replace the bundled model of this checkout ({DEFAULT_OUTPUT}) and its entry in weights/registry.json",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="a folder to keep the generated data and training runs in (default: a temporary "
+        "folder, deleted at the end); needed for --resume",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run kept in --workdir (gives the same weights)"
+    )
     parser.add_argument("--no-ablation", action="store_true", help="skip the without-text-stages comparison run")
-    parser.add_argument("--rescore", action="store_true",
-                        help="do not train: evaluate the model already in the output folder again and rewrite its "
-                             "config and card (e.g. after a change to the card format)")
+    parser.add_argument(
+        "--rescore",
+        action="store_true",
+        help="do not train: evaluate the model already in the output folder again and rewrite its "
+        "config and card (e.g. after a change to the card format)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (default 1: the bundled run's setting)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)

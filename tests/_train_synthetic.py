@@ -32,7 +32,7 @@ def _render(levels: np.ndarray, modality: str, rng: np.random.Generator) -> np.n
         rgb = np.array([colorsys.hsv_to_rgb(hue, 0.7, v) for v in rows])  # [H, 3]
         image = np.repeat(rgb[:, None, :], width, axis=1)
     else:
-        gray = rows ** 0.7
+        gray = rows**0.7
         image = np.repeat(np.repeat(gray[:, None, None], width, axis=1), 3, axis=2)
     image = image + rng.normal(0.0, 0.04, size=image.shape)
     return (np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)

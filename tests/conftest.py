@@ -6,11 +6,11 @@ from __future__ import annotations
 import huggingface_hub.constants as hf_constants
 import pytest
 import torch
+from hub_server import FakeHub
 
 from csdn import CSDNConfig
 from csdn.data.synthetic import write_sysu
 from csdn.model.network import CSDN
-from hub_server import FakeHub
 
 
 @pytest.fixture

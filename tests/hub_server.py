@@ -231,13 +231,17 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if filename.endswith(LFS_SUFFIXES):
             sha256 = hashlib.sha256(content).hexdigest()
-            self._send(302, b"", {
-                "Location": f"{self.hub.cdn}/lfs/{sha256}",
-                "X-Repo-Commit": commit,
-                "X-Linked-Etag": f'"{sha256}"',
-                "X-Linked-Size": str(len(content)),
-                "ETag": f'"{_git_blob_id(content)}"',
-            })
+            self._send(
+                302,
+                b"",
+                {
+                    "Location": f"{self.hub.cdn}/lfs/{sha256}",
+                    "X-Repo-Commit": commit,
+                    "X-Linked-Etag": f'"{sha256}"',
+                    "X-Linked-Size": str(len(content)),
+                    "ETag": f'"{_git_blob_id(content)}"',
+                },
+            )
             return
         self._send(200, content, {"X-Repo-Commit": commit, "ETag": f'"{_git_blob_id(content)}"'})
 
@@ -259,7 +263,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, {"errors": [], "warnings": []})
         elif len(parts) == 6 and parts[:2] == ["api", "models"] and parts[4] == "preupload":
             files = json.loads(body)["files"]
-            self._json(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]})
+            self._json(
+                200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]}
+            )
         elif len(parts) == 6 and parts[:2] == ["api", "models"] and parts[4] == "commit":
             repo_id, branch = f"{parts[2]}/{parts[3]}", unquote(parts[5])
             files = {}

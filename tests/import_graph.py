@@ -69,8 +69,12 @@ def read_package(root: Path) -> dict[str, ModuleInfo]:
                         if alias.name.startswith("_") and not alias.name.startswith("__"):
                             info.private_uses.append(f"{source}.{alias.name}")
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
-                    and _is_private(node.attr)):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in aliases
+                and _is_private(node.attr)
+            ):
                 info.private_uses.append(f"{aliases[node.value.id]}.{node.attr}")
         info.imports.discard(info.name)
     _private_members_used_elsewhere(modules)
@@ -92,14 +96,22 @@ def _private_members_used_elsewhere(modules: dict[str, ModuleInfo]) -> None:
                 for member in ast.walk(node):
                     if isinstance(member, (ast.FunctionDef, ast.AsyncFunctionDef)) and _is_private(member.name):
                         owners.setdefault(member.name, set()).add(name)
-                    elif (isinstance(member, ast.Attribute) and isinstance(member.value, ast.Name)
-                          and member.value.id == "self" and _is_private(member.attr)):
+                    elif (
+                        isinstance(member, ast.Attribute)
+                        and isinstance(member.value, ast.Name)
+                        and member.value.id == "self"
+                        and _is_private(member.attr)
+                    ):
                         owners.setdefault(member.attr, set()).add(name)
     for name, tree in trees.items():
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Attribute) and _is_private(node.attr) and node.attr in owners
-                    and name not in owners[node.attr]
-                    and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))):
+            if (
+                isinstance(node, ast.Attribute)
+                and _is_private(node.attr)
+                and node.attr in owners
+                and name not in owners[node.attr]
+                and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+            ):
                 modules[name].private_uses.append(f"{sorted(owners[node.attr])[0]}:{node.attr}")
 
 
@@ -151,5 +163,9 @@ def package_edges(modules: dict[str, ModuleInfo], unit) -> dict[str, set[str]]:
 
 def upward_imports(modules: dict[str, ModuleInfo], layer_of) -> list[str]:
     """``a -> b`` for each import from a module into a strictly higher layer (``layer_of`` -> rank)."""
-    return sorted(f"{info.name} -> {target}" for info in modules.values() for target in info.imports
-                  if layer_of(target) > layer_of(info.name))
+    return sorted(
+        f"{info.name} -> {target}"
+        for info in modules.values()
+        for target in info.imports
+        if layer_of(target) > layer_of(info.name)
+    )

@@ -17,10 +17,22 @@ STEM_ORDER = ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3")
 def official_state_dict(config: CSDNConfig, seed: int = 0) -> dict[str, torch.Tensor]:
     """Random tensors under every key of an official CSDN checkpoint for ``config``."""
     gen = torch.Generator().manual_seed(seed)
-    clip = clip_model().CLIP(
-        config.embed_dim, 224, config.vision_layers, config.vision_width, None,
-        config.context_length, config.vocab_size, config.text_width, config.text_heads, config.text_layers,
-    ).state_dict()
+    clip = (
+        clip_model()
+        .CLIP(
+            config.embed_dim,
+            224,
+            config.vision_layers,
+            config.vision_width,
+            None,
+            config.context_length,
+            config.vocab_size,
+            config.text_width,
+            config.text_heads,
+            config.text_layers,
+        )
+        .state_dict()
+    )
     shapes: dict[str, tuple[int, ...]] = {}
     for key, value in clip.items():
         parts = key.split(".")

@@ -12,8 +12,8 @@ from huggingface_hub import ModelCard
 
 import csdn
 from csdn.data.synthetic import write_sysu
-from csdn.system.fileio import sha256_file
 from csdn.hub.registry import default_registry_path, open_registry
+from csdn.system.fileio import sha256_file
 
 NAME = "synthetic-tiny"
 # Recorded and recomputed scores may differ by float summation order across machines.

@@ -17,8 +17,10 @@ from csdn.io.card import evaluation_records, protocol_label
 @pytest.fixture
 def results(tiny_model, tiny_sysu):
     """Two real evaluations of the tiny model: all-search and indoor-search, two trials each."""
-    return [csdn.evaluate(tiny_model, "sysu", root=tiny_sysu, mode=mode, trials=[0, 1], progress=False)
-            for mode in ("all", "indoor")]
+    return [
+        csdn.evaluate(tiny_model, "sysu", root=tiny_sysu, mode=mode, trials=[0, 1], progress=False)
+        for mode in ("all", "indoor")
+    ]
 
 
 def _metrics(card_data) -> dict[tuple[str, str, str], float]:
@@ -66,7 +68,8 @@ def test_push_to_hub_writes_the_evaluation_into_the_uploaded_card(tiny_model, re
     text = fake_hub.files("acme/pushed")["README.md"].decode()
     metrics = _metrics(ModelCard(text).data)
     assert metrics[("SYSU-MM01", "all-search single-shot, infrared->visible", "map")] == pytest.approx(
-        100 * results[0].mAP, abs=0.006)
+        100 * results[0].mAP, abs=0.006
+    )
 
 
 def test_a_card_without_evaluations_has_no_model_index(tiny_model, tmp_path):
@@ -90,7 +93,9 @@ def test_bad_evaluation_records_are_refused(tiny_model, results, tmp_path):
 
 
 def test_protocol_labels_name_what_changes_the_numbers():
-    assert protocol_label({"mode": "indoor", "shots": 10, "trials": [0], "flip": True, "rerank": False}) == \
-        "indoor-search 10-shot"
+    assert (
+        protocol_label({"mode": "indoor", "shots": 10, "trials": [0], "flip": True, "rerank": False})
+        == "indoor-search 10-shot"
+    )
     assert protocol_label({"trials": [1], "flip": True, "rerank": True}) == "trial 1 re-ranked"
     assert protocol_label({"shots": 1, "trials": [0, 1], "flip": False, "rerank": False}) == "single-shot no flip"

@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import save_file
 
 from csdn.hub import clip as clip_backbone
-from csdn.model.clip_code import clip_model, tokenize
 from csdn.hub.clip import CLIPWeightsError, from_clip, read_clip_state_dict
+from csdn.model.clip_code import clip_model, tokenize
 from csdn.model.layers import resize_positional_embedding
 
 STEM = ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3")
@@ -177,8 +177,15 @@ def clip_on_hub(fake_hub, tmp_path, small_clip, monkeypatch):
 def _write_registry(path, revision, sha256):
     import json
 
-    path.write_text(json.dumps({"format_version": 1, "models": {}, "clip": {"RN50": {
-        "repo_id": CLIP_REPO, "filename": CLIP_FILE, "revision": revision, "sha256": sha256}}}))
+    path.write_text(
+        json.dumps(
+            {
+                "format_version": 1,
+                "models": {},
+                "clip": {"RN50": {"repo_id": CLIP_REPO, "filename": CLIP_FILE, "revision": revision, "sha256": sha256}},
+            }
+        )
+    )
 
 
 def test_rn50_comes_from_the_hub_at_the_pinned_revision(clip_on_hub, fake_hub, small_clip):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from official_format import official_state_dict
 
 from csdn import CSDNConfig
 from csdn.hub.convert import CheckpointError, from_official, to_official_state_dict
-from official_format import official_state_dict
 
 # where DESIGN's table puts each official tensor in the model
 PLACEMENTS = {
@@ -99,8 +99,11 @@ def test_a_checkpoint_holding_nan_is_refused_before_conversion(tmp_path):
     state = official_state_dict(CSDNConfig.tiny())
     state["module.image_encoder1.0.weight"][0, 0, 0, 0] = float("nan")
     state["module.classifier2.classifier.weight"][1] = float("inf")
-    with pytest.raises(CheckpointError, match=r"tensor 'module.image_encoder1.0.weight' holds 1 NaN or infinite"
-                                              r" value\(s\); the checkpoint is corrupted"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"tensor 'module.image_encoder1.0.weight' holds 1 NaN or infinite"
+        r" value\(s\); the checkpoint is corrupted",
+    ):
         from_official(_save(state, tmp_path), image_size=(64, 32))
 
 

@@ -21,7 +21,9 @@ def test_regdb_train_split_and_relabelling(tmp_path):
     assert {s.camid for s in train.visible} == {1} and {s.camid for s in train.infrared} == {2}
     # the same label means the same person in both modalities (image k of a pair)
     for vis, ir in zip(train.visible, train.infrared):
-        assert vis.pid == ir.pid and os.path.basename(os.path.dirname(vis.path)) == os.path.basename(os.path.dirname(ir.path))
+        assert vis.pid == ir.pid and os.path.basename(os.path.dirname(vis.path)) == os.path.basename(
+            os.path.dirname(ir.path)
+        )
     assert all(os.path.isfile(s.path) for s in train.visible + train.infrared)
 
 
@@ -29,7 +31,12 @@ def test_regdb_labels_are_relabelled_when_not_contiguous(tmp_path):
     root = make_regdb(tmp_path / "RegDB", trials=1)
     for word in ("visible", "thermal"):
         path = root / "idx" / f"train_{word}_1.txt"
-        path.write_text("".join(f"{line.rsplit(' ', 1)[0]} {int(line.rsplit(' ', 1)[1]) * 7 + 100}\n" for line in path.read_text().splitlines()))
+        path.write_text(
+            "".join(
+                f"{line.rsplit(' ', 1)[0]} {int(line.rsplit(' ', 1)[1]) * 7 + 100}\n"
+                for line in path.read_text().splitlines()
+            )
+        )
     assert sorted({s.pid for s in RegDB(root).train.visible}) == [0, 1, 2]
 
 
@@ -89,7 +96,11 @@ def test_llcm_query_and_gallery(llcm_root):
     assert len(gallery) == 3 * 4 and {s.modality for s in gallery} == {"visible"}
     assert len({(s.pid, s.camid) for s in gallery}) == len(gallery)
     vis_query = reader.query("vis2nir")
-    assert vis_query == reader.query("v2i") and len(vis_query) == 3 * 4 * 4 and {s.modality for s in vis_query} == {"visible"}
+    assert (
+        vis_query == reader.query("v2i")
+        and len(vis_query) == 3 * 4 * 4
+        and {s.modality for s in vis_query} == {"visible"}
+    )
     assert {s.camid for s in reader.gallery("visible->infrared", trial=4)} == {1, 2, 4}
 
 
@@ -111,7 +122,7 @@ def test_llcm_gallery_draws_are_the_reference_protocols(llcm_root):
 def test_llcm_broken_layouts(llcm_root):
     (llcm_root / "idx" / "train_nir.txt").unlink()
     with pytest.raises(DatasetLayoutError, match="idx/train_nir.txt.*relative/path label"):
-        LLCM(llcm_root).train
+        _ = LLCM(llcm_root).train
     os.rename(llcm_root / "test_vis", llcm_root / "moved")
     with pytest.raises(DatasetLayoutError, match="test_vis"):
         LLCM(llcm_root).gallery("infrared->visible")
@@ -122,8 +133,14 @@ def test_llcm_broken_layouts(llcm_root):
 
 @pytest.mark.parametrize(
     "text, expected",
-    [("infrared->visible", "infrared->visible"), ("thermal->visible", "infrared->visible"), ("v2t", "visible->infrared"),
-     ("RGB_to_IR", "visible->infrared"), ("nir2vis", "infrared->visible"), ("i2v", "infrared->visible")],
+    [
+        ("infrared->visible", "infrared->visible"),
+        ("thermal->visible", "infrared->visible"),
+        ("v2t", "visible->infrared"),
+        ("RGB_to_IR", "visible->infrared"),
+        ("nir2vis", "infrared->visible"),
+        ("i2v", "infrared->visible"),
+    ],
 )
 def test_direction_spellings(text, expected):
     assert parse_direction(text) == expected

@@ -113,7 +113,13 @@ def test_bad_protocol_arguments(sysu_root):
         (lambda root: (root / "exp" / "test_id.txt").unlink(), "exp/test_id.txt"),
         (lambda root: (root / "exp" / "test_id.txt").write_text("3,5,x\n"), "'x'"),
         (lambda root: (root / "exp" / "test_id.txt").write_text("\n"), "empty"),
-        (lambda root: [p.unlink() for p in (root / "cam3").rglob("*.jpg")] + [p.unlink() for p in (root / "cam6").rglob("*.jpg")], "cam3, cam6"),
+        (
+            lambda root: (
+                [p.unlink() for p in (root / "cam3").rglob("*.jpg")]
+                + [p.unlink() for p in (root / "cam6").rglob("*.jpg")]
+            ),
+            "cam3, cam6",
+        ),
     ],
 )
 def test_broken_test_split_names_the_problem(sysu_root, damage, message):
@@ -132,7 +138,7 @@ def test_broken_tree_names_the_problem(sysu_root, tmp_path):
     (sysu_root / "cam6-old").rename(sysu_root / "cam6")
     (sysu_root / "exp" / "val_id.txt").unlink()
     with pytest.raises(DatasetLayoutError, match="val_id.txt.*comma-separated"):
-        SYSUMM01(sysu_root).train
+        _ = SYSUMM01(sysu_root).train
 
 
 def _write_arrays(root, visible_labels, infrared_labels, size=(8, 4)):
@@ -146,7 +152,11 @@ def _write_arrays(root, visible_labels, infrared_labels, size=(8, 4)):
 def test_preprocessed_arrays_give_in_memory_samples(sysu_root):
     _write_arrays(sysu_root, [0, 0, 2, 5], [2, 5, 5])
     train = SYSUMM01(sysu_root, train_source="arrays").train
-    assert train.num_classes == 3 and [s.pid for s in train.visible] == [0, 0, 1, 2] and [s.pid for s in train.infrared] == [1, 2, 2]
+    assert (
+        train.num_classes == 3
+        and [s.pid for s in train.visible] == [0, 0, 1, 2]
+        and [s.pid for s in train.infrared] == [1, 2, 2]
+    )
     first = train.visible[0]
     assert first.path.endswith("train_rgb_resized_img.npy#0") and first.camid == UNKNOWN_CAMERA
     stored = np.load(sysu_root / "train_rgb_resized_img.npy")
@@ -165,4 +175,4 @@ def test_preprocessed_arrays_with_wrong_shapes(sysu_root):
         load_sysu_arrays(sysu_root)
     (sysu_root / "train_rgb_resized_label.npy").unlink()
     with pytest.raises(DatasetLayoutError, match="train_rgb_resized_label.npy"):
-        SYSUMM01(sysu_root, train_source="arrays").train
+        _ = SYSUMM01(sysu_root, train_source="arrays").train

@@ -137,8 +137,17 @@ def test_ambiguous_array_and_bad_tensors_are_rejected(tiny_model):
         tiny_model.embed_image(torch.zeros(1, 3, H, W), "visible", precision="fp8")
 
 
-@pytest.mark.parametrize("alias, canonical", [("rgb", "visible"), ("VIS", "visible"), ("ir", "infrared"),
-                                              ("thermal", "infrared"), ("nir", "infrared"), (" Infrared ", "infrared")])
+@pytest.mark.parametrize(
+    "alias, canonical",
+    [
+        ("rgb", "visible"),
+        ("VIS", "visible"),
+        ("ir", "infrared"),
+        ("thermal", "infrared"),
+        ("nir", "infrared"),
+        (" Infrared ", "infrared"),
+    ],
+)
 def test_modality_aliases(tiny_model, alias, canonical):
     x = torch.randn(2, 3, H, W)
     torch.testing.assert_close(tiny_model.embed_image(x, alias), tiny_model.embed_image(x, canonical))

@@ -27,8 +27,9 @@ def unit_rows(count: int, dim: int, seed: int = 0) -> torch.Tensor:
 def test_round_trip(tmp_path, name):
     vectors = unit_rows(5, 12)
     paths = [f"cam3/{i:04d}.jpg" for i in range(5)]
-    written = save_embeddings(tmp_path / "out" / name, vectors, paths=paths, model="sysu", modality="ir",
-                              flip=True, precision="fp32")
+    written = save_embeddings(
+        tmp_path / "out" / name, vectors, paths=paths, model="sysu", modality="ir", flip=True, precision="fp32"
+    )
     assert written == tmp_path / "out" / name
     manifest = json.loads((tmp_path / "out" / f"{name}.json").read_text())  # named after the whole file name
     assert set(manifest) == MANIFEST_KEYS
@@ -40,13 +41,23 @@ def test_round_trip(tmp_path, name):
     assert isinstance(loaded, Embeddings)
     assert loaded.vectors.dtype == torch.float32 and torch.equal(loaded.vectors, vectors)
     assert (loaded.paths, loaded.model, loaded.modality, loaded.flip, loaded.precision) == (
-        paths, "sysu", "infrared", True, "fp32")
+        paths,
+        "sysu",
+        "infrared",
+        True,
+        "fp32",
+    )
     assert (loaded.count, loaded.dim, len(loaded)) == (5, 12, 5)
 
     copy = load_embeddings(save_embeddings(tmp_path / "copy" / name, loaded))  # an Embeddings keeps its fields
     assert torch.equal(copy.vectors, vectors)
     assert (copy.paths, copy.model, copy.modality, copy.flip, copy.precision) == (
-        paths, "sysu", "infrared", True, "fp32")
+        paths,
+        "sysu",
+        "infrared",
+        True,
+        "fp32",
+    )
 
 
 def test_numpy_input_and_default_labels(tmp_path):
@@ -61,8 +72,17 @@ def test_numpy_input_and_default_labels(tmp_path):
 def test_files_of_the_earlier_writer_and_bare_arrays_are_read(tmp_path):
     """What `csdn embed` wrote before this module existed: np.save / a one-tensor safetensors file and a manifest."""
     vectors = unit_rows(2, 6)
-    manifest = {"format": "csdn-embeddings", "version": 1, "model": "m", "modality": "visible", "flip": False,
-                "precision": "bf16", "count": 2, "dim": 6, "paths": ["a.png", "b.png"]}
+    manifest = {
+        "format": "csdn-embeddings",
+        "version": 1,
+        "model": "m",
+        "modality": "visible",
+        "flip": False,
+        "precision": "bf16",
+        "count": 2,
+        "dim": 6,
+        "paths": ["a.png", "b.png"],
+    }
     np.save(tmp_path / "old.npy", vectors.numpy())
     save_file({"embeddings": vectors}, str(tmp_path / "old.safetensors"), metadata={"format": "pt"})
     for name in ("old.npy", "old.safetensors"):
@@ -72,7 +92,9 @@ def test_files_of_the_earlier_writer_and_bare_arrays_are_read(tmp_path):
         assert (loaded.paths, loaded.flip, loaded.precision) == (["a.png", "b.png"], False, "bf16")
     np.save(tmp_path / "bare.npy", np.ones((3, 2), dtype=np.float16))
     bare = load_embeddings(tmp_path / "bare.npy")
-    assert bare.paths == ["0", "1", "2"] and bare.vectors.dtype == torch.float16  # kept as stored: match reads half precision
+    assert (
+        bare.paths == ["0", "1", "2"] and bare.vectors.dtype == torch.float16
+    )  # kept as stored: match reads half precision
 
 
 def test_written_safetensors_holds_one_embeddings_tensor(tmp_path):
@@ -103,8 +125,14 @@ def test_integer_arrays_are_refused_by_name_and_dtype(tmp_path, name):
 
 
 def _manifest(count: int, dim: int, **changes) -> dict:
-    return {"format": "csdn-embeddings", "version": 1, "count": count, "dim": dim,
-            "paths": [f"{i}.jpg" for i in range(count)], **changes}
+    return {
+        "format": "csdn-embeddings",
+        "version": 1,
+        "count": count,
+        "dim": dim,
+        "paths": [f"{i}.jpg" for i in range(count)],
+        **changes,
+    }
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,7 @@ import torch
 from vireid_trees import CountingModel, make_llcm, make_regdb, make_sysu
 
 import csdn
-from csdn import CSDNConfig
-from csdn import cli
+from csdn import CSDNConfig, cli
 from csdn.data import LLCM, SYSUMM01, RegDB
 from csdn.data.samples import sample_arrays
 from csdn.evaluation import eval_llcm, eval_regdb, eval_sysu
@@ -102,7 +101,9 @@ def test_real_tiny_csdn_embeds_each_image_once(sysu_root, monkeypatch):
     result = csdn.evaluate(model, "sysu", sysu_root, batch_size=16, progress=False)
     assert len(embedded) == len(set(embedded))
     reader = SYSUMM01(sysu_root)
-    assert set(embedded) == {s.path for s in reader.query()} | {s.path for t in range(10) for s in reader.gallery(trial=t)}
+    assert set(embedded) == {s.path for s in reader.query()} | {
+        s.path for t in range(10) for s in reader.gallery(trial=t)
+    }
     cmc, mean_ap, minp = _expected_scores(model, reader.query(), reader.gallery(trial=4), eval_sysu)
     got = result.searches[0].trials[4]
     assert np.allclose(got.cmc, cmc, atol=1e-6) and got.mAP == pytest.approx(mean_ap, abs=1e-5)
@@ -200,8 +201,25 @@ def test_cli_eval_prints_table_and_writes_json(sysu_root, tmp_path, monkeypatch,
     loaded = []
     monkeypatch.setattr(csdn.hub.api, "load", lambda name, **kw: loaded.append(name) or CountingModel())
     out = tmp_path / "out" / "sysu.json"
-    code = cli.main(["eval", "--dataset", "sysu", "--root", str(sysu_root), "--model", "my-model",
-                 "--trials", "0", "1", "--direction", "both", "--json", str(out), "--quiet"])
+    code = cli.main(
+        [
+            "eval",
+            "--dataset",
+            "sysu",
+            "--root",
+            str(sysu_root),
+            "--model",
+            "my-model",
+            "--trials",
+            "0",
+            "1",
+            "--direction",
+            "both",
+            "--json",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0 and loaded == ["my-model"]
     printed = capsys.readouterr().out
     assert "infrared->visible" in printed and "trial" in printed

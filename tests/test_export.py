@@ -18,11 +18,18 @@ pytest.importorskip("onnxruntime", reason="needs the csdn-reid[onnx] extra (CI i
 
 import csdn
 from csdn import cli
-from csdn.errors import (ArtifactError, ExportError, ImageDecodeError, ImageTensorError, MissingDependencyError,
-                         OutputExistsError, SkippedImagesWarning)
+from csdn.errors import (
+    ArtifactError,
+    ExportError,
+    ImageDecodeError,
+    ImageTensorError,
+    MissingDependencyError,
+    OutputExistsError,
+    SkippedImagesWarning,
+)
 from csdn.export import FLOORS, FP32_TOLERANCE, export_model
-from csdn.system.fileio import sha256_file
 from csdn.runtime import ExportedEmbedder, read_metadata
+from csdn.system.fileio import sha256_file
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -59,7 +66,11 @@ def _people(tmp_path: Path) -> dict[str, object]:
 # ---------------------------------------------------------------------------------------- fp32 ONNX
 def test_an_fp32_export_writes_one_verified_graph_per_modality_with_its_metadata(bundled, onnx_fp32):
     assert sorted(p.name for p in onnx_fp32.iterdir()) == [
-        "infrared.onnx", "infrared.onnx.json", "visible.onnx", "visible.onnx.json"]
+        "infrared.onnx",
+        "infrared.onnx.json",
+        "visible.onnx",
+        "visible.onnx.json",
+    ]
     for modality in ("visible", "infrared"):
         artifact = onnx_fp32 / f"{modality}.onnx"
         meta = read_metadata(artifact)
@@ -67,7 +78,11 @@ def test_an_fp32_export_writes_one_verified_graph_per_modality_with_its_metadata
         assert (meta.modality, meta.precision, meta.format, meta.opset) == (modality, "fp32", "onnx", 17)
         assert meta.feature_dim == bundled.config.test_feature_dim
         assert (meta.image_size, meta.mean, meta.std, meta.interpolation) == (
-            bundled.config.image_size, bundled.config.mean, bundled.config.std, bundled.config.interpolation)
+            bundled.config.image_size,
+            bundled.config.mean,
+            bundled.config.std,
+            bundled.config.interpolation,
+        )
         assert meta.source["weights_sha256"] == sha256_file(REPO / "weights/synthetic-tiny/model.safetensors")
         assert meta.package_version == csdn.__version__
         parity = meta.verification["parity"]
@@ -139,8 +154,13 @@ print(sorted(name for name in sys.modules if name.split(".")[0] == "torch"))
 def test_the_runtime_imports_and_runs_where_torch_cannot_be_imported(bundled, onnx_fp32, tmp_path):
     people = _people(tmp_path)
     out = tmp_path / "embeddings.npy"
-    run = subprocess.run([sys.executable, "-c", TORCH_BLOCKED, str(onnx_fp32), str(people["folder"]), str(out)],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", TORCH_BLOCKED, str(onnx_fp32), str(people["folder"]), str(out)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "[]"
     expected = _reference(bundled, people["folder"], "infrared")
@@ -194,8 +214,9 @@ def test_int8_calibrates_on_the_users_folder_and_a_bad_calibration_is_refused(bu
     export_model(bundled, out, modality="visible", precision="int8", calibration=people, verify_identities=40)
     assert read_metadata(out / "visible.onnx").verification["passed"]
     with pytest.raises(ArtifactError, match=r"visible int8 onnx graph does not match.*calibrate on your own images"):
-        export_model(bundled, tmp_path / "bad", modality="visible", precision="int8", calibration=noise,
-                     verify_identities=40)
+        export_model(
+            bundled, tmp_path / "bad", modality="visible", precision="int8", calibration=noise, verify_identities=40
+        )
     assert not (tmp_path / "bad").exists()
 
 
@@ -208,7 +229,9 @@ def test_an_artifact_changed_after_export_is_refused(onnx_fp32, tmp_path):
     copy = _copy(onnx_fp32, tmp_path)
     with open(copy / "infrared.onnx", "ab") as handle:
         handle.write(b"\0")
-    with pytest.raises(ArtifactError, match=r"infrared.onnx does not match its metadata: its SHA-256.*export the model again"):
+    with pytest.raises(
+        ArtifactError, match=r"infrared.onnx does not match its metadata: its SHA-256.*export the model again"
+    ):
         ExportedEmbedder(copy)
     assert cli.main(["export-info", str(copy)]) == 2
 
@@ -219,9 +242,11 @@ def test_metadata_that_is_missing_edited_or_for_other_files_is_refused(onnx_fp32
         (copy / "visible.onnx.json").unlink()
         ExportedEmbedder(copy / "visible.onnx")
     meta = json.loads((copy / "infrared.onnx.json").read_text())
-    for change, message in (({"modality": "ultraviolet"}, "modality 'ultraviolet'"),
-                            ({"files": {"other.onnx": "0" * 64}}, "lists the files"),
-                            ({"colour": "red"}, "unknown colour")):
+    for change, message in (
+        ({"modality": "ultraviolet"}, "modality 'ultraviolet'"),
+        ({"files": {"other.onnx": "0" * 64}}, "lists the files"),
+        ({"colour": "red"}, "unknown colour"),
+    ):
         (copy / "infrared.onnx.json").write_text(json.dumps({**meta, **change}))
         with pytest.raises(ArtifactError, match=message):
             ExportedEmbedder(copy)
@@ -247,7 +272,9 @@ def test_the_embedder_refuses_wrong_sizes_unknown_and_missing_modalities(bundled
         embedder.embed_image(np.zeros((64, 32, 3), np.uint8), "uv")
     with pytest.raises(TypeError, match="cannot read images from dict"):
         embedder.embed_image({"a": 1}, "visible")
-    with pytest.raises(ImageTensorError, match=r"looks like preprocessed images \[N,3,H,W\]: pass it to embed_preprocessed"):
+    with pytest.raises(
+        ImageTensorError, match=r"looks like preprocessed images \[N,3,H,W\]: pass it to embed_preprocessed"
+    ):
         embedder.embed_image(np.zeros((2, 3, 64, 32), np.float32), "visible")
     visible_only = tmp_path / "visible-only"
     visible_only.mkdir()
@@ -256,9 +283,12 @@ def test_the_embedder_refuses_wrong_sizes_unknown_and_missing_modalities(bundled
     with pytest.raises(ArtifactError, match="no infrared graph.*--modality infrared or --modality both"):
         ExportedEmbedder(visible_only).embed_image(np.zeros((64, 32, 3), np.uint8), "thermal")
     preprocessed = np.random.default_rng(0).standard_normal((3, 3, 64, 32)).astype(np.float32)
-    np.testing.assert_allclose(embedder.embed_preprocessed(preprocessed, "visible", batch_size=2),
-                               bundled.embed_image(torch.from_numpy(preprocessed), "visible").numpy(),
-                               atol=FP32_TOLERANCE, rtol=0)
+    np.testing.assert_allclose(
+        embedder.embed_preprocessed(preprocessed, "visible", batch_size=2),
+        bundled.embed_image(torch.from_numpy(preprocessed), "visible").numpy(),
+        atol=FP32_TOLERANCE,
+        rtol=0,
+    )
 
 
 def test_bad_export_settings_fail_before_anything_is_written(tiny_model, tmp_path):
@@ -295,7 +325,9 @@ def test_a_failed_verification_leaves_no_artifact_and_an_existing_export_is_kept
     with pytest.raises(OutputExistsError, match="--overwrite"):
         export_model(tiny_model, out, modality="visible")
     monkeypatch.setattr("csdn.export.verify.FP32_TOLERANCE", 0.0)
-    with pytest.raises(ArtifactError, match="does not match the PyTorch model: max abs embedding difference.*Nothing was written"):
+    with pytest.raises(
+        ArtifactError, match="does not match the PyTorch model: max abs embedding difference.*Nothing was written"
+    ):
         export_model(tiny_model, out, modality="infrared", overwrite=True)
     assert sorted(p.name for p in out.iterdir()) == before  # the old export is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # and no half-built folder is left
@@ -306,8 +338,26 @@ def test_a_failed_verification_leaves_no_artifact_and_an_existing_export_is_kept
 
 def test_the_command_line_exports_and_reports(tmp_path, capsys):
     out = tmp_path / "cli"
-    assert cli.main(["export", "synthetic-tiny", str(out), "--modality", "visible", "--precision", "int8",
-                     "--verify-identities", "20", "--floors", "0.9", "0.5", "--quiet"]) == 0
+    assert (
+        cli.main(
+            [
+                "export",
+                "synthetic-tiny",
+                str(out),
+                "--modality",
+                "visible",
+                "--precision",
+                "int8",
+                "--verify-identities",
+                "20",
+                "--floors",
+                "0.9",
+                "0.5",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "visible int8 onnx, max |diff|" in capsys.readouterr().out
     figures = read_metadata(out / "visible.onnx").verification
     assert figures["floors"] == {"cosine_min": 0.9, "top1_agreement": 0.5}

@@ -7,14 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import csdn.inference.embed
 import csdn.inference.fast
 import csdn.inference.fold
-import csdn.inference.embed
 from csdn import CSDNConfig
 from csdn.inference.fast import chunk_size, clear_cache, folded_tower, inference_features
-from csdn.model.pool import single_query_attention_pool
-from csdn.model.network import CSDN
 from csdn.model.layers import attention_pool
+from csdn.model.network import CSDN
+from csdn.model.pool import single_query_attention_pool
 
 TINY = CSDNConfig.tiny()
 H, W = TINY.image_size
@@ -85,7 +85,9 @@ def test_fast_features_equal_plain_modules(modality, kernels):
     model = _model()
     x = torch.randn(5, 3, H, W)
     fast = inference_features(model, x, modality)
-    assert folded_tower(model).fused == (kernels == "onednn-fused" and csdn.inference.fold.onednn_fusion_available(torch.float32))
+    assert folded_tower(model).fused == (
+        kernels == "onednn-fused" and csdn.inference.fold.onednn_fusion_available(torch.float32)
+    )
     torch.testing.assert_close(fast, _plain_features(model, x, modality), atol=1e-5, rtol=0)
     other = "infrared" if modality == "visible" else "visible"
     assert not torch.allclose(fast, _plain_features(model, x, other), atol=1e-3)  # the right stem was used
@@ -104,8 +106,9 @@ def test_chunks_cover_every_image_in_order(monkeypatch):
     monkeypatch.setattr(csdn.inference.fast, "ACTIVATION_BUDGET", 2 * model.config.vision_width * H * W // 4 * 4)
     assert chunk_size(model, torch.float32) == 2
     x = torch.randn(5, 3, H, W)  # chunks of 2, 2 and 1
-    torch.testing.assert_close(inference_features(model, x, "visible"), _plain_features(model, x, "visible"),
-                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        inference_features(model, x, "visible"), _plain_features(model, x, "visible"), atol=1e-5, rtol=0
+    )
 
 
 def test_embed_image_equals_plain_flip_protocol():
@@ -178,8 +181,9 @@ def test_clear_cache_after_writes_through_data():
     model.trunk.layer1[0].conv2.weight.data.mul_(-1.0)  # bypasses version counting
     clear_cache(model)
     assert folded_tower(model) is not tower
-    torch.testing.assert_close(inference_features(model, x, "visible"), _plain_features(model, x, "visible"),
-                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        inference_features(model, x, "visible"), _plain_features(model, x, "visible"), atol=1e-5, rtol=0
+    )
 
 
 def test_bf16_embeddings_stay_close_to_fp32(kernels):

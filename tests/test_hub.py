@@ -17,12 +17,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import csdn
-from csdn.hub import api as hub
 from csdn.config import CSDNConfig
-from csdn.hub.convert import from_official, to_official_state_dict
+from csdn.hub import api as hub
 from csdn.hub.api import WeightsError, WeightsNotAvailableError
-from csdn.model.network import CSDN
+from csdn.hub.convert import from_official, to_official_state_dict
 from csdn.hub.registry import AUTHORS_RELEASE, Registry, list_models, model_info
+from csdn.model.network import CSDN
 
 FILES = {"model.safetensors", "config.json", "README.md"}
 
@@ -85,8 +85,17 @@ def test_saved_folder_is_self_describing(tiny_model, tmp_path):
     assert set(tensors) == set(tiny_model.state_dict())
     card = (out / "README.md").read_text()
     params = sum(p.numel() for p in tiny_model.parameters())
-    for text in ("SYSU-MM01", f"{params:,}", "64x32", "576-d", "arXiv:2401.05806",
-                 "IEEE Transactions on Multimedia", "csdn.load(", "embed_image", "library_name: csdn-reid"):
+    for text in (
+        "SYSU-MM01",
+        f"{params:,}",
+        "64x32",
+        "576-d",
+        "arXiv:2401.05806",
+        "IEEE Transactions on Multimedia",
+        "csdn.load(",
+        "embed_image",
+        "library_name: csdn-reid",
+    ):
         assert text in card, text
 
 
@@ -99,9 +108,16 @@ def test_saving_is_deterministic(tiny_model, tmp_path):
 def test_safetensors_writer_round_trips_every_dtype_and_shared_memory(tmp_path):
     base = torch.randn(4, 4)
     tensors = {
-        "transposed": base.t(), "same_storage": base, "row_view": base[1], "scalar": torch.tensor(2.5, dtype=torch.float64),
-        "half": torch.randn(3).half(), "bf16": torch.randn(2, 3).bfloat16(), "i64": torch.arange(5),
-        "i8": torch.tensor([-3, 4], dtype=torch.int8), "flags": torch.tensor([True, False]), "empty": torch.zeros(0, 7),
+        "transposed": base.t(),
+        "same_storage": base,
+        "row_view": base[1],
+        "scalar": torch.tensor(2.5, dtype=torch.float64),
+        "half": torch.randn(3).half(),
+        "bf16": torch.randn(2, 3).bfloat16(),
+        "i64": torch.arange(5),
+        "i8": torch.tensor([-3, 4], dtype=torch.int8),
+        "flags": torch.tensor([True, False]),
+        "empty": torch.zeros(0, 7),
     }
     hub.write_safetensors(tmp_path / "t.safetensors", tensors, {"b": "2", "a": "1"})
     loaded = load_file(str(tmp_path / "t.safetensors"))
@@ -280,8 +296,11 @@ def test_installed_registry_lists_the_paper_models():
 
 
 def test_registry_path_can_be_injected(tmp_path, monkeypatch):
-    path = write_registry(tmp_path / "r.json", zeta={"repo_id": "a/b", "dataset": "d", "description": "x"},
-                          alpha={"repo_id": "a/c", "dataset": "d", "description": "y"})
+    path = write_registry(
+        tmp_path / "r.json",
+        zeta={"repo_id": "a/b", "dataset": "d", "description": "x"},
+        alpha={"repo_id": "a/c", "dataset": "d", "description": "y"},
+    )
     assert list_models(registry=path) == ["alpha", "zeta"]
     monkeypatch.setenv("CSDN_REGISTRY", str(path))
     assert list_models() == ["alpha", "zeta"]
@@ -308,8 +327,14 @@ def test_bundled_model_loads_without_network(tiny_model, tmp_path, fake_hub, hub
     files = saved_files(tiny_model, tmp_path / "weights" / "synthetic-tiny")
     registry = write_registry(
         tmp_path / "weights" / "registry.json",
-        **{"synthetic-tiny": {"bundled": "synthetic-tiny", "sha256": sha256(files["model.safetensors"]),
-                              "dataset": "synthetic", "description": "bundled"}},
+        **{
+            "synthetic-tiny": {
+                "bundled": "synthetic-tiny",
+                "sha256": sha256(files["model.safetensors"]),
+                "dataset": "synthetic",
+                "description": "bundled",
+            }
+        },
     )
     assert_identical(tiny_model, csdn.load("synthetic-tiny", registry=registry))
     assert fake_hub.requests == []
@@ -359,8 +384,13 @@ def test_pinned_revisions_load_their_own_weights(tmp_path, fake_hub):
     fake_hub.commit("acme/csdn", saved_files(first, tmp_path / "1"), branch="v1")
     registry = write_registry(
         tmp_path / "r.json",
-        pinned={"repo_id": "acme/csdn", "revision": commit1, "dataset": "d", "description": "x",
-                "sha256": sha256((tmp_path / "1" / "model.safetensors").read_bytes())},
+        pinned={
+            "repo_id": "acme/csdn",
+            "revision": commit1,
+            "dataset": "d",
+            "description": "x",
+            "sha256": sha256((tmp_path / "1" / "model.safetensors").read_bytes()),
+        },
     )
     assert_same_weights(first, csdn.load("pinned", registry=registry))
     # revision= overrides the pin; the registry's hash belongs to the pin, so it is not applied here
@@ -375,8 +405,9 @@ def test_pinned_revisions_load_their_own_weights(tmp_path, fake_hub):
 def test_registry_sha256_mismatch_is_refused(tmp_path, fake_hub):
     fake_hub.commit("acme/csdn", saved_files(other_model(1), tmp_path / "1"))
     wrong = sha256(b"the published file")
-    registry = write_registry(tmp_path / "r.json",
-                              pinned={"repo_id": "acme/csdn", "sha256": wrong, "dataset": "d", "description": "x"})
+    registry = write_registry(
+        tmp_path / "r.json", pinned={"repo_id": "acme/csdn", "sha256": wrong, "dataset": "d", "description": "x"}
+    )
     with pytest.raises(WeightsError) as caught:
         csdn.load("pinned", registry=registry)
     text = str(caught.value)
@@ -442,8 +473,9 @@ def test_unpublished_registry_model_online_explains_how_to_convert(fake_hub):
 
 # ---------------------------------------------------------------------------- uploads
 def test_push_to_hub_uploads_a_loadable_model(tiny_model, fake_hub):
-    commit = hub.push_to_hub(tiny_model, "acme/pushed", token="hf_test_token", private=True,
-                             commit_message="first upload")
+    commit = hub.push_to_hub(
+        tiny_model, "acme/pushed", token="hf_test_token", private=True, commit_message="first upload"
+    )
     assert fake_hub.paths_requested("POST")[0] == "/api/repos/create"
     uploaded = fake_hub.files("acme/pushed")
     assert set(uploaded) == FILES

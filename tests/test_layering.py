@@ -7,15 +7,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from import_graph import ModuleInfo, cycles, package_edges, read_package, upward_imports
 
 PACKAGE = Path(__file__).resolve().parent.parent / "csdn"
 
 # from the ground floor up; a module belongs to the layer of its first two name parts
 LAYERS = [
-    {"csdn.errors", "csdn.config", "csdn.modality", "csdn.version", "csdn.weights",
-     "csdn.system", "csdn.images"},  # the ground floor: process helpers and user input -> model input
+    {
+        "csdn.errors",
+        "csdn.config",
+        "csdn.modality",
+        "csdn.version",
+        "csdn.weights",
+        "csdn.system",
+        "csdn.images",
+    },  # the ground floor: process helpers and user input -> model input
     {"csdn.io"},
     {"csdn.runtime"},  # exported models without torch: ground-floor modules only
     {"csdn.inference"},
@@ -70,8 +76,11 @@ def test_imports_only_point_down_the_layers(modules):
 def test_every_module_says_what_it_is_for(modules):
     import ast
 
-    undocumented = [name for name, info in modules.items()
-                    if not ast.get_docstring(ast.parse(info.path.read_text(encoding="utf-8")))]
+    undocumented = [
+        name
+        for name, info in modules.items()
+        if not ast.get_docstring(ast.parse(info.path.read_text(encoding="utf-8")))
+    ]
     assert undocumented == []
 
 
@@ -85,26 +94,32 @@ def _write(root: Path, files: dict[str, str]) -> Path:
 
 
 def test_the_checker_finds_a_cycle_through_an_import_inside_a_function(tmp_path):
-    package = _write(tmp_path, {
-        "__init__.py": "",
-        "low.py": "def f():\n    from pkg.high import g\n    return g\n",
-        "high.py": "from pkg.low import f\n",
-        "side.py": "import pkg.low\n",
-    })
+    package = _write(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "low.py": "def f():\n    from pkg.high import g\n    return g\n",
+            "high.py": "from pkg.low import f\n",
+            "side.py": "import pkg.low\n",
+        },
+    )
     found = read_package(package)
     assert cycles({name: info.imports for name, info in found.items()}) == [["pkg.high", "pkg.low"]]
     assert found["pkg.side"].imports == {"pkg.low"}
 
 
 def test_the_checker_finds_private_reach_ins_but_allows_a_modules_own(tmp_path):
-    package = _write(tmp_path, {
-        "__init__.py": "",
-        "a.py": "_SECRET = 1\n\nclass Thing:\n    def _helper(self):\n        return self._state\n",
-        "b.py": "from pkg.a import _SECRET\n",
-        "c.py": "import pkg.a as a\nvalue = a._SECRET\n",
-        "d.py": "def use(thing):\n    return thing._helper()\n",
-        "e.py": "from pkg.a import Thing\n",
-    })
+    package = _write(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "a.py": "_SECRET = 1\n\nclass Thing:\n    def _helper(self):\n        return self._state\n",
+            "b.py": "from pkg.a import _SECRET\n",
+            "c.py": "import pkg.a as a\nvalue = a._SECRET\n",
+            "d.py": "def use(thing):\n    return thing._helper()\n",
+            "e.py": "from pkg.a import Thing\n",
+        },
+    )
     found = read_package(package)
     assert found["pkg.b"].private_uses == ["pkg.a._SECRET"]
     assert found["pkg.c"].private_uses == ["pkg.a._SECRET"]
@@ -113,13 +128,16 @@ def test_the_checker_finds_private_reach_ins_but_allows_a_modules_own(tmp_path):
 
 
 def test_the_checker_finds_an_upward_import_even_under_type_checking(tmp_path):
-    package = _write(tmp_path, {
-        "__init__.py": "",
-        "base/__init__.py": "",
-        "base/core.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.top.app import App\n",
-        "top/__init__.py": "",
-        "top/app.py": "from pkg.base.core import *\n\nclass App:\n    pass\n",
-    })
+    package = _write(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "base/__init__.py": "",
+            "base/core.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.top.app import App\n",
+            "top/__init__.py": "",
+            "top/app.py": "from pkg.base.core import *\n\nclass App:\n    pass\n",
+        },
+    )
     found = read_package(package)
     rank = {"pkg": 0, "pkg.base": 0, "pkg.top": 1}
     assert upward_imports(found, lambda name: rank[".".join(name.split(".")[:2])]) == ["pkg.base.core -> pkg.top.app"]

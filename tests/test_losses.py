@@ -83,8 +83,12 @@ def test_wrt_triplet_hand_computed_in_one_dimension():
     def closest(a, b):  # softmax(-d)-weighted negatives {a, b}
         return (math.exp(-a) * a + math.exp(-b) * b) / (math.exp(-a) + math.exp(-b))
 
-    margins = [furthest(1) - closest(3, 5), furthest(1) - closest(2, 4),
-               furthest(2) - closest(3, 2), furthest(2) - closest(5, 4)]
+    margins = [
+        furthest(1) - closest(3, 5),
+        furthest(1) - closest(2, 4),
+        furthest(2) - closest(3, 2),
+        furthest(2) - closest(5, 4),
+    ]
     expected = sum(math.log1p(math.exp(m)) for m in margins) / 4
     value = wrt_triplet_loss(torch.tensor([[0.0], [1.0], [3.0], [5.0]]), torch.tensor([0, 0, 1, 1]), stable=True).item()
     assert value == pytest.approx(expected, rel=1e-6)
@@ -117,8 +121,15 @@ def _authors_wrt(points: list[list[float]], pids: list[int]) -> float:
     exp(v - max(v * mask)) * mask / (sum + 1e-6) with masked entries as zeros in the max, soft margin."""
     total = 0.0
     for i, anchor in enumerate(points):
-        dist = [math.sqrt(max(sum(a * a for a in anchor) + sum(b * b for b in p)
-                              - 2 * sum(a * b for a, b in zip(anchor, p)), 1e-12)) for p in points]
+        dist = [
+            math.sqrt(
+                max(
+                    sum(a * a for a in anchor) + sum(b * b for b in p) - 2 * sum(a * b for a, b in zip(anchor, p)),
+                    1e-12,
+                )
+            )
+            for p in points
+        ]
         pos = [float(q == pids[i]) for q in pids]
         neg = [1.0 - m for m in pos]
         d_ap = [d * m for d, m in zip(dist, pos)]

@@ -54,7 +54,9 @@ def assert_exact_topk(result, query, gallery, k):
 @pytest.mark.parametrize("chunk_size", [7, 100, None])
 def test_screened_match_is_exact_on_random_rows(dtype, chunk_size):
     generator = torch.Generator().manual_seed(0)
-    gallery = (torch.randn(600, 48, generator=generator) * (0.2 + 3 * torch.rand(600, 1, generator=generator))).to(dtype)
+    gallery = (torch.randn(600, 48, generator=generator) * (0.2 + 3 * torch.rand(600, 1, generator=generator))).to(
+        dtype
+    )
     query = torch.randn(70, 48, generator=generator)
     for screen in (True, False):
         result = match(query, gallery, topk=10, chunk_size=chunk_size, screen=screen)
@@ -120,10 +122,13 @@ def test_screen_error_bound_holds_where_rounding_is_worst(dtype, dim):
     their worst rounding."""
     generator = torch.Generator().manual_seed(4)
     # queries whose every coordinate sits half-way between two bfloat16 values round by the most
-    query = torch.nn.functional.normalize(torch.ones(3, dim) * (1 + 2**-9) + 1e-3 * torch.randn(3, dim, generator=generator), dim=1)
+    query = torch.nn.functional.normalize(
+        torch.ones(3, dim) * (1 + 2**-9) + 1e-3 * torch.randn(3, dim, generator=generator), dim=1
+    )
     lengths = 0.01 + 20 * torch.rand(300, 1, generator=generator)
-    gallery = torch.cat([query.repeat(50, 1), torch.randn(300, dim, generator=generator) * lengths,
-                         torch.full((5, dim), 0.37)]).to(dtype)
+    gallery = torch.cat(
+        [query.repeat(50, 1), torch.randn(300, dim, generator=generator) * lengths, torch.full((5, dim), 0.37)]
+    ).to(dtype)
     norms = torch.linalg.vector_norm(gallery, dim=1).float()
     true_norms = torch.linalg.vector_norm(gallery.double(), dim=1)
     screened = (query.bfloat16() @ gallery.bfloat16().T).float() / norms
@@ -226,14 +231,15 @@ def test_working_memory_is_bounded_by_the_chunks(tmp_path, dtype, screen):
     rows, dim = 80_000, 256
     gallery = np.lib.format.open_memmap(tmp_path / "g.npy", mode="w+", dtype=np.float32, shape=(rows, dim))
     for start in range(0, rows, 10_000):
-        gallery[start:start + 10_000] = np.random.default_rng(start).standard_normal((10_000, dim), np.float32)
+        gallery[start : start + 10_000] = np.random.default_rng(start).standard_normal((10_000, dim), np.float32)
     gallery.flush()
     path = tmp_path / "g.npy"
     if dtype != "float32":
         path = save_embeddings(tmp_path / "h.npy", torch.from_numpy(np.load(path)), dtype=dtype)
     del gallery
-    out = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(path), str(int(screen))],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT, str(path), str(int(screen))], capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr
     chunk_bytes = 2000 * dim * 4
     score_bytes = 200 * 2000 * 4

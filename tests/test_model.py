@@ -22,8 +22,16 @@ def _count(module: torch.nn.Module) -> int:
 def _expected_parameter_count(config: CSDNConfig) -> int:
     """Parameter count derived from OpenAI's own CLIP modules plus CSDN's additions."""
     clip = clip_model().CLIP(
-        config.embed_dim, 224, config.vision_layers, config.vision_width, None,
-        config.context_length, config.vocab_size, config.text_width, config.text_heads, config.text_layers,
+        config.embed_dim,
+        224,
+        config.vision_layers,
+        config.vision_width,
+        None,
+        config.context_length,
+        config.vocab_size,
+        config.text_width,
+        config.text_heads,
+        config.text_layers,
     )
     visual = clip.visual
     stem = sum(_count(getattr(visual, n)) for n in ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3"))
@@ -128,7 +136,11 @@ def test_text_encoder_equals_clip_encode_text_on_the_template():
     model = CSDN(config).eval()
     with torch.no_grad():
         model.text_encoder.load_state_dict(
-            {k: v for k, v in clip.state_dict().items() if k.startswith(("transformer.", "ln_final.", "positional", "text_proj"))}
+            {
+                k: v
+                for k, v in clip.state_dict().items()
+                if k.startswith(("transformer.", "ln_final.", "positional", "text_proj"))
+            }
         )
         tokens = torch.tensor([tokenize(config.prompt_template)])
         embedded = clip.token_embedding(tokens)
@@ -183,8 +195,11 @@ def test_forward_train_concatenates_modalities(tiny_model):
 
 def test_parameter_groups_partition_the_trainable_parameters(tiny_model):
     groups = [
-        tiny_model.prompt_parameters(), tiny_model.fusion_parameters(), tiny_model.text_encoder_parameters(),
-        tiny_model.image_parameters(), tiny_model.head_parameters(),
+        tiny_model.prompt_parameters(),
+        tiny_model.fusion_parameters(),
+        tiny_model.text_encoder_parameters(),
+        tiny_model.image_parameters(),
+        tiny_model.head_parameters(),
     ]
     ids = [id(p) for group in groups for p in group]
     assert len(ids) == len(set(ids))

@@ -11,14 +11,14 @@ import re
 import pytest
 import torch
 from huggingface_hub import ModelCard
+from official_format import official_state_dict
 
 import csdn
 from csdn import CSDNConfig, cli
 from csdn.cli.publish import card_provenance
 from csdn.data.synthetic import write_regdb
-from csdn.system.fileio import sha256_file
 from csdn.hub.convert import from_official
-from official_format import official_state_dict
+from csdn.system.fileio import sha256_file
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def test_publish_converts_evaluates_cards_and_pushes(checkpoint, tiny_sysu, fake
     assert len(metrics) == 6
 
     # the printed registry entry pins exactly what was pushed
-    entry = json.loads(out[out.index("{"):])
+    entry = json.loads(out[out.index("{") :])
     assert entry["revision"] == fake_hub.branches["acme/csdn-sysu"]["main"]
     assert entry["sha256"] == hashlib.sha256(files["model.safetensors"]).hexdigest()
     loaded = csdn.load("hf-hub:acme/csdn-sysu", revision=entry["revision"])
@@ -69,8 +69,23 @@ def test_publish_converts_evaluates_cards_and_pushes(checkpoint, tiny_sysu, fake
 
 def test_dry_run_writes_the_folder_and_pushes_nothing(checkpoint, tiny_sysu, fake_hub, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert _publish(checkpoint, "acme/csdn-sysu", "--dataset", "sysu", "--root", tiny_sysu, "--image-size", 64, 32,
-                    "--dry-run", "--license", "mit") == 0
+    assert (
+        _publish(
+            checkpoint,
+            "acme/csdn-sysu",
+            "--dataset",
+            "sysu",
+            "--root",
+            tiny_sysu,
+            "--image-size",
+            64,
+            32,
+            "--dry-run",
+            "--license",
+            "mit",
+        )
+        == 0
+    )
     folder = tmp_path / "csdn-sysu"  # the repository's name, in the working directory
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     assert fake_hub.requests == []
@@ -80,8 +95,12 @@ def test_dry_run_writes_the_folder_and_pushes_nothing(checkpoint, tiny_sysu, fak
     assert "nothing was pushed" in capsys.readouterr().out
 
     before = sha256_file(folder / "model.safetensors")
-    assert _publish(checkpoint, "acme/csdn-sysu", "--dataset", "sysu", "--root", tiny_sysu, "--image-size", 64, 32,
-                    "--dry-run") == 2
+    assert (
+        _publish(
+            checkpoint, "acme/csdn-sysu", "--dataset", "sysu", "--root", tiny_sysu, "--image-size", 64, 32, "--dry-run"
+        )
+        == 2
+    )
     assert "--overwrite" in capsys.readouterr().err
     assert sha256_file(folder / "model.safetensors") == before
 
@@ -90,8 +109,22 @@ def test_a_saved_model_on_regdb_records_both_directions(tiny_model, tmp_path, fa
     root = tmp_path / "regdb"
     write_regdb(root, 4, 4, 2, 2, seed=1)
     tiny_model.save_pretrained(tmp_path / "model")
-    assert _publish(tmp_path / "model", "acme/csdn-regdb", "--dataset", "regdb", "--root", root, "--trial", 2,
-                    "--dry-run", "--output", tmp_path / "release") == 0
+    assert (
+        _publish(
+            tmp_path / "model",
+            "acme/csdn-regdb",
+            "--dataset",
+            "regdb",
+            "--root",
+            root,
+            "--trial",
+            2,
+            "--dry-run",
+            "--output",
+            tmp_path / "release",
+        )
+        == 0
+    )
     card = ModelCard.load(tmp_path / "release" / "README.md")
     configs = {r.dataset_config for r in card.data.eval_results}
     assert configs == {"trial 2, visible->infrared", "trial 2, infrared->visible"}
@@ -99,10 +132,13 @@ def test_a_saved_model_on_regdb_records_both_directions(tiny_model, tmp_path, fa
     assert re.search(r"\| RegDB \| trial 2 \| visible->infrared \| 1 \|", card.text)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["acme-no-org", "--dataset", "sysu"], "org/name"),
-    (["acme/x", "--dataset", "sysu", "--trial", "3"], "--trial applies to --dataset regdb only"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["acme-no-org", "--dataset", "sysu"], "org/name"),
+        (["acme/x", "--dataset", "sysu", "--trial", "3"], "--trial applies to --dataset regdb only"),
+    ],
+)
 def test_bad_arguments_fail_before_any_work(checkpoint, tiny_sysu, fake_hub, capsys, args, message):
     assert _publish(checkpoint, *args, "--root", tiny_sysu) == 2
     assert message in capsys.readouterr().err
@@ -116,5 +152,8 @@ def test_a_missing_dataset_folder_is_named(checkpoint, tmp_path, capsys):
 
 def test_an_rn50_model_names_clip_rn50_as_its_base_model(rn50_model, tiny_model):
     assert card_provenance(rn50_model, "llcm", None) == {
-        "dataset": "LLCM", "license": "other", "base_model": "timm/resnet50_clip.openai"}
+        "dataset": "LLCM",
+        "license": "other",
+        "base_model": "timm/resnet50_clip.openai",
+    }
     assert "base_model" not in card_provenance(tiny_model, "sysu", "mit")

@@ -39,8 +39,14 @@ def _border_colours(picture: Image.Image, cell=(64, 128)) -> list[tuple[int, int
 
 def test_quickstart_runs_offline_and_draws_the_ranking(tmp_path):
     output = tmp_path / "ranking.png"
-    done = subprocess.run([sys.executable, str(REPOSITORY / "examples" / "quickstart.py"), "--output", str(output)],
-                          cwd=tmp_path, env=_offline_env(tmp_path), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(REPOSITORY / "examples" / "quickstart.py"), "--output", str(output)],
+        cwd=tmp_path,
+        env=_offline_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     scores = re.search(r"rank-1 (\d+\.\d)%, mAP (\d+\.\d)%", done.stdout)
     assert scores, done.stdout
@@ -75,8 +81,14 @@ def test_demo_writes_one_named_picture_in_the_working_directory(tmp_path, monkey
 
 def test_python_m_csdn_demo_is_the_demo_command(tmp_path):
     env = {**_offline_env(tmp_path), "PYTHONPATH": str(Path(cli.__file__).parent.parent.parent)}
-    done = subprocess.run([sys.executable, "-m", "csdn.demo", "--output", "out/picture.png", "--show", "1"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "csdn.demo", "--output", "out/picture.png", "--show", "1"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out" / "picture.png").is_file() and "rank-1" in done.stdout
 
@@ -91,9 +103,25 @@ def people(tmp_path) -> Path:
 
 def test_match_visualize_colours_by_folder_identity(capsys, tmp_path, people):
     picture = tmp_path / "out.png"
-    code = cli.main(["match", str(people / "cam3"), str(people / "cam1"), "--model", "synthetic-tiny",
-                     "--output", str(tmp_path / "ranked.csv"), "--topk", "3", "--visualize", str(picture),
-                     "--visualize-queries", "4", "--ids-from-folders", "--quiet"])
+    code = cli.main(
+        [
+            "match",
+            str(people / "cam3"),
+            str(people / "cam1"),
+            "--model",
+            "synthetic-tiny",
+            "--output",
+            str(tmp_path / "ranked.csv"),
+            "--topk",
+            "3",
+            "--visualize",
+            str(picture),
+            "--visualize-queries",
+            "4",
+            "--ids-from-folders",
+            "--quiet",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and f"wrote {picture}" in out
     sheet = Image.open(picture).convert("RGB")
@@ -105,19 +133,56 @@ def test_match_visualize_colours_by_folder_identity(capsys, tmp_path, people):
 def test_match_visualize_from_embeddings_files_without_identities(capsys, tmp_path, people, monkeypatch):
     monkeypatch.chdir(tmp_path)  # manifests hold the paths as given, relative to here
     for side, camera, modality in (("query", "cam3", "infrared"), ("gallery", "cam1", "visible")):
-        assert cli.main(["embed", f"people/{camera}", "--model", "synthetic-tiny", "--modality", modality,
-                         "--output", f"{side}.safetensors", "--quiet"]) == 0
-    code = cli.main(["match", "query.safetensors", "gallery.safetensors", "--output", "ranked.json",
-                     "--topk", "2", "--visualize", "grey.png", "--quiet"])
+        assert (
+            cli.main(
+                [
+                    "embed",
+                    f"people/{camera}",
+                    "--model",
+                    "synthetic-tiny",
+                    "--modality",
+                    modality,
+                    "--output",
+                    f"{side}.safetensors",
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
+    code = cli.main(
+        [
+            "match",
+            "query.safetensors",
+            "gallery.safetensors",
+            "--output",
+            "ranked.json",
+            "--topk",
+            "2",
+            "--visualize",
+            "grey.png",
+            "--quiet",
+        ]
+    )
     assert code == 0
     assert set(_border_colours(Image.open(tmp_path / "grey.png").convert("RGB"))) == {GREY}
 
     (tmp_path / "gallery.safetensors.json").unlink()  # without its manifest the gallery rows have no images
     capsys.readouterr()
-    code = cli.main(["match", "query.safetensors", "gallery.safetensors", "--output", "ranked2.json",
-                     "--visualize", "again.png", "--quiet"])
+    code = cli.main(
+        [
+            "match",
+            "query.safetensors",
+            "gallery.safetensors",
+            "--output",
+            "ranked2.json",
+            "--visualize",
+            "again.png",
+            "--quiet",
+        ]
+    )
     assert code == 2 and "--visualize draws the gallery images" in capsys.readouterr().err
     assert not (tmp_path / "again.png").exists()
-    code = cli.main(["match", "query.safetensors", "gallery.safetensors", "--output", "ranked3.json",
-                     "--visualize", "picture.jpg"])
+    code = cli.main(
+        ["match", "query.safetensors", "gallery.safetensors", "--output", "ranked3.json", "--visualize", "picture.jpg"]
+    )
     assert code == 2 and "--visualize picture.jpg must end in .png" in capsys.readouterr().err

@@ -64,12 +64,14 @@ class ToyReader:
     def __init__(self, root):
         self.root = root
         rng = np.random.default_rng(0)
-        self.images = {m: [rng.integers(0, 255, (64, 32, 3), dtype=np.uint8) for _ in range(2)]
-                       for m in ("visible", "infrared")}
+        self.images = {
+            m: [rng.integers(0, 255, (64, 32, 3), dtype=np.uint8) for _ in range(2)] for m in ("visible", "infrared")
+        }
 
     def search(self, direction, trial):
         def rows(modality):
             return [Sample(f"{modality}{pid}.png", pid, 1 if modality == "visible" else 3, modality) for pid in (0, 1)]
+
         return rows("infrared"), rows("visible")
 
 

@@ -81,12 +81,15 @@ def test_match_refuses_existing_output_and_never_writes_over_an_input_or_its_man
     for name, count in (("q", 2), ("g", 4)):
         save_embeddings(tmp_path / f"{name}.npy", _rows(count, seed=count))
     legacy = tmp_path / "q.json"  # what an old `csdn embed` wrote beside q.npy
-    legacy.write_text(json.dumps({"format": "csdn-embeddings", "version": 1, "count": 2, "dim": 8, "paths": ["a", "b"]}))
+    legacy.write_text(
+        json.dumps({"format": "csdn-embeddings", "version": 1, "count": 2, "dim": 8, "paths": ["a", "b"]})
+    )
     kept = {p: p.read_bytes() for p in tmp_path.iterdir()}
     for target in ("q.json", "q.npy.json", "g.npy"):
         for extra in ((), ("--overwrite",)):
-            code, _, err = run(capsys, "match", tmp_path / "q.npy", tmp_path / "g.npy", "--output", tmp_path / target,
-                               *extra)
+            code, _, err = run(
+                capsys, "match", tmp_path / "q.npy", tmp_path / "g.npy", "--output", tmp_path / target, *extra
+            )
             assert code == 2, (target, extra)
             assert "input of this run" in err or "must end in" in err
     assert {p: p.read_bytes() for p in tmp_path.iterdir()} == kept
@@ -103,8 +106,9 @@ def test_match_refuses_an_existing_visualize_picture_before_matching(capsys, tmp
         save_embeddings(tmp_path / f"{name}.npy", _rows(count, seed=count))
     picture = tmp_path / "mine.png"
     picture.write_bytes(b"not yours")
-    code, _, err = run(capsys, "match", tmp_path / "q.npy", tmp_path / "g.npy", "--output", tmp_path / "r.csv",
-                       "--visualize", picture)
+    code, _, err = run(
+        capsys, "match", tmp_path / "q.npy", tmp_path / "g.npy", "--output", tmp_path / "r.csv", "--visualize", picture
+    )
     assert code == 2 and "mine.png already exists" in err
     assert picture.read_bytes() == b"not yours" and not (tmp_path / "r.csv").exists()
 
@@ -112,13 +116,15 @@ def test_match_refuses_an_existing_visualize_picture_before_matching(capsys, tmp
 def test_eval_json_refuses_an_existing_file_and_a_non_json_name(capsys, tmp_path):
     image = tmp_path / "019.jpg"
     image.write_bytes(b"\xff\xd8 an image")
-    code, _, err = run(capsys, "eval", "--dataset", "sysu", "--root", tmp_path / "nowhere", "--model", "x",
-                       "--json", image)
+    code, _, err = run(
+        capsys, "eval", "--dataset", "sysu", "--root", tmp_path / "nowhere", "--model", "x", "--json", image
+    )
     assert code == 2 and "must end in .json" in err
     result = tmp_path / "result.json"
     result.write_text("{}")
-    code, _, err = run(capsys, "eval", "--dataset", "sysu", "--root", tmp_path / "nowhere", "--model", "x",
-                       "--json", result)
+    code, _, err = run(
+        capsys, "eval", "--dataset", "sysu", "--root", tmp_path / "nowhere", "--model", "x", "--json", result
+    )
     assert code == 2 and "result.json already exists; pass --overwrite" in err
     assert image.read_bytes() == b"\xff\xd8 an image" and result.read_text() == "{}"
 
@@ -173,7 +179,8 @@ def test_save_pretrained_records_the_weights_sha256_in_config_and_card(tmp_path,
     reloaded = csdn.load(again)
     third = reloaded.save_pretrained(tmp_path / "third")
     assert json.loads((third / "config.json").read_text())["meta"]["weights_sha256"] == sha256_file(
-        third / "model.safetensors")
+        third / "model.safetensors"
+    )
 
 
 def test_a_local_folder_whose_weights_changed_is_refused_naming_the_file(tmp_path, tiny_model):
@@ -216,8 +223,11 @@ def test_a_config_claiming_millions_of_identities_fails_fast_before_building_the
     config = json.loads(metadata[CONFIG_METADATA_KEY])
     config["num_classes"] = 3_000_000
     evil = tmp_path / "evil.safetensors"
-    save_file(load_file(str(folder / "model.safetensors")), str(evil),
-              metadata={**metadata, CONFIG_METADATA_KEY: json.dumps(config)})
+    save_file(
+        load_file(str(folder / "model.safetensors")),
+        str(evil),
+        metadata={**metadata, CONFIG_METADATA_KEY: json.dumps(config)},
+    )
     start = time.perf_counter()
     with pytest.raises(WeightsError, match=r"do not match the architecture.*3000000") as caught:
         csdn.load(evil)
@@ -233,8 +243,10 @@ SLACK = 1.5  # thread start-up and the final check, on a loaded machine
 @pytest.fixture
 def hub_model(fake_hub, tiny_model, tmp_path):
     folder = tiny_model.save_pretrained(tmp_path / "hub-model")
-    fake_hub.commit("acme/csdn-tiny", {name: (folder / name).read_bytes()
-                                       for name in ("model.safetensors", "config.json", "README.md")})
+    fake_hub.commit(
+        "acme/csdn-tiny",
+        {name: (folder / name).read_bytes() for name in ("model.safetensors", "config.json", "README.md")},
+    )
     return fake_hub
 
 
@@ -288,7 +300,9 @@ def _closed_port_endpoint(monkeypatch) -> str:
         probe.bind(("127.0.0.1", 0))
         endpoint = f"http://127.0.0.1:{probe.getsockname()[1]}"
     monkeypatch.setattr(hf_constants, "ENDPOINT", endpoint)
-    monkeypatch.setattr(hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(
+        hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+    )
     return endpoint
 
 
@@ -332,8 +346,11 @@ def test_push_to_hub_hung_or_offline_gives_a_clear_error_in_time(fake_hub, tiny_
 
     endpoint = _closed_port_endpoint(monkeypatch)
     start = time.perf_counter()
-    with pytest.raises(HubError, match=rf"cannot upload to the Hub repository acme/pushed: the Hub at {endpoint} "
-                                       "cannot be reached") as caught:
+    with pytest.raises(
+        HubError,
+        match=rf"cannot upload to the Hub repository acme/pushed: the Hub at {endpoint} "
+        "cannot be reached",
+    ) as caught:
         push_to_hub(tiny_model, "acme/pushed", token="hf_test", timeout=DEADLINE)
     assert time.perf_counter() - start < DEADLINE + SLACK
     assert "httpx" not in str(caught.value).lower()
@@ -360,14 +377,38 @@ def test_embed_bit_depth_flag_scales_every_frame_as_the_camera_stated(capsys, tm
     outputs = {}
     for depth in ("12", "16"):
         out = tmp_path / f"e{depth}.npy"
-        code, _, err = run(capsys, "embed", "--model", model, "--modality", "ir", frame, "--output", out,
-                           "--bit-depth", depth, "--quiet")
+        code, _, err = run(
+            capsys,
+            "embed",
+            "--model",
+            model,
+            "--modality",
+            "ir",
+            frame,
+            "--output",
+            out,
+            "--bit-depth",
+            depth,
+            "--quiet",
+        )
         assert code == 0, err
         outputs[depth] = np.load(out)
     expected = tiny_model.embed_image([str(frame)], "infrared", bit_depth=16)
     np.testing.assert_allclose(outputs["16"], expected.numpy(), rtol=0, atol=1e-6)
     assert not np.allclose(outputs["12"], outputs["16"], atol=1e-3)
     with pytest.raises(SystemExit):
-        cli.main(["embed", "--model", str(model), "--modality", "ir", str(frame), "--output",
-                  str(tmp_path / "x.npy"), "--bit-depth", "11"])
+        cli.main(
+            [
+                "embed",
+                "--model",
+                str(model),
+                "--modality",
+                "ir",
+                str(frame),
+                "--output",
+                str(tmp_path / "x.npy"),
+                "--bit-depth",
+                "11",
+            ]
+        )
     assert "invalid choice: 11" in capsys.readouterr().err

@@ -11,14 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _train_synthetic import write_identities
 from PIL import Image
 
 import csdn
 from csdn import cli
 from csdn.errors import AmbiguousResultError, ImageDecodeError, SkippedImagesWarning
 from csdn.images.files import expand_folders, images_in
-
-from _train_synthetic import write_identities
 
 TOLERANCE = 1e-5  # embeddings of the same images computed in differently composed batches
 
@@ -73,7 +72,9 @@ def test_embed_image_takes_a_folder_as_its_sorted_images(camera_folder, tiny_mod
     assert torch.allclose(mixed, listed[2:], atol=TOLERANCE)
 
 
-def test_one_unreadable_image_stops_the_call_by_default_and_is_skipped_with_a_report_on_request(camera_folder, tiny_model):
+def test_one_unreadable_image_stops_the_call_by_default_and_is_skipped_with_a_report_on_request(
+    camera_folder, tiny_model
+):
     (camera_folder / "cam1" / "broken.png").write_bytes(b"\x89PNG not really")
     (camera_folder / "cam2" / "empty.jpg").write_bytes(b"")
     with pytest.raises(ImageDecodeError, match="broken.png"):
@@ -161,8 +162,9 @@ def id_folders(tmp_path) -> Path:
 def test_eval_on_a_folder_reports_each_direction_by_name(capsys, id_folders, tiny_model, tmp_path):
     model = tiny_model.save_pretrained(tmp_path / "model")
     out = tmp_path / "result.json"
-    code, stdout, _ = run(capsys, "eval", "--dataset", "folder", "--root", id_folders, "--model", model,
-                          "--json", out, "--quiet")
+    code, stdout, _ = run(
+        capsys, "eval", "--dataset", "folder", "--root", id_folders, "--model", model, "--json", out, "--quiet"
+    )
     assert code == 0
     assert "infrared->visible  (9 queries, 9 gallery images)" in stdout
     assert "visible->infrared  (9 queries, 9 gallery images)" in stdout  # the hidden file is not an image
@@ -175,11 +177,14 @@ def test_evaluate_takes_a_model_name_and_a_two_direction_result_refuses_to_pick_
     by_name = csdn.evaluate(str(path), "folder", id_folders, progress=False)
     by_object = csdn.evaluate(tiny_model, "folder", id_folders, progress=False)
     assert by_name.to_dict() == by_object.to_dict()
-    with pytest.raises(AmbiguousResultError, match=r"2 search directions \(infrared->visible, visible->infrared\)"
-                                                   r".*result\['infrared->visible'\] or result\['visible->infrared'\]"):
-        by_name.rank1
+    with pytest.raises(
+        AmbiguousResultError,
+        match=r"2 search directions \(infrared->visible, visible->infrared\)"
+        r".*result\['infrared->visible'\] or result\['visible->infrared'\]",
+    ):
+        _ = by_name.rank1
     with pytest.raises(AmbiguousResultError):
-        by_name.mean
+        _ = by_name.mean
     assert 0 <= by_name["v2i"].rank1 <= 1 and by_name["t2v"].mAP == by_name.searches[0].mAP
     one = csdn.evaluate(tiny_model, "folder", id_folders, direction="v2i", progress=False)
     assert one.rank1 == pytest.approx(by_name["v2i"].rank1)
@@ -191,8 +196,21 @@ def test_training_lists_every_unreadable_image_before_it_starts(capsys, id_folde
     (id_folders / "visible" / "0003" / "9.png").write_bytes(b"junk")
     (id_folders / "infrared" / "0007" / "9.png").write_bytes(b"")
     out = tmp_path / "run"
-    code, _, err = run(capsys, "train", "--dataset", "folder", "--root", id_folders, "--output", out,
-                       "--init", "tiny", "--no-progress", "--ids-per-batch", "2")
+    code, _, err = run(
+        capsys,
+        "train",
+        "--dataset",
+        "folder",
+        "--root",
+        id_folders,
+        "--output",
+        out,
+        "--init",
+        "tiny",
+        "--no-progress",
+        "--ids-per-batch",
+        "2",
+    )
     assert code == 2 and "2 of the 20 training images cannot be read" in err
     assert "0003/9.png" in err and "0007/9.png" in err and "--skip-bad-images" in err
     assert not out.exists()
@@ -217,16 +235,53 @@ def test_skipping_unreadable_training_images_keeps_the_rest(id_folders):
 
 
 def test_cli_messages_name_the_flags_the_user_typed(capsys, id_folders, tmp_path, fake_hub):
-    code, _, err = run(capsys, "train", "--dataset", "folder", "--root", id_folders, "--output", tmp_path / "a",
-                       "--init", "tiny", "--no-progress", "--ids-per-batch", "5")
+    code, _, err = run(
+        capsys,
+        "train",
+        "--dataset",
+        "folder",
+        "--root",
+        id_folders,
+        "--output",
+        tmp_path / "a",
+        "--init",
+        "tiny",
+        "--no-progress",
+        "--ids-per-batch",
+        "5",
+    )
     assert code == 2 and "--ids-per-batch 5; lower --ids-per-batch to at most 3" in err and "ids_per_batch" not in err
-    code, _, err = run(capsys, "train", "--dataset", "folder", "--root", id_folders, "--output", tmp_path / "b",
-                       "--init", "tiny", "--no-progress", "--images-per-id", "1")
+    code, _, err = run(
+        capsys,
+        "train",
+        "--dataset",
+        "folder",
+        "--root",
+        id_folders,
+        "--output",
+        tmp_path / "b",
+        "--init",
+        "tiny",
+        "--no-progress",
+        "--images-per-id",
+        "1",
+    )
     assert code == 2 and "--images-per-id must be at least 2" in err
 
     # the RN50 weights come from the Hub: an empty local fake Hub has no such repository
-    code, _, err = run(capsys, "train", "--dataset", "folder", "--root", id_folders, "--output", tmp_path / "c",
-                       "--no-progress", "--ids-per-batch", "2")
+    code, _, err = run(
+        capsys,
+        "train",
+        "--dataset",
+        "folder",
+        "--root",
+        id_folders,
+        "--output",
+        tmp_path / "c",
+        "--no-progress",
+        "--ids-per-batch",
+        "2",
+    )
     assert code == 2 and "cannot get the CLIP RN50 weights" in err
     assert "pass the path of a local CLIP file to --init" in err and "source='openai'" not in err
 
@@ -244,9 +299,30 @@ def test_python_messages_keep_python_names(id_folders):
 
 def test_cli_warnings_are_one_line_without_python_source(capsys, id_folders, tmp_path):
     (id_folders / "visible" / "0003" / "0.png").write_bytes(b"junk")
-    code, _, err = run(capsys, "train", "--dataset", "folder", "--root", id_folders, "--output", tmp_path / "run",
-                       "--init", "tiny", "--no-progress", "--ids-per-batch", "2", "--skip-bad-images",
-                       "--epochs-stage1", "0", "--epochs-stage2", "0", "--epochs-stage3", "1", "--steps-per-epoch", "1")
+    code, _, err = run(
+        capsys,
+        "train",
+        "--dataset",
+        "folder",
+        "--root",
+        id_folders,
+        "--output",
+        tmp_path / "run",
+        "--init",
+        "tiny",
+        "--no-progress",
+        "--ids-per-batch",
+        "2",
+        "--skip-bad-images",
+        "--epochs-stage1",
+        "0",
+        "--epochs-stage2",
+        "0",
+        "--epochs-stage3",
+        "1",
+        "--steps-per-epoch",
+        "1",
+    )
     assert code == 0, err
     assert "csdn: warning: skipped 1 image(s) that could not be read:" in err and "0003/0.png" in err
     assert ".py:" not in err  # no "file.py:123: SkippedImagesWarning" line
@@ -269,7 +345,22 @@ def test_cli_match_skips_bad_gallery_images_on_request(capsys, camera_folder, ti
 
 
 def test_run_settings_are_named_by_their_flags(capsys, id_folders, tmp_path):
-    code, _, err = run(capsys, "train", "--dataset", "folder", "--root", id_folders, "--output", tmp_path / "run",
-                       "--init", "tiny", "--no-progress", "--ids-per-batch", "2", "--workers", "-1")
+    code, _, err = run(
+        capsys,
+        "train",
+        "--dataset",
+        "folder",
+        "--root",
+        id_folders,
+        "--output",
+        tmp_path / "run",
+        "--init",
+        "tiny",
+        "--no-progress",
+        "--ids-per-batch",
+        "2",
+        "--workers",
+        "-1",
+    )
     assert code == 2 and "--workers must be a whole number of processes >= 0, got -1" in err
     assert not (tmp_path / "run").exists()

@@ -32,7 +32,9 @@ def rgb_array():
 def test_non_finite_tensor_is_rejected_by_embed_image_naming_the_image(tiny_model, value):
     batch = torch.randn(5, 3, H, W)
     batch[3, 1, 10, 5] = value
-    with pytest.raises(ImageTensorError, match=r"1 preprocessed image\(s\) hold NaN or infinite values \(image 3 of this call"):
+    with pytest.raises(
+        ImageTensorError, match=r"1 preprocessed image\(s\) hold NaN or infinite values \(image 3 of this call"
+    ):
         tiny_model.embed_image(batch, "visible", batch_size=2)
     with pytest.raises(ImageTensorError, match=r"\(image 0 of this call"):
         tiny_model.embed_image(batch[3], "infrared")
@@ -43,7 +45,9 @@ def test_non_finite_tensor_is_rejected_by_image_features_naming_the_rows(tiny_mo
     batch[1, 0, 0, 0] = float("nan")
     batch[2, 2, 5, 5] = float("inf")
     tiny_model.eval()
-    with pytest.raises(ImageTensorError, match=r"2 of 4 preprocessed images hold NaN or infinite values \(batch rows 1, 2\)"):
+    with pytest.raises(
+        ImageTensorError, match=r"2 of 4 preprocessed images hold NaN or infinite values \(batch rows 1, 2\)"
+    ):
         tiny_model.image_features(batch, "visible")
     assert isinstance(ImageTensorError("x"), (CSDNError, ValueError))
 
@@ -107,8 +111,12 @@ def test_stated_bit_depth_scales_every_frame_of_a_sequence_alike(tiny_model):
     as_8bit = tiny_model.embed_image(np.rint(frames[0] * (255 / 1023)).astype(np.uint8), "infrared")
     torch.testing.assert_close(alone, as_8bit)
     transform = TestTransform(tiny_model.config)
-    torch.testing.assert_close(transform(load_image(frames[2], bit_depth=10))[:, 1:, 1:],
-                               transform(load_image(cold, bit_depth=10))[:, 1:, 1:], atol=0.1, rtol=0)
+    torch.testing.assert_close(
+        transform(load_image(frames[2], bit_depth=10))[:, 1:, 1:],
+        transform(load_image(cold, bit_depth=10))[:, 1:, 1:],
+        atol=0.1,
+        rtol=0,
+    )
 
 
 def test_values_above_the_stated_bit_depth_are_an_error_naming_the_image_and_maximum(tiny_model, tmp_path):
@@ -146,8 +154,11 @@ def test_match_is_scale_safe_and_still_refuses_bad_rows():
     mixed = gallery.copy()
     mixed[::2] *= 1e300
     torch.testing.assert_close(csdn.match(query, mixed, topk=7).indices, reference.indices)
-    for value, message in [(np.nan, "gallery row 9 contains NaN"), (np.inf, "gallery row 9 contains NaN"),
-                           (0.0, "gallery row 9 is all zeros")]:
+    for value, message in [
+        (np.nan, "gallery row 9 contains NaN"),
+        (np.inf, "gallery row 9 contains NaN"),
+        (0.0, "gallery row 9 is all zeros"),
+    ]:
         bad = gallery * 1e300
         bad[9] = 0.0 if value == 0.0 else bad[9]
         bad[9, 3] = value
@@ -207,5 +218,7 @@ def test_size_errors_report_the_users_own_shape(tiny_model):
 
 def test_mixed_size_tensor_list_names_the_sizes(tiny_model):
     items = [torch.zeros(3, H, W), torch.zeros(3, H, W), torch.zeros(3, 128, 64)]
-    with pytest.raises(ImageTensorError, match=r"\[3, 64, 32\] \(first at item 0\); \[3, 128, 64\] \(first at item 2\)"):
+    with pytest.raises(
+        ImageTensorError, match=r"\[3, 64, 32\] \(first at item 0\); \[3, 128, 64\] \(first at item 2\)"
+    ):
         tiny_model.embed_image(items, "visible")

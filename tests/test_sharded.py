@@ -16,12 +16,12 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from test_cli import BATCH_TOLERANCE, write_images
 
-from csdn.system.distributed import World, check_same, shard_bounds
 from csdn.errors import DistributedError
 from csdn.retrieval import match
 from csdn.retrieval.sharded import match_on_ranks
-from test_cli import BATCH_TOLERANCE, write_images
+from csdn.system.distributed import World, check_same, shard_bounds
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "csdn"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -43,8 +43,21 @@ def folder(tmp_path_factory) -> Path:
 def test_torchrun_embed_and_match_equal_a_single_process(folder):
     for ranks in (1, 2):
         for side in ("query", "gallery"):
-            done = csdn("embed", side, "--model", "synthetic-tiny", "--modality", "ir", "--quiet", "--dtype", "bfloat16",
-                        "--output", f"{side}{ranks}.npy", cwd=folder, ranks=ranks)
+            done = csdn(
+                "embed",
+                side,
+                "--model",
+                "synthetic-tiny",
+                "--modality",
+                "ir",
+                "--quiet",
+                "--dtype",
+                "bfloat16",
+                "--output",
+                f"{side}{ranks}.npy",
+                cwd=folder,
+                ranks=ranks,
+            )
             assert done.returncode == 0, done.stderr[-3000:]
     for side in ("query", "gallery"):
         one, two = (json.loads((folder / f"{side}{n}.npy.json").read_text()) for n in (1, 2))
@@ -52,21 +65,35 @@ def test_torchrun_embed_and_match_equal_a_single_process(folder):
         rows = [torch.from_numpy(np.load(folder / f"{side}{n}.npy")).view(torch.bfloat16).float() for n in (1, 2)]
         torch.testing.assert_close(rows[1], rows[0], rtol=0, atol=2**-8)  # bf16 rounding of nearly equal floats
     for ranks in (1, 2):
-        done = csdn("match", "query1.npy", "gallery1.npy", "--topk", "4", "--quiet", "--output", f"ranking{ranks}.json",
-                    cwd=folder, ranks=ranks)
+        done = csdn(
+            "match",
+            "query1.npy",
+            "gallery1.npy",
+            "--topk",
+            "4",
+            "--quiet",
+            "--output",
+            f"ranking{ranks}.json",
+            cwd=folder,
+            ranks=ranks,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
     one, two = (json.loads((folder / f"ranking{n}.json").read_text())["results"] for n in (1, 2))
     assert [[m["gallery"] for m in r["matches"]] for r in one] == [[m["gallery"] for m in r["matches"]] for r in two]
-    np.testing.assert_allclose([m["score"] for r in one for m in r["matches"]],
-                               [m["score"] for r in two for m in r["matches"]], atol=BATCH_TOLERANCE)
+    np.testing.assert_allclose(
+        [m["score"] for r in one for m in r["matches"]],
+        [m["score"] for r in two for m in r["matches"]],
+        atol=BATCH_TOLERANCE,
+    )
 
 
 def test_a_failing_rank_stops_every_rank_and_leaves_no_output(folder):
     broken = folder / "broken"
     paths = write_images(broken, 6, seed=3)
     paths[4].write_bytes(b"not an image")  # in rank 1's share (images 3-5)
-    done = csdn("embed", "broken", "--model", "synthetic-tiny", "--modality", "ir", "--quiet", "--output", "b.npy",
-                cwd=folder)
+    done = csdn(
+        "embed", "broken", "--model", "synthetic-tiny", "--modality", "ir", "--quiet", "--output", "b.npy", cwd=folder
+    )
     assert done.returncode != 0
     # both ranks stop, with the same message naming the failed rank and its share (the two processes
     # share one stderr, so count the messages rather than lines)

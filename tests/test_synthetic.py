@@ -91,12 +91,16 @@ def test_sysu_tree_matches_the_real_layout(tmp_path):
     for pid in train + val + test:  # every identity is seen by both kinds of camera
         assert any((root / f"cam{c}" / f"{pid:04d}").is_dir() for c in SYSU_INFRARED_CAMS)
         assert any((root / f"cam{c}" / f"{pid:04d}").is_dir() for c in SYSU_VISIBLE_CAMS)
-    ir = _pixels(next((root / "cam3").rglob("*.jpg")) if (root / "cam3").exists() else next((root / "cam6").rglob("*.jpg")))
+    ir = _pixels(
+        next((root / "cam3").rglob("*.jpg")) if (root / "cam3").exists() else next((root / "cam6").rglob("*.jpg"))
+    )
     assert ir.shape == (*SMALL, 3) and np.array_equal(ir[..., 0], ir[..., 1]) and np.array_equal(ir[..., 1], ir[..., 2])
 
 
 def test_regdb_tree_and_trial_files(tmp_path):
-    root = write_regdb(tmp_path / "regdb", num_train_ids=3, num_test_ids=3, images_per_modality=2, seed=0, size=SMALL).root
+    root = write_regdb(
+        tmp_path / "regdb", num_train_ids=3, num_test_ids=3, images_per_modality=2, seed=0, size=SMALL
+    ).root
     splits = []
     for trial in range(1, 11):
         pids = {}
@@ -286,8 +290,25 @@ def test_colour_identifies_people_within_visible_but_not_across_modalities():
 
 
 def test_cli_synth_writes_a_tree_and_reports_errors(tmp_path, capsys):
-    argv = ["synth", "--layout", "llcm", "--root", str(tmp_path / "l"), "--train-ids", "3", "--test-ids", "2",
-            "--images", "1", "--cameras", "4", "--size", "64", "32", "--quiet"]
+    argv = [
+        "synth",
+        "--layout",
+        "llcm",
+        "--root",
+        str(tmp_path / "l"),
+        "--train-ids",
+        "3",
+        "--test-ids",
+        "2",
+        "--images",
+        "1",
+        "--cameras",
+        "4",
+        "--size",
+        "64",
+        "32",
+        "--quiet",
+    ]
     assert cli.main(argv) == 0
     assert (tmp_path / "l" / "idx" / "train_vis.txt").is_file() and "wrote" in capsys.readouterr().out
     assert cli.main(argv) == 2

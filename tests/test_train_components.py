@@ -7,17 +7,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _train_synthetic import write_identities
 from PIL import Image
 
-from _train_synthetic import write_identities
-from csdn.errors import DatasetLayoutError
 from csdn import CSDNConfig
+from csdn.data import Sample
+from csdn.errors import DatasetLayoutError
 from csdn.images.transforms import TestTransform, load_image
 from csdn.train import TrainConfig
-from csdn.train.augment import (ERASE_VALUE, TrainAugment, channel_adaptive_gray, channel_exchange,
-                                channel_random_erasing)
+from csdn.train.augment import (
+    ERASE_VALUE,
+    TrainAugment,
+    channel_adaptive_gray,
+    channel_exchange,
+    channel_random_erasing,
+)
 from csdn.train.checkpoint import load_checkpoint, save_checkpoint
-from csdn.data import Sample
 from csdn.train.data import TrainImages, read_image_folder, resolve_train_set
 from csdn.train.loader import stage3_batches
 from csdn.train.sampler import IdentitySampler, epoch_rng, feature_batches, feature_sample, feature_steps
@@ -90,8 +95,7 @@ def test_identity_sampler_shards_ranks(folder):
     data = read_image_folder(folder)
     world = [IdentitySampler(data, 2, 2, seed=0, world_size=2, steps_per_epoch=3).epoch(4, rank) for rank in (0, 1)]
     assert len(world[0]) == len(world[1]) == 3
-    assert not all(np.array_equal(a.labels, b.labels) and np.array_equal(a.visible, b.visible)
-                   for a, b in zip(*world))
+    assert not all(np.array_equal(a.labels, b.labels) and np.array_equal(a.visible, b.visible) for a, b in zip(*world))
 
 
 def test_feature_batches_cover_a_permutation_per_rank():

@@ -10,22 +10,61 @@ from pathlib import Path
 
 import pytest
 import torch
+from _train_synthetic import write_identities
 from safetensors.torch import load_file
 
-from _train_synthetic import write_identities
 from csdn.train.checkpoint import load_checkpoint
 from csdn.train.runlog import read_log
 
-OPTIONS = ["--dataset", "folder", "--init", "tiny", "--device", "cpu", "--no-progress",
-           "--ids-per-batch", "4", "--images-per-id", "2", "--stage1-batch-size", "8", "--stage2-batch-size", "16",
-           "--epochs-stage1", "1", "--epochs-stage2", "1", "--epochs-stage3", "2", "--steps-per-epoch", "2",
-           "--stage3-warmup-epochs", "0", "--stage3-lr", "1e-3"]
+OPTIONS = [
+    "--dataset",
+    "folder",
+    "--init",
+    "tiny",
+    "--device",
+    "cpu",
+    "--no-progress",
+    "--ids-per-batch",
+    "4",
+    "--images-per-id",
+    "2",
+    "--stage1-batch-size",
+    "8",
+    "--stage2-batch-size",
+    "16",
+    "--epochs-stage1",
+    "1",
+    "--epochs-stage2",
+    "1",
+    "--epochs-stage3",
+    "2",
+    "--steps-per-epoch",
+    "2",
+    "--stage3-warmup-epochs",
+    "0",
+    "--stage3-lr",
+    "1e-3",
+]
 
 
 def _torchrun(root: Path, output: Path, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "csdn", "train", *OPTIONS, "--root", str(root), "--output", str(output), *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "csdn",
+        "train",
+        *OPTIONS,
+        "--root",
+        str(root),
+        "--output",
+        str(output),
+        *extra,
+    ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
@@ -60,8 +99,24 @@ def test_two_process_gloo_run_completes_and_resumes_identically(root, tmp_path):
 
 
 def test_cli_reports_bad_input_without_a_traceback(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "csdn", "train", "--dataset", "folder", "--root", str(tmp_path),
-                             "--output", str(tmp_path / "out"), "--init", "tiny"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "csdn",
+            "train",
+            "--dataset",
+            "folder",
+            "--root",
+            str(tmp_path),
+            "--output",
+            str(tmp_path / "out"),
+            "--init",
+            "tiny",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert "visible/<pid>" in result.stderr and "Traceback" not in result.stderr

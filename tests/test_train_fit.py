@@ -9,18 +9,28 @@ from pathlib import Path
 
 import pytest
 import torch
+from _train_synthetic import cross_modality_map, write_identities
 
 import csdn
 import csdn.train.trainer as trainer_module
-from _train_synthetic import cross_modality_map, write_identities
 from csdn import CSDN, CSDNConfig
 from csdn.train import TrainConfig, fit
 from csdn.train.checkpoint import load_checkpoint
 from csdn.train.runlog import read_log
 from csdn.train.stages import image_step
 
-FAST = dict(ids_per_batch=4, images_per_id=4, stage1_batch_size=16, stage2_batch_size=32, warmup_epochs=0,
-            stage1_lr=1e-2, stage2_lr=1e-2, stage3_warmup_epochs=0, milestones=(), stage3_lr=1e-3)
+FAST = dict(
+    ids_per_batch=4,
+    images_per_id=4,
+    stage1_batch_size=16,
+    stage2_batch_size=32,
+    warmup_epochs=0,
+    stage1_lr=1e-2,
+    stage2_lr=1e-2,
+    stage3_warmup_epochs=0,
+    milestones=(),
+    stage3_lr=1e-3,
+)
 END_TO_END = TrainConfig(stage1_epochs=3, stage2_epochs=3, stage3_epochs=6, **FAST)
 
 
@@ -30,8 +40,10 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("synthetic")
-    return {"train": write_identities(root / "train", range(10), per_modality=6),
-            "test": write_identities(root / "test", range(100, 106), per_modality=4, seed=1)}
+    return {
+        "train": write_identities(root / "train", range(10), per_modality=6),
+        "test": write_identities(root / "test", range(100, 106), per_modality=4, seed=1),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +52,14 @@ def reference_run(data, tmp_path_factory) -> dict:
     output = tmp_path_factory.mktemp("reference")
     torch.manual_seed(END_TO_END.seed)
     untrained = CSDN(CSDNConfig.tiny(num_classes=10)).eval()  # the very model fit() starts from
-    model = fit(data["train"], END_TO_END, output_dir=output, init="tiny", progress=False,
-                validate=lambda m: {"mAP": cross_modality_map(m, data["test"])})
+    model = fit(
+        data["train"],
+        END_TO_END,
+        output_dir=output,
+        init="tiny",
+        progress=False,
+        validate=lambda m: {"mAP": cross_modality_map(m, data["test"])},
+    )
     return {"output": output, "model": model, "untrained_map": cross_modality_map(untrained, data["test"])}
 
 
@@ -79,8 +97,12 @@ def test_stage2_trains_only_the_fusion_module(data, tmp_path, recipe):
         return
     # the authors extract stage-2 features in train mode: the image side's BatchNorm
     # running statistics move (and only theirs), its weights do not
-    image_statistics = {name for name, _ in model.named_buffers() if name.startswith(("stem_", "trunk."))
-                        and name.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    image_statistics = {
+        name
+        for name, _ in model.named_buffers()
+        if name.startswith(("stem_", "trunk."))
+        and name.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    }
     assert changed == fusion | image_statistics
 
 
@@ -107,8 +129,9 @@ def test_stage3_image_to_text_losses_can_be_switched_off(data):
     text = torch.randn(4, 32)
     full = image_step(model, batch, text, TrainConfig(images_per_id=4, msel_weight=1.0), contextlib.nullcontext)
     assert set(full) == {"loss", "id", "msel", "triplet", "i2t_visible", "i2t_infrared"}
-    expected = (full["id"] + full["msel"] + 0.15 * full["triplet"]
-                + 0.05 * full["i2t_visible"] + 0.1 * full["i2t_infrared"])
+    expected = (
+        full["id"] + full["msel"] + 0.15 * full["triplet"] + 0.05 * full["i2t_visible"] + 0.1 * full["i2t_infrared"]
+    )
     assert torch.allclose(full["loss"], expected)
     ablation = TrainConfig(images_per_id=4, msel_weight=1.0, visible_i2t_weight=0.0, infrared_i2t_weight=0.0)
     reduced = image_step(model, batch, text, ablation, contextlib.nullcontext)
@@ -175,8 +198,14 @@ def test_resume_after_a_kill_mid_stage_ends_bit_identical(data, reference_run, t
     with pytest.raises(FileExistsError, match="resume=True"):
         fit(data["train"], END_TO_END, output_dir=tmp_path, init="tiny", progress=False)
     with pytest.raises(ValueError, match="stage3_lr"):
-        fit(data["train"], TrainConfig(**{**END_TO_END.to_dict(), "stage3_lr": 0.1}), output_dir=tmp_path,
-            init="tiny", resume=True, progress=False)
+        fit(
+            data["train"],
+            TrainConfig(**{**END_TO_END.to_dict(), "stage3_lr": 0.1}),
+            output_dir=tmp_path,
+            init="tiny",
+            resume=True,
+            progress=False,
+        )
     resumed = fit(data["train"], None, output_dir=tmp_path, init="tiny", resume=True, progress=False)
     reference = reference_run["model"].state_dict()
     mismatched = [name for name, tensor in resumed.state_dict().items() if not torch.equal(tensor, reference[name])]

@@ -76,8 +76,9 @@ def _authors_supcon(a: torch.Tensor, b: torch.Tensor, la: torch.Tensor, lb: torc
 
 def _authors_stage3_loss(model: CSDN, batch: dict[str, torch.Tensor], text: torch.Tensor) -> dict[str, torch.Tensor]:
     labels = batch["labels"]
-    maps = torch.cat([model.stem_visible(torch.cat([batch["visible"], batch["exchange"]])),
-                      model.stem_infrared(batch["infrared"])])
+    maps = torch.cat(
+        [model.stem_visible(torch.cat([batch["visible"], batch["exchange"]])), model.stem_infrared(batch["infrared"])]
+    )
     maps = model.trunk(maps)
     gem = model.gem_head.gem(maps)
     projection = model.attnpool(maps)  # CLIP's pool module as the authors call it
@@ -88,7 +89,7 @@ def _authors_stage3_loss(model: CSDN, batch: dict[str, torch.Tensor], text: torc
         "id": F.cross_entropy(gem_logits, pids) + F.cross_entropy(proj_logits, pids),
         "triplet": _authors_triplet(gem, pids) + _authors_triplet(projection, pids),
         "i2t_visible": F.cross_entropy(projection[:N] @ text.t(), labels),
-        "i2t_infrared": F.cross_entropy(projection[2 * N:] @ text.t(), labels),
+        "i2t_infrared": F.cross_entropy(projection[2 * N :] @ text.t(), labels),
     }
     parts["loss"] = parts["id"] + 0.15 * parts["triplet"] + 0.05 * parts["i2t_visible"] + 0.1 * parts["i2t_infrared"]
     return parts
@@ -97,8 +98,14 @@ def _authors_stage3_loss(model: CSDN, batch: dict[str, torch.Tensor], text: torc
 def _authors_stage3_optimizer(model: CSDN, lr: float) -> torch.optim.Adam:
     """One group per parameter, as core/base.py builds it: heads ('classifier' in the official name) at 2x."""
     heads = {id(p) for p in [*model.gem_head.parameters(), *model.proj_head.parameters()]}
-    image = [*model.stem_visible.parameters(), *model.stem_infrared.parameters(), *model.trunk.parameters(),
-             *model.attnpool.parameters(), *model.gem_head.parameters(), *model.proj_head.parameters()]
+    image = [
+        *model.stem_visible.parameters(),
+        *model.stem_infrared.parameters(),
+        *model.trunk.parameters(),
+        *model.attnpool.parameters(),
+        *model.gem_head.parameters(),
+        *model.proj_head.parameters(),
+    ]
     groups = [{"params": [p], "lr": lr * (2 if id(p) in heads else 1), "weight_decay": 5e-4} for p in image]
     return torch.optim.Adam(groups)
 
@@ -165,9 +172,19 @@ def test_clean_recipe_keeps_the_bnneck_biases_and_uses_the_stable_triplet():
     assert not model.gem_head.bn.bias.requires_grad
     biases = [model.gem_head.bn.bias.detach().clone(), model.proj_head.bn.bias.detach().clone()]
     losses = image_step(model, batch, text, config, contextlib.nullcontext)
-    reference_triplet = _authors_triplet(model.gem_head.gem(model.trunk(torch.cat([
-        model.stem_visible(torch.cat([batch["visible"], batch["exchange"]])), model.stem_infrared(batch["infrared"])
-    ]))), batch["labels"].repeat(3))
+    reference_triplet = _authors_triplet(
+        model.gem_head.gem(
+            model.trunk(
+                torch.cat(
+                    [
+                        model.stem_visible(torch.cat([batch["visible"], batch["exchange"]])),
+                        model.stem_infrared(batch["infrared"]),
+                    ]
+                )
+            )
+        ),
+        batch["labels"].repeat(3),
+    )
     assert not math.isclose(losses["triplet"].item(), 2 * reference_triplet.item(), rel_tol=1e-6)
     optimizer.zero_grad()
     losses["loss"].backward()
@@ -193,16 +210,18 @@ def test_reference_stage1_step_equals_the_authors_losses_gradients_and_update():
     optimizer.zero_grad()
     losses["loss"].backward()
 
-    text = torch.cat([theirs.text_encoder(theirs.prompt_visible(labels)),
-                      theirs.text_encoder(theirs.prompt_infrared(labels))])
+    text = torch.cat(
+        [theirs.text_encoder(theirs.prompt_visible(labels)), theirs.text_encoder(theirs.prompt_infrared(labels))]
+    )
     image, targets = torch.cat([visible, infrared]), torch.cat([labels, labels])
     i2t, t2i = _authors_supcon(image, text, targets, targets), _authors_supcon(text, image, targets, targets)
     (i2t + t2i).backward()
     torch.testing.assert_close(losses["i2t"], i2t, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(losses["t2i"], t2i, rtol=1e-5, atol=1e-6)
     for learner in ("prompt_visible", "prompt_infrared"):
-        torch.testing.assert_close(getattr(ours, learner).cls_ctx.grad, getattr(theirs, learner).cls_ctx.grad,
-                                   rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(
+            getattr(ours, learner).cls_ctx.grad, getattr(theirs, learner).cls_ctx.grad, rtol=1e-4, atol=1e-7
+        )
     optimizer.step()
     params = [theirs.prompt_visible.cls_ctx, theirs.prompt_infrared.cls_ctx]
     torch.optim.Adam([{"params": [p], "lr": lr, "weight_decay": 1e-4} for p in params]).step()

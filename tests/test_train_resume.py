@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from _train_synthetic import write_identities
 
 import csdn
 import csdn.train.trainer as trainer_module
-from _train_synthetic import write_identities
 from csdn import cli
 from csdn.train import TrainConfig, fit
 from csdn.train.checkpoint import load_checkpoint
@@ -19,9 +19,22 @@ from csdn.train.runlog import read_log
 
 # 8 identities x 4 images: feature samples of (32 // 8 + 1) * 8 = 40 pairs -> 2 stage-1 and
 # 2 stage-2 steps per epoch; stage 3 takes 2 steps. Two epochs per stage.
-CONFIG = TrainConfig(ids_per_batch=4, images_per_id=2, stage1_batch_size=16, stage2_batch_size=32,
-                     stage1_epochs=2, stage2_epochs=2, stage3_epochs=2, steps_per_epoch=2, warmup_epochs=1,
-                     stage1_lr=1e-2, stage2_lr=1e-2, stage3_lr=1e-3, stage3_warmup_epochs=1, milestones=())
+CONFIG = TrainConfig(
+    ids_per_batch=4,
+    images_per_id=2,
+    stage1_batch_size=16,
+    stage2_batch_size=32,
+    stage1_epochs=2,
+    stage2_epochs=2,
+    stage3_epochs=2,
+    steps_per_epoch=2,
+    warmup_epochs=1,
+    stage1_lr=1e-2,
+    stage2_lr=1e-2,
+    stage3_lr=1e-3,
+    stage3_warmup_epochs=1,
+    milestones=(),
+)
 # stop_after=k stops after k epochs: inside a stage (1, 3, 5) or at a stage boundary (2, 4)
 STOPS = {1: "mid stage 1", 2: "stage 1 -> 2", 3: "mid stage 2", 4: "stage 2 -> 3", 5: "mid stage 3"}
 
@@ -162,7 +175,21 @@ def test_nonsense_stop_after_is_an_error(root, tmp_path, value):
 
 
 def test_cli_rejects_a_negative_stop_after(root, tmp_path, capsys):
-    code = cli.main(["train", "--dataset", "folder", "--root", str(root), "--output", str(tmp_path / "run"),
-                     "--init", "tiny", "--no-progress", "--stop-after", "-1"])
+    code = cli.main(
+        [
+            "train",
+            "--dataset",
+            "folder",
+            "--root",
+            str(root),
+            "--output",
+            str(tmp_path / "run"),
+            "--init",
+            "tiny",
+            "--no-progress",
+            "--stop-after",
+            "-1",
+        ]
+    )
     assert code == 2
     assert "--stop-after must be a whole number of epochs >= 1" in capsys.readouterr().err

@@ -12,8 +12,17 @@ from csdn.train.schedule import apply_learning_rate
 
 
 @pytest.mark.parametrize(
-    "epoch, expected", [(0, 3e-6), (5, 3e-4 * (0.01 * 0.5 + 0.5)), (10, 3e-4), (39, 3e-4), (40, 3e-5), (69, 3e-5),
-                        (70, 3e-6), (119, 3e-6)],
+    "epoch, expected",
+    [
+        (0, 3e-6),
+        (5, 3e-4 * (0.01 * 0.5 + 0.5)),
+        (10, 3e-4),
+        (39, 3e-4),
+        (40, 3e-5),
+        (69, 3e-5),
+        (70, 3e-6),
+        (119, 3e-6),
+    ],
 )
 def test_stage3_warmup_then_steps(epoch, expected):
     assert learning_rate(3, epoch, TrainConfig()) == pytest.approx(expected, rel=1e-9)
@@ -35,8 +44,9 @@ def test_stage1_and_2_warm_up_then_cosine_to_the_floor(stage):
 
 
 def test_schedules_follow_the_config():
-    config = TrainConfig(stage1_epochs=10, stage2_lr=1e-3, warmup_epochs=0, stage3_lr=1e-2, milestones=(2,),
-                         stage3_warmup_epochs=0)
+    config = TrainConfig(
+        stage1_epochs=10, stage2_lr=1e-3, warmup_epochs=0, stage3_lr=1e-2, milestones=(2,), stage3_warmup_epochs=0
+    )
     assert learning_rate(1, 0, config) == pytest.approx(3e-4)
     assert learning_rate(1, 10, config) == pytest.approx(1e-6)
     assert learning_rate(2, 0, config) == pytest.approx(1e-3)
@@ -63,13 +73,21 @@ def test_train_config_round_trip_and_validation():
     again = TrainConfig.from_dict(config.to_dict())
     assert again == config and not config.differences(again)
     assert TrainConfig().differences(config) == [
-        "stage3_epochs: 120 -> 0", "milestones: [40, 70] -> [5, 9]", "visible_i2t_weight: 0.05 -> 0.0"
+        "stage3_epochs: 120 -> 0",
+        "milestones: [40, 70] -> [5, 9]",
+        "visible_i2t_weight: 0.05 -> 0.0",
     ]
-    for bad, match in [({"images_per_id": 1}, "images_per_id"), ({"stage1_lr": -1.0}, "stage1_lr"),
-                       ({"milestones": (70, 40)}, "milestones"), ({"precision": "fp8"}, "precision"),
-                       ({"flip_prob": 1.5}, "flip_prob"),
-                       ({"id_weight": 0, "msel_weight": 0, "triplet_weight": 0, "visible_i2t_weight": 0,
-                         "infrared_i2t_weight": 0}, "stage 3 would not train")]:
+    for bad, match in [
+        ({"images_per_id": 1}, "images_per_id"),
+        ({"stage1_lr": -1.0}, "stage1_lr"),
+        ({"milestones": (70, 40)}, "milestones"),
+        ({"precision": "fp8"}, "precision"),
+        ({"flip_prob": 1.5}, "flip_prob"),
+        (
+            {"id_weight": 0, "msel_weight": 0, "triplet_weight": 0, "visible_i2t_weight": 0, "infrared_i2t_weight": 0},
+            "stage 3 would not train",
+        ),
+    ]:
         with pytest.raises(ValueError, match=match):
             TrainConfig(**bad)
     with pytest.raises(ValueError, match="unknown TrainConfig field"):

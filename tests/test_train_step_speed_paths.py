@@ -83,16 +83,21 @@ def _assert_same_step(config: CSDNConfig, visible_count: int, infrared_count: in
     visible = torch.randn(visible_count, 3, height, width, generator=gen).to(dtype)
     infrared = torch.randn(infrared_count, 3, height, width, generator=gen).to(dtype)
     rows = visible_count + infrared_count
-    sizes = {"gem": config.feature_dim, "gem_logits": config.num_classes,
-             "projection": config.embed_dim, "proj_logits": config.num_classes}
+    sizes = {
+        "gem": config.feature_dim,
+        "gem_logits": config.num_classes,
+        "projection": config.embed_dim,
+        "proj_logits": config.num_classes,
+    }
     probes = {name: torch.randn(rows, size, generator=gen).to(dtype) for name, size in sizes.items()}
 
     out, grads = _run(fast, CSDN.forward_train, visible, infrared, probes)
     expected_out, expected_grads = _run(plain, _plain_forward_train, visible, infrared, probes)
 
     def close(actual, expected, tol, what):
-        torch.testing.assert_close(actual, expected, rtol=0, atol=tol * float(expected.detach().abs().max()),
-                                   msg=lambda m: f"{what}: {m}")
+        torch.testing.assert_close(
+            actual, expected, rtol=0, atol=tol * float(expected.detach().abs().max()), msg=lambda m: f"{what}: {m}"
+        )
 
     for name in probes:
         close(getattr(out, name), getattr(expected_out, name), out_tol, name)
@@ -151,8 +156,9 @@ def test_forward_train_input_layout_does_not_matter():
     model, visible, infrared = _tiny_with_batch(3)
     with torch.no_grad():
         plain = model.forward_train(visible, infrared)
-        strided = model.forward_train(visible.contiguous(memory_format=torch.channels_last),
-                                      infrared.transpose(2, 3).contiguous().transpose(2, 3))
+        strided = model.forward_train(
+            visible.contiguous(memory_format=torch.channels_last), infrared.transpose(2, 3).contiguous().transpose(2, 3)
+        )
     for name in ("gem", "gem_logits", "projection", "proj_logits"):  # channels-last kernels round differently
         torch.testing.assert_close(getattr(strided, name), getattr(plain, name), rtol=10 * RTOL, atol=10 * ATOL)
 

@@ -29,16 +29,25 @@ def _inked_caption_lines(sheet, row, rank, cell=(32, 64)) -> list[bool]:
     """Whether each of the two caption lines under a ranked tile holds any text."""
     x, y = _tile_origin(row, rank, cell)
     top = y + cell[1] + 2 * BORDER + 2
-    band = np.asarray(sheet.convert("L"))[:, x: x + cell[0] + 2 * BORDER]
-    return [bool((band[top + i * LINE_H: top + (i + 1) * LINE_H] < 128).any()) for i in range(2)]
+    band = np.asarray(sheet.convert("L"))[:, x : x + cell[0] + 2 * BORDER]
+    return [bool((band[top + i * LINE_H : top + (i + 1) * LINE_H] < 128).any()) for i in range(2)]
 
 
 def test_green_for_the_right_identity_red_otherwise(tmp_path):
     queries, gallery = _images(2, 0), _images(4, 1)
     indices = np.array([[2, 0, 1], [3, 1, 0]])
     out = tmp_path / "sub" / "ranked.png"
-    sheet = draw_ranking(queries, gallery, indices, query_ids=[7, 9], gallery_ids=[9, 5, 7, 1],
-                         scores=np.zeros((2, 3)), topk=3, cell=(32, 64), output=out)
+    sheet = draw_ranking(
+        queries,
+        gallery,
+        indices,
+        query_ids=[7, 9],
+        gallery_ids=[9, 5, 7, 1],
+        scores=np.zeros((2, 3)),
+        topk=3,
+        cell=(32, 64),
+        output=out,
+    )
     assert Image.open(out).size == sheet.size
     assert _border_colour(sheet, 0, 0) == GREEN  # gallery 2 is identity 7
     assert _border_colour(sheet, 0, 1) == RED

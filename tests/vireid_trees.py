@@ -9,16 +9,16 @@ from __future__ import annotations
 import io
 import zlib
 from collections import Counter
-from functools import lru_cache
+from collections.abc import Iterable
+from functools import cache
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import torch
 from PIL import Image
 
 
-@lru_cache(maxsize=None)
+@cache
 def _encoded(suffix: str, variant: int) -> bytes:
     pixels = np.random.default_rng(variant).integers(0, 256, (8, 4, 3), dtype=np.uint8)
     buffer = io.BytesIO()
@@ -70,7 +70,9 @@ def make_regdb(root: Path, trials: int = 2, ids: int = 6, images: int = 3) -> Pa
         order = np.random.default_rng(t).permutation(np.arange(1, ids + 1))
         train, test = sorted(order[: ids // 2]), sorted(order[ids // 2 :])
         for folder, word, tag in (("Visible", "visible", "v"), ("Thermal", "thermal", "t")):
-            train_lines = [f"{folder}/{p}/female_{tag}_{n}_{p}.bmp {label}" for label, p in enumerate(train) for n in range(images)]
+            train_lines = [
+                f"{folder}/{p}/female_{tag}_{n}_{p}.bmp {label}" for label, p in enumerate(train) for n in range(images)
+            ]
             test_lines = [f"{folder}/{p}/female_{tag}_{n}_{p}.bmp {p}" for p in test for n in range(images)]
             (root / "idx" / f"train_{word}_{t}.txt").write_text("\n".join(train_lines) + "\n")
             (root / "idx" / f"test_{word}_{t}.txt").write_text("\n".join(test_lines) + "\n")
@@ -103,7 +105,9 @@ def make_llcm(
             for n in range(images):
                 write_image(root / "test_vis" / f"cam{cam}" / f"{pid:04d}" / f"{n:04d}.jpg", pid * 100 + cam * 10 + n)
                 if cam != pid % 4 + 1:
-                    write_image(root / "test_nir" / f"cam{cam}" / f"{pid:04d}" / f"{n:04d}.jpg", pid * 100 + cam * 10 + n + 5)
+                    write_image(
+                        root / "test_nir" / f"cam{cam}" / f"{pid:04d}" / f"{n:04d}.jpg", pid * 100 + cam * 10 + n + 5
+                    )
     return root
 
 

@@ -11,7 +11,7 @@ import argparse
 import errno
 import sys
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 from csdn.cli import demo, embed, export, match, models, publish, synth, train
 from csdn.cli import eval as evaluate
@@ -42,8 +42,9 @@ def error_message(error: Exception) -> str:
 def build_parser() -> argparse.ArgumentParser:
     from csdn.version import __version__
 
-    parser = argparse.ArgumentParser(prog="csdn",
-                                     description="CSDN models for visible-infrared person re-identification.")
+    parser = argparse.ArgumentParser(
+        prog="csdn", description="CSDN models for visible-infrared person re-identification."
+    )
     parser.add_argument("--version", action="version", version=f"csdn-reid {__version__}")
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
@@ -61,8 +62,11 @@ def _flags(command: argparse.ArgumentParser) -> dict[str, str]:
     argparse has no public list of a parser's arguments; ``_actions`` is the stable one every
     argparse extension reads.
     """
-    return {action.dest: next((f for f in action.option_strings if f.startswith("--")), action.option_strings[0])
-            for action in command._actions if action.option_strings}
+    return {
+        action.dest: next((f for f in action.option_strings if f.startswith("--")), action.option_strings[0])
+        for action in command._actions
+        if action.option_strings
+    }
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -32,12 +32,18 @@ def register(commands) -> list[argparse.ArgumentParser]:
         help="rank unseen synthetic people with the bundled model and draw the result (offline, seconds)",
         description=__doc__.split("\n\n")[1].replace("\n", " "),
     )
-    parser.add_argument("--output", type=Path, default=DEFAULT_PICTURE,
-                        help=f"ranked-results picture to write, .png (default: ./{DEFAULT_PICTURE})")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=DEFAULT_PICTURE,
+        help=f"ranked-results picture to write, .png (default: ./{DEFAULT_PICTURE})",
+    )
     add_overwrite_option(parser, "replace an existing --output picture")
-    parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help=f"model to load: a registry name, folder or hf-hub:org/repo (default: the bundled "
-                             f"{DEFAULT_MODEL!r})")
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"model to load: a registry name, folder or hf-hub:org/repo (default: the bundled {DEFAULT_MODEL!r})",
+    )
     parser.add_argument("--show", type=int, default=6, help="queries (one per person) to print and draw (default 6)")
     parser.add_argument("--topk", type=int, default=5, help="matches per query to print and draw (default 5)")
     parser.set_defaults(func=run_demo)
@@ -74,8 +80,10 @@ def run_demo(args: argparse.Namespace) -> int:
         people = SYSUMM01(Path(folder) / "people")
         query = people.query("all")  # every infrared image (cameras 3, 6)
         gallery = people.gallery("all", trial=0, shots=1)  # one visible image per person and camera
-        print(f"{len(query)} infrared queries, {len(gallery)} visible gallery images, "
-              f"{len(people.test_ids)} people the model never saw")
+        print(
+            f"{len(query)} infrared queries, {len(gallery)} visible gallery images, "
+            f"{len(people.test_ids)} people the model never saw"
+        )
 
         query_embeddings = model.embed_image([s.path for s in query], modality="infrared")
         gallery_embeddings = model.embed_image([s.path for s in gallery], modality="visible")
@@ -93,13 +101,27 @@ def run_demo(args: argparse.Namespace) -> int:
                 print(f"  {rank}. {Path(gallery[g].path).relative_to(people.root)}  cosine {score:.3f}  {mark}")
 
         distances = -(query_embeddings @ gallery_embeddings.T).numpy()
-        cmc, mean_ap, _ = eval_sysu(distances, [s.pid for s in query], [s.pid for s in gallery],
-                                    [s.camid for s in query], [s.camid for s in gallery])
-        print(f"\nall {len(query)} queries (SYSU-MM01 all-search protocol, one gallery draw): "
-              f"rank-1 {100 * cmc[0]:.1f}%, mAP {100 * mean_ap:.1f}%")
+        cmc, mean_ap, _ = eval_sysu(
+            distances,
+            [s.pid for s in query],
+            [s.pid for s in gallery],
+            [s.camid for s in query],
+            [s.camid for s in gallery],
+        )
+        print(
+            f"\nall {len(query)} queries (SYSU-MM01 all-search protocol, one gallery draw): "
+            f"rank-1 {100 * cmc[0]:.1f}%, mAP {100 * mean_ap:.1f}%"
+        )
 
-        draw_ranking([query[q].path for q in shown], [s.path for s in gallery], ranked.indices[shown],
-                     scores=ranked.scores[shown], query_ids=[query[q].pid for q in shown],
-                     gallery_ids=[s.pid for s in gallery], topk=args.topk, output=args.output)
+        draw_ranking(
+            [query[q].path for q in shown],
+            [s.path for s in gallery],
+            ranked.indices[shown],
+            scores=ranked.scores[shown],
+            query_ids=[query[q].pid for q in shown],
+            gallery_ids=[s.pid for s in gallery],
+            topk=args.topk,
+            output=args.output,
+        )
     print(f"wrote the ranked results to {args.output.resolve()} (green: same person, red: someone else)")
     return 0

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from csdn.errors import describe_skipped
 from csdn.images.files import expand_folders
-from csdn.inference.fast import COMPUTE_DTYPES
 from csdn.images.transforms import SENSOR_BIT_DEPTHS
-from csdn.retrieval.embeddings import (STORAGE_DTYPES, Embeddings, check_embeddings_path, manifest_path,
-                                       save_embeddings)
+from csdn.inference.fast import COMPUTE_DTYPES
+from csdn.retrieval.embeddings import STORAGE_DTYPES, Embeddings, check_embeddings_path, manifest_path, save_embeddings
 
 
 def load_model(args: argparse.Namespace):
@@ -33,14 +33,31 @@ def embed_images(model: Any, inputs: Sequence[str], modality: str, args: argpars
 
     modality = normalize_modality(modality)
     paths = [str(p) for p in expand_folders(inputs)]
-    report = embed_with_report(model, paths, modality, batch_size=args.batch_size, flip=not args.no_flip,
-                               precision=args.precision, progress=not args.quiet, bit_depth=args.bit_depth,
-                               on_error="skip" if args.skip_bad_images else "raise")
+    report = embed_with_report(
+        model,
+        paths,
+        modality,
+        batch_size=args.batch_size,
+        flip=not args.no_flip,
+        precision=args.precision,
+        progress=not args.quiet,
+        bit_depth=args.bit_depth,
+        on_error="skip" if args.skip_bad_images else "raise",
+    )
     if report.skipped:
-        print(f"csdn: skipped {len(report.skipped)} of {len(paths)} {modality} images that could not be read:\n"
-              f"{describe_skipped(report.skipped)}", file=sys.stderr)
-    return Embeddings(report.embeddings, [paths[i] for i in report.kept], model=args.model, modality=modality,
-                      flip=not args.no_flip, precision=args.precision)
+        print(
+            f"csdn: skipped {len(report.skipped)} of {len(paths)} {modality} images that could not be read:\n"
+            f"{describe_skipped(report.skipped)}",
+            file=sys.stderr,
+        )
+    return Embeddings(
+        report.embeddings,
+        [paths[i] for i in report.kept],
+        model=args.model,
+        modality=modality,
+        flip=not args.no_flip,
+        precision=args.precision,
+    )
 
 
 def run_embed(args: argparse.Namespace) -> int:
@@ -65,14 +82,25 @@ def add_embedding_options(parser: argparse.ArgumentParser) -> None:
     """The options of commands that embed images: batch size, flip, precision, device, bit depth, progress."""
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     parser.add_argument("--no-flip", action="store_true", help="no flip test-time augmentation (half-size embeddings)")
-    parser.add_argument("--precision", choices=tuple(COMPUTE_DTYPES), default="fp32", help="compute precision (default fp32)")
+    parser.add_argument(
+        "--precision", choices=tuple(COMPUTE_DTYPES), default="fp32", help="compute precision (default fp32)"
+    )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
-    parser.add_argument("--bit-depth", type=int, choices=SENSOR_BIT_DEPTHS, default=None, metavar="BITS",
-                        help="bits per pixel of the camera that made 16-bit frames (thermal PNG/TIFF): "
-                             f"{', '.join(map(str, SENSOR_BIT_DEPTHS))}; scales every frame the same way "
-                             "(default: guessed per frame from its largest value)")
-    parser.add_argument("--skip-bad-images", action="store_true",
-                        help="leave out images that cannot be read, listing each on stderr (default: stop at the first)")
+    parser.add_argument(
+        "--bit-depth",
+        type=int,
+        choices=SENSOR_BIT_DEPTHS,
+        default=None,
+        metavar="BITS",
+        help="bits per pixel of the camera that made 16-bit frames (thermal PNG/TIFF): "
+        f"{', '.join(map(str, SENSOR_BIT_DEPTHS))}; scales every frame the same way "
+        "(default: guessed per frame from its largest value)",
+    )
+    parser.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        help="leave out images that cannot be read, listing each on stderr (default: stop at the first)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -87,12 +115,19 @@ def register(commands) -> list[argparse.ArgumentParser]:
     embed.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
     embed.add_argument("--model", required=True, help="registry name, hf-hub:org/repo, or a local model")
     embed.add_argument("--modality", required=True, help="visible (rgb, vis) or infrared (ir, thermal, nir)")
-    embed.add_argument("--output", required=True,
-                       help="embeddings file: NAME.safetensors or NAME.npy (its manifest: NAME.safetensors.json / NAME.npy.json)")
+    embed.add_argument(
+        "--output",
+        required=True,
+        help="embeddings file: NAME.safetensors or NAME.npy (its manifest: NAME.safetensors.json / NAME.npy.json)",
+    )
     add_overwrite_option(embed, "replace an existing --output file and its manifest")
-    embed.add_argument("--dtype", choices=tuple(STORAGE_DTYPES), default="float32",
-                       help="how the rows are stored: float16/bfloat16 halve the file; csdn match still ranks "
-                            "them exactly (default float32)")
+    embed.add_argument(
+        "--dtype",
+        choices=tuple(STORAGE_DTYPES),
+        default="float32",
+        help="how the rows are stored: float16/bfloat16 halve the file; csdn match still ranks "
+        "them exactly (default float32)",
+    )
     add_embedding_options(embed)
     embed.set_defaults(func=run_embed)
     return [embed]

@@ -22,30 +22,46 @@ def register(commands) -> list[argparse.ArgumentParser]:
             "integer folder name) and searches every image of one modality among all of the other."
         ),
     )
-    parser.add_argument("--dataset", required=True, choices=DATASET_NAMES,
-                        help="which benchmark, or 'folder' for your own images")
-    parser.add_argument("--root", required=True,
-                        help="the dataset folder, in its distributed layout (folder: visible/<pid>/ and infrared/<pid>/)")
-    parser.add_argument("--model", required=True, help="registry name, hf-hub:org/repo, or a local folder / .safetensors file")
+    parser.add_argument(
+        "--dataset", required=True, choices=DATASET_NAMES, help="which benchmark, or 'folder' for your own images"
+    )
+    parser.add_argument(
+        "--root",
+        required=True,
+        help="the dataset folder, in its distributed layout (folder: visible/<pid>/ and infrared/<pid>/)",
+    )
+    parser.add_argument(
+        "--model", required=True, help="registry name, hf-hub:org/repo, or a local folder / .safetensors file"
+    )
     parser.add_argument("--mode", choices=("all", "indoor"), help="sysu: all-search (default) or indoor-search")
     parser.add_argument(
-        "--shots", type=int, choices=(1, 10),
+        "--shots",
+        type=int,
+        choices=(1, 10),
         help="sysu/llcm: images drawn per identity and camera, the gallery (llcm visible->infrared: the probes); default 1",
     )
     parser.add_argument(
-        "--trials", type=int, nargs="+", metavar="T",
+        "--trials",
+        type=int,
+        nargs="+",
+        metavar="T",
         help="trials to score (default: sysu/llcm 0-9; regdb 1, the split a RegDB model is trained on)",
     )
     parser.add_argument(
-        "--direction", nargs="+",
+        "--direction",
+        nargs="+",
         help="query->gallery, e.g. infrared->visible, visible->thermal, t2v (default: every direction the protocol reports)",
     )
     parser.add_argument("--json", metavar="OUT", help="also write the full result (per-trial scores, CMC) as JSON")
     add_overwrite_option(parser, "replace an existing --json file")
     parser.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (NOT the paper's protocol)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
-    parser.add_argument("--cache-dir", help="keep embeddings here, so a second evaluation of the same weights embeds nothing")
-    parser.add_argument("--no-flip", action="store_true", help="no flip test-time augmentation (the paper's protocol uses it)")
+    parser.add_argument(
+        "--cache-dir", help="keep embeddings here, so a second evaluation of the same weights embeds nothing"
+    )
+    parser.add_argument(
+        "--no-flip", action="store_true", help="no flip test-time augmentation (the paper's protocol uses it)"
+    )
     parser.add_argument("--device", default="cpu", help="torch device for the model (default cpu)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run_eval)
@@ -54,8 +70,8 @@ def register(commands) -> list[argparse.ArgumentParser]:
 
 def run_eval(args: argparse.Namespace) -> int:
     """Handler for ``csdn eval``; returns the process exit code."""
-    from csdn.hub.api import load
     from csdn.evaluation.protocol import evaluate
+    from csdn.hub.api import load
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -68,10 +84,18 @@ def run_eval(args: argparse.Namespace) -> int:
             refuse_existing([args.json])
     model = load(args.model, device=args.device, progress=not args.quiet)
     result = evaluate(
-        model, args.dataset, args.root,
-        mode=args.mode, shots=args.shots, trials=args.trials, direction=args.direction,
-        rerank=args.rerank, batch_size=args.batch_size, flip=not args.no_flip,
-        progress=not args.quiet, cache_dir=args.cache_dir,
+        model,
+        args.dataset,
+        args.root,
+        mode=args.mode,
+        shots=args.shots,
+        trials=args.trials,
+        direction=args.direction,
+        rerank=args.rerank,
+        batch_size=args.batch_size,
+        flip=not args.no_flip,
+        progress=not args.quiet,
+        cache_dir=args.cache_dir,
     )
     print(result)
     if args.json:

@@ -13,8 +13,14 @@ from typing import Any
 
 from csdn.cli.embed import add_embedding_options, add_overwrite_option, embed_images, load_model
 from csdn.errors import OutputExistsError
-from csdn.retrieval.embeddings import (EMBEDDINGS_SUFFIXES, Embeddings, is_embeddings_file, legacy_manifest_path,
-                                       load_embeddings, manifest_path)
+from csdn.retrieval.embeddings import (
+    EMBEDDINGS_SUFFIXES,
+    Embeddings,
+    is_embeddings_file,
+    legacy_manifest_path,
+    load_embeddings,
+    manifest_path,
+)
 
 RANKING_SUFFIXES = (".csv", ".json")
 
@@ -29,8 +35,10 @@ def _side(path: str, modality: str, args: argparse.Namespace, cache: dict[str, A
     if is_embeddings_file(path):
         return load_embeddings(path)
     if args.model is None:
-        raise ValueError(f"{path} is not an embeddings file ({', '.join(EMBEDDINGS_SUFFIXES)}); "
-                         "to embed its images now, pass --model")
+        raise ValueError(
+            f"{path} is not an embeddings file ({', '.join(EMBEDDINGS_SUFFIXES)}); "
+            "to embed its images now, pass --model"
+        )
     if "model" not in cache:
         cache["model"] = load_model(args)
     return embed_images(cache["model"], [path], modality, args)
@@ -50,8 +58,10 @@ def _check_outputs(outputs: dict[str, Path], args: argparse.Namespace) -> None:
     for flag, path in outputs.items():
         clash = inputs.get(path.resolve())
         if clash is not None:
-            raise OutputExistsError(f"{flag} {path} is {clash}, an input of this run; write the output "
-                                    "under another name (--overwrite never replaces an input)")
+            raise OutputExistsError(
+                f"{flag} {path} is {clash}, an input of this run; write the output "
+                "under another name (--overwrite never replaces an input)"
+            )
     if len(set(p.resolve() for p in outputs.values())) < len(outputs):
         raise ValueError(f"--output and --visualize name the same file {outputs['--output']}; give two names")
     if not args.overwrite:
@@ -60,8 +70,8 @@ def _check_outputs(outputs: dict[str, Path], args: argparse.Namespace) -> None:
 
 def run_match(args: argparse.Namespace) -> int:
     from csdn.cli.sharded import torchrun_world
-    from csdn.system.fileio import atomic_write_text
     from csdn.retrieval.sharded import match_on_ranks
+    from csdn.system.fileio import atomic_write_text
 
     output = Path(args.output)
     _check_suffix(output, RANKING_SUFFIXES, "--output")
@@ -84,8 +94,10 @@ def run_match(args: argparse.Namespace) -> int:
         )
     models = {side.model for side in (query, gallery)} - {None}
     if len(models) > 1:
-        print(f"csdn: warning: query and gallery were embedded with different models ({', '.join(sorted(models))})",
-              file=sys.stderr)
+        print(
+            f"csdn: warning: query and gallery were embedded with different models ({', '.join(sorted(models))})",
+            file=sys.stderr,
+        )
     with torchrun_world(None) as world:  # under torchrun: each rank ranks a slice of the gallery
         result = match_on_ranks(query.vectors, gallery.vectors, topk=args.topk, progress=not args.quiet, world=world)
     if result is None:
@@ -120,8 +132,9 @@ def _folder_id(path: str) -> int | str:
     return int(name) if name.isdigit() else name
 
 
-def _visualize(picture: Path, query_paths: list[str], gallery_paths: list[str], result: Any,
-               args: argparse.Namespace) -> None:
+def _visualize(
+    picture: Path, query_paths: list[str], gallery_paths: list[str], result: Any, args: argparse.Namespace
+) -> None:
     """Draw the first ``--visualize-queries`` queries with their ranked gallery images."""
     from csdn.retrieval.visualize import draw_ranking
 
@@ -132,8 +145,15 @@ def _visualize(picture: Path, query_paths: list[str], gallery_paths: list[str], 
     ids = {}
     if args.ids_from_folders:
         ids = {"query_ids": [_folder_id(p) for p in queries], "gallery_ids": [_folder_id(p) for p in gallery_paths]}
-    draw_ranking(queries, gallery_paths, result.indices[:count], scores=result.scores[:count], topk=args.topk,
-                 output=picture, **ids)
+    draw_ranking(
+        queries,
+        gallery_paths,
+        result.indices[:count],
+        scores=result.scores[:count],
+        topk=args.topk,
+        output=picture,
+        **ids,
+    )
     colours = "green: same folder identity, red: another" if ids else "grey borders: identities unknown"
     print(f"wrote {picture}: the first {count} queries and their top {result.indices.shape[1]} matches ({colours})")
 
@@ -163,14 +183,25 @@ def register(commands) -> list[argparse.ArgumentParser]:
     match.add_argument("--gallery-modality", default="visible", help="modality of gallery images (default visible)")
     match.add_argument("--topk", type=int, default=10, help="matches per query (default 10)")
     match.add_argument("--output", required=True, help="ranked list: NAME.csv or NAME.json")
-    match.add_argument("--visualize", metavar="PNG",
-                       help="also draw the first queries beside their top-k gallery images into this PNG "
-                            "(needs the images: folders, or embeddings files whose manifest lists their paths)")
-    match.add_argument("--visualize-queries", type=int, default=10, metavar="N",
-                       help="queries (rows) in the --visualize picture (default 10)")
-    match.add_argument("--ids-from-folders", action="store_true",
-                       help="--visualize: read identities from each image's parent folder (.../0007/x.jpg -> 7) "
-                            "and draw correct matches green, wrong ones red (default: grey, identities unknown)")
+    match.add_argument(
+        "--visualize",
+        metavar="PNG",
+        help="also draw the first queries beside their top-k gallery images into this PNG "
+        "(needs the images: folders, or embeddings files whose manifest lists their paths)",
+    )
+    match.add_argument(
+        "--visualize-queries",
+        type=int,
+        default=10,
+        metavar="N",
+        help="queries (rows) in the --visualize picture (default 10)",
+    )
+    match.add_argument(
+        "--ids-from-folders",
+        action="store_true",
+        help="--visualize: read identities from each image's parent folder (.../0007/x.jpg -> 7) "
+        "and draw correct matches green, wrong ones red (default: grey, identities unknown)",
+    )
     add_overwrite_option(match, "replace an existing --output / --visualize file (never an input)")
     add_embedding_options(match)
     match.set_defaults(func=run_match)

@@ -29,8 +29,8 @@ def run_models(args: argparse.Namespace) -> int:
 
 def run_info(args: argparse.Namespace) -> int:
     from csdn.hub import api as hub
-    from csdn.model.network import CSDN
     from csdn.hub.registry import open_registry
+    from csdn.model.network import CSDN
 
     registry = open_registry()
     name = args.model
@@ -55,19 +55,23 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from csdn.system.fileio import refuse_existing
     from csdn.hub.convert import from_official
     from csdn.io.pretrained import CONFIG_NAME, MODEL_CARD_NAME, WEIGHTS_NAME
+    from csdn.system.fileio import refuse_existing
 
     out = Path(args.output)
     if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a folder; give a new or existing folder to write the model into")
+        raise FileExistsError(
+            f"{out} exists and is not a folder; give a new or existing folder to write the model into"
+        )
     if not args.overwrite:  # every file save_pretrained writes, not only the weights: README.md may be the user's
         refuse_existing([out / name for name in (WEIGHTS_NAME, CONFIG_NAME, MODEL_CARD_NAME)])
     model = from_official(args.checkpoint, image_size=tuple(args.image_size), dataset=args.dataset)
     model.save_pretrained(out)
-    print(f"wrote {out}/ ({model.config.num_classes} identities, input {model.config.image_size[0]}x"
-          f"{model.config.image_size[1]}); load it with csdn.load({str(out)!r}) or --model {out}")
+    print(
+        f"wrote {out}/ ({model.config.num_classes} identities, input {model.config.image_size[0]}x"
+        f"{model.config.image_size[1]}); load it with csdn.load({str(out)!r}) or --model {out}"
+    )
     return 0
 
 
@@ -85,8 +89,14 @@ def register(commands) -> list[argparse.ArgumentParser]:
     convert.add_argument("checkpoint", help="the authors' .pth checkpoint")
     convert.add_argument("output", help="folder to write model.safetensors, config.json and README.md into")
     convert.add_argument("--dataset", help="training set, recorded in the model card (e.g. sysu)")
-    convert.add_argument("--image-size", type=int, nargs=2, default=(288, 144), metavar=("H", "W"),
-                         help="input size the checkpoint was trained at (default 288 144)")
+    convert.add_argument(
+        "--image-size",
+        type=int,
+        nargs=2,
+        default=(288, 144),
+        metavar=("H", "W"),
+        help="input size the checkpoint was trained at (default 288 144)",
+    )
     add_overwrite_option(convert, "replace model.safetensors, config.json or README.md already in the output folder")
     convert.set_defaults(func=run_convert)
     return [models, info, convert]

@@ -34,19 +34,34 @@ def register(commands) -> list[argparse.ArgumentParser]:
     )
     parser.add_argument("model", help="the authors' checkpoint (.pth), or a folder / .safetensors / registry name")
     parser.add_argument("repo_id", help="Hub repository to push to, org/name")
-    parser.add_argument("--dataset", choices=sorted(PROTOCOLS), required=True,
-                        help="the dataset the model was trained on; it is evaluated on its test set")
+    parser.add_argument(
+        "--dataset",
+        choices=sorted(PROTOCOLS),
+        required=True,
+        help="the dataset the model was trained on; it is evaluated on its test set",
+    )
     parser.add_argument("--root", required=True, help="the dataset's folder (as for csdn eval)")
     parser.add_argument("--trial", type=int, default=1, help="regdb: the split the model was trained on (default 1)")
-    parser.add_argument("--image-size", type=int, nargs=2, default=(288, 144), metavar=("H", "W"),
-                        help="a .pth checkpoint's input size (default 288 144)")
-    parser.add_argument("--license", default=None,
-                        help="license of the weights, an SPDX id or 'other' (default: the model's recorded one, else "
-                             "'other')")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        nargs=2,
+        default=(288, 144),
+        metavar=("H", "W"),
+        help="a .pth checkpoint's input size (default 288 144)",
+    )
+    parser.add_argument(
+        "--license",
+        default=None,
+        help="license of the weights, an SPDX id or 'other' (default: the model's recorded one, else 'other')",
+    )
     parser.add_argument("--dry-run", action="store_true", help="write the folder (--output) only; push nothing")
-    parser.add_argument("--output", type=Path, default=None,
-                        help="folder to write the release into (default: ./<repo name> with --dry-run, else a "
-                             "temporary folder)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="folder to write the release into (default: ./<repo name> with --dry-run, else a temporary folder)",
+    )
     add_overwrite_option(parser, "replace model files already in --output")
     parser.add_argument("--private", action="store_true", help="create the Hub repository as private")
     parser.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or `hf auth login`)")
@@ -76,7 +91,9 @@ def card_provenance(model, dataset: str, license_name: str | None) -> dict[str, 
     meta["license"] = license_name or model.config.meta.get("license", "other")
     rn50 = CSDNConfig.rn50()
     if "base_model" not in model.config.meta and (model.config.vision_layers, model.config.vision_width) == (
-            rn50.vision_layers, rn50.vision_width):
+        rn50.vision_layers,
+        rn50.vision_width,
+    ):
         clip = open_registry().clip_entries.get("RN50")
         if clip is not None:
             meta["base_model"] = clip.repo_id  # CSDN fine-tunes OpenAI's CLIP RN50
@@ -87,15 +104,25 @@ def _evaluate(model, args: argparse.Namespace) -> list:
     from csdn.evaluation.protocol import evaluate
 
     trials = [args.trial] if args.dataset == "regdb" else None
-    return [evaluate(model, args.dataset, root=args.root, trials=trials, progress=not args.quiet,
-                          cache_dir=args.cache_dir, **settings) for settings in PROTOCOLS[args.dataset]]
+    return [
+        evaluate(
+            model,
+            args.dataset,
+            root=args.root,
+            trials=trials,
+            progress=not args.quiet,
+            cache_dir=args.cache_dir,
+            **settings,
+        )
+        for settings in PROTOCOLS[args.dataset]
+    ]
 
 
 def _check(args: argparse.Namespace) -> Path | None:
     """Arguments that can be wrong, before the evaluation (which may take an hour); returns the output folder."""
-    from csdn.system.fileio import refuse_existing
     from csdn.hub.registry import REPO_ID
     from csdn.io.pretrained import CONFIG_NAME, MODEL_CARD_NAME, WEIGHTS_NAME
+    from csdn.system.fileio import refuse_existing
 
     if not REPO_ID.fullmatch(args.repo_id):
         raise ValueError(f"repo_id must look like 'org/name', got {args.repo_id!r}")
@@ -114,27 +141,40 @@ def _check(args: argparse.Namespace) -> Path | None:
 
 def run_publish(args: argparse.Namespace) -> int:
     """Handler for ``csdn publish``; returns the process exit code."""
-    from csdn.system.fileio import sha256_file
     from csdn.hub.api import upload_folder
     from csdn.io.card import evaluation_records, evaluation_table
     from csdn.io.pretrained import WEIGHTS_NAME, save_pretrained
+    from csdn.system.fileio import sha256_file
 
     output = _check(args)
     model = _load(args)
     results = _evaluate(model, args)
     print("\n".join(evaluation_table(evaluation_records(results))))
-    release = dict(repo_id=args.repo_id, evaluation=results, extra_meta=card_provenance(model, args.dataset, args.license))
+    release = dict(
+        repo_id=args.repo_id, evaluation=results, extra_meta=card_provenance(model, args.dataset, args.license)
+    )
     if args.dry_run:
         save_pretrained(model, output, **release)
-        print(f"dry run: wrote {output}/ (model.safetensors, config.json, README.md with the model-index); "
-              "nothing was pushed. Push it with the same command without --dry-run")
+        print(
+            f"dry run: wrote {output}/ (model.safetensors, config.json, README.md with the model-index); "
+            "nothing was pushed. Push it with the same command without --dry-run"
+        )
         return 0
     with tempfile.TemporaryDirectory(prefix="csdn-publish-") as temporary:
         folder = save_pretrained(model, output or temporary, **release)
-        commit = upload_folder(folder, args.repo_id, private=args.private, token=args.token,
-                               commit_message=f"Release: CSDN evaluated on {args.dataset}")
-        entry = {"repo_id": args.repo_id, "filename": WEIGHTS_NAME, "revision": commit.oid,
-                 "sha256": sha256_file(folder / WEIGHTS_NAME)}
+        commit = upload_folder(
+            folder,
+            args.repo_id,
+            private=args.private,
+            token=args.token,
+            commit_message=f"Release: CSDN evaluated on {args.dataset}",
+        )
+        entry = {
+            "repo_id": args.repo_id,
+            "filename": WEIGHTS_NAME,
+            "revision": commit.oid,
+            "sha256": sha256_file(folder / WEIGHTS_NAME),
+        }
     print(f"pushed to {args.repo_id}: {commit}")
     print("to pin this release in weights/registry.json, use:\n" + json.dumps(entry, indent=2))
     return 0

@@ -10,14 +10,22 @@ how failures and differing inputs are reported on every rank.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
 
 import torch
 
-from csdn.system.distributed import World, check_same, fingerprint, init_from_environment, run_share, shard_bounds, shutdown
 from csdn.images.files import expand_folders
 from csdn.retrieval.embeddings import Embeddings
+from csdn.system.distributed import (
+    World,
+    check_same,
+    fingerprint,
+    init_from_environment,
+    run_share,
+    shard_bounds,
+    shutdown,
+)
 
 __all__ = ["torchrun_world", "embed_on_ranks"]
 
@@ -33,8 +41,9 @@ def torchrun_world(device: str | None) -> Iterator[World]:
             shutdown()
 
 
-def embed_on_ranks(embed: Callable[[Sequence[str]], Embeddings], inputs: Sequence[str],
-                   world: World) -> Embeddings | None:
+def embed_on_ranks(
+    embed: Callable[[Sequence[str]], Embeddings], inputs: Sequence[str], world: World
+) -> Embeddings | None:
     """``embed(inputs)`` (images and folders in, :class:`Embeddings` out) with the image list split
     into contiguous shares, one per rank.
 
@@ -58,5 +67,11 @@ def embed_on_ranks(embed: Callable[[Sequence[str]], Embeddings], inputs: Sequenc
     if parts is None:
         return None
     head = parts[0]
-    return Embeddings(torch.cat([p.vectors for p in parts]), [path for p in parts for path in p.paths],
-                      model=head.model, modality=head.modality, flip=head.flip, precision=head.precision)
+    return Embeddings(
+        torch.cat([p.vectors for p in parts]),
+        [path for p in parts for path in p.paths],
+        model=head.model,
+        modality=head.modality,
+        flip=head.flip,
+        precision=head.precision,
+    )

@@ -25,7 +25,9 @@ def register(commands) -> list[argparse.ArgumentParser]:
     parser.add_argument("--train-ids", type=int, default=32, help="training identities (default 32)")
     parser.add_argument("--test-ids", type=int, default=16, help="test identities (default 16)")
     parser.add_argument(
-        "--images", type=int, default=None,
+        "--images",
+        type=int,
+        default=None,
         help="images per identity and camera (sysu 4, llcm 3) or per modality (regdb 10)",
     )
     parser.add_argument("--trials", type=int, default=None, help="regdb: number of split trials (default 10)")

@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from csdn.data.registry import DATASET_NAMES
 from csdn.train.config import AUTOCAST_PRECISIONS, RECIPES, TrainConfig
@@ -31,8 +32,10 @@ def _config_options(parser: argparse.ArgumentParser) -> None:
         elif field.name == "precision":
             kwargs.update(choices=AUTOCAST_PRECISIONS)
         elif field.name == "recipe":
-            kwargs.update(choices=tuple(RECIPES), help="reference: the authors' training code, quirks included "
-                          "(default); clean: each quirk corrected")
+            kwargs.update(
+                choices=tuple(RECIPES),
+                help="reference: the authors' training code, quirks included (default); clean: each quirk corrected",
+            )
         elif default is None or isinstance(default, int):
             kwargs.update(type=int)
         else:
@@ -42,26 +45,43 @@ def _config_options(parser: argparse.ArgumentParser) -> None:
 
 def register(commands: Any) -> list[argparse.ArgumentParser]:
     """Add ``train`` to an ``argparse`` sub-command collection."""
-    parser = commands.add_parser("train", help="train CSDN's three stages on a dataset",
-                                 description="Train CSDN (prompts, SII fusion, image model) on a dataset.")
-    parser.add_argument("--dataset", required=True, choices=DATASET_NAMES,
-                        help="benchmark reader, or 'folder' for ROOT/visible/<pid>/ + ROOT/infrared/<pid>/")
+    parser = commands.add_parser(
+        "train",
+        help="train CSDN's three stages on a dataset",
+        description="Train CSDN (prompts, SII fusion, image model) on a dataset.",
+    )
+    parser.add_argument(
+        "--dataset",
+        required=True,
+        choices=DATASET_NAMES,
+        help="benchmark reader, or 'folder' for ROOT/visible/<pid>/ + ROOT/infrared/<pid>/",
+    )
     parser.add_argument("--root", required=True, help="dataset directory")
     parser.add_argument("--output", required=True, help="run directory (checkpoints, log.jsonl, final model)")
-    parser.add_argument("--init", default="RN50",
-                        help="RN50 (OpenAI CLIP), a local CLIP weight file, 'tiny', or a saved CSDN model")
+    parser.add_argument(
+        "--init", default="RN50", help="RN50 (OpenAI CLIP), a local CLIP weight file, 'tiny', or a saved CSDN model"
+    )
     parser.add_argument("--trial", type=int, default=None, help="RegDB split (1-10)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
     parser.add_argument("--stop-after", type=int, default=None, help="train at most N (>= 1) epochs in this call")
-    parser.add_argument("--workers", dest="num_workers", type=int, default=0, help="data-loading worker processes (default: 0)")
-    parser.add_argument("--eval-every", type=int, default=0,
-                        help="evaluate on the dataset's test protocol every N stage-3 epochs, logged only: "
-                             "the final model is the last one, never picked on test data (0: never)")
+    parser.add_argument(
+        "--workers", dest="num_workers", type=int, default=0, help="data-loading worker processes (default: 0)"
+    )
+    parser.add_argument(
+        "--eval-every",
+        type=int,
+        default=0,
+        help="evaluate on the dataset's test protocol every N stage-3 epochs, logged only: "
+        "the final model is the last one, never picked on test data (0: never)",
+    )
     parser.add_argument("--config", default=None, help="JSON file of TrainConfig fields (options override it)")
-    parser.add_argument("--skip-bad-images", action="store_true",
-                        help="train on the readable images, listing the others (default: stop before training "
-                             "and list every unreadable image)")
+    parser.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        help="train on the readable images, listing the others (default: stop before training "
+        "and list every unreadable image)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars or summary")
     _config_options(parser)
     parser.set_defaults(func=run_train)
@@ -86,9 +106,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig | None:
 def _protocol_evaluator(dataset: str, root: str, options: Mapping[str, Any]) -> Callable:
     """``model -> {"rank1", "mAP", "mINP"}`` on the dataset's standard test protocol."""
     if dataset == "folder":
-        raise ValueError("--eval-every needs a benchmark dataset (sysu, regdb, llcm): on --dataset folder it would "
-                         "score the very images the model trains on; evaluate on a separate folder of other "
-                         "identities afterwards with csdn eval --dataset folder")
+        raise ValueError(
+            "--eval-every needs a benchmark dataset (sysu, regdb, llcm): on --dataset folder it would "
+            "score the very images the model trains on; evaluate on a separate folder of other "
+            "identities afterwards with csdn eval --dataset folder"
+        )
     from csdn.evaluation import evaluate
 
     def run(model) -> dict[str, float]:
@@ -114,10 +136,22 @@ def run_train(args: argparse.Namespace) -> int:
     evaluate = _protocol_evaluator(args.dataset, args.root, protocol) if args.eval_every > 0 else None
     distributed.init_from_environment(args.device)
     try:
-        fit(args.dataset, config, root=args.root, output_dir=args.output, init=args.init, evaluate=evaluate,
-            eval_every=max(1, args.eval_every), device=args.device, resume=args.resume, num_workers=args.num_workers,
-            progress=not args.no_progress, stop_after=args.stop_after, dataset_options=options,
-            on_error="skip" if args.skip_bad_images else "raise")
+        fit(
+            args.dataset,
+            config,
+            root=args.root,
+            output_dir=args.output,
+            init=args.init,
+            evaluate=evaluate,
+            eval_every=max(1, args.eval_every),
+            device=args.device,
+            resume=args.resume,
+            num_workers=args.num_workers,
+            progress=not args.no_progress,
+            stop_after=args.stop_after,
+            dataset_options=options,
+            on_error="skip" if args.skip_bad_images else "raise",
+        )
     finally:
         distributed.shutdown()
     return 0

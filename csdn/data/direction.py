@@ -32,7 +32,9 @@ def parse_direction(text: str) -> str:
             "'infrared->visible', 'visible->thermal', 't2v' or 'v2i'"
         ) from None
     if query == gallery:
-        raise ValueError(f"direction {text!r} searches {query} images among {gallery} images; VI-ReID crosses modalities")
+        raise ValueError(
+            f"direction {text!r} searches {query} images among {gallery} images; VI-ReID crosses modalities"
+        )
     return f"{query}->{gallery}"
 
 

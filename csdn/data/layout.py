@@ -11,9 +11,9 @@ from __future__ import annotations
 import numbers
 import random
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from csdn.data.samples import UNKNOWN_CAMERA, Sample
 from csdn.errors import DatasetLayoutError

@@ -6,7 +6,16 @@ from functools import cached_property
 from pathlib import Path
 
 from csdn.data.direction import INFRARED_TO_VISIBLE, VISIBLE_TO_INFRARED, parse_direction, split_direction
-from csdn.data.layout import Folder, Layout, camera_from_path, folder_samples, pick_gallery, read_id_list, read_index_file, scan_folders
+from csdn.data.layout import (
+    Folder,
+    Layout,
+    camera_from_path,
+    folder_samples,
+    pick_gallery,
+    read_id_list,
+    read_index_file,
+    scan_folders,
+)
 from csdn.data.samples import Sample, TrainSet, relabel
 
 # Test cameras the reference protocol reads; it lists no near-infrared camera 3.

@@ -19,9 +19,7 @@ READER_CLASSES: tuple[Any, ...] = (SYSUMM01, RegDB, LLCM, ImageFolder)
 
 DATASET_NAMES: tuple[str, ...] = tuple(cls.name for cls in READER_CLASSES)  # the canonical names, in order
 # every accepted spelling (canonical name and aliases) -> reader
-READERS: dict[str, Any] = {
-    spelling: cls for cls in READER_CLASSES for spelling in (cls.name, *cls.aliases)
-}
+READERS: dict[str, Any] = {spelling: cls for cls in READER_CLASSES for spelling in (cls.name, *cls.aliases)}
 
 
 def reader_for(name: str) -> Any:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -78,7 +78,9 @@ class SYSUMM01:
         infrared = folder_samples(scan_folders(self._cameras(INFRARED_CAMERAS), ids), "infrared")
         if not visible or not infrared:
             empty = "visible (cam1, 2, 4, 5)" if not visible else "infrared (cam3, 6)"
-            raise self.layout.error(f"no {empty} training images in the <pid:04d> folders of exp/train_id.txt + val_id.txt")
+            raise self.layout.error(
+                f"no {empty} training images in the <pid:04d> folders of exp/train_id.txt + val_id.txt"
+            )
         return relabel(visible, infrared)
 
     @cached_property
@@ -106,10 +108,14 @@ class SYSUMM01:
         """The visible gallery of one trial: single-shot (``shots=1``) or multi-shot (``shots=10``)."""
         return pick_gallery(self._test_folders(GALLERY_CAMERAS[_check_mode(mode)]), "visible", trial, shots)
 
-    def search(self, direction: str, trial: int, *, mode: str = "all", shots: int = 1) -> tuple[list[Sample], list[Sample]]:
+    def search(
+        self, direction: str, trial: int, *, mode: str = "all", shots: int = 1
+    ) -> tuple[list[Sample], list[Sample]]:
         """``(query, gallery)`` of one trial; SYSU-MM01 searches infrared queries in a visible gallery."""
         if parse_direction(direction) != INFRARED_TO_VISIBLE:
-            raise ValueError("the SYSU-MM01 protocol searches infrared queries in a visible gallery ('infrared->visible') only")
+            raise ValueError(
+                "the SYSU-MM01 protocol searches infrared queries in a visible gallery ('infrared->visible') only"
+            )
         return self.query(mode), self.gallery(mode, trial, shots)
 
 
@@ -150,6 +156,7 @@ def load_sysu_arrays(directory: str | Path) -> TrainSet:
             )
         path = str(layout.root / image_name)
         samples[modality] = [
-            Sample(f"{path}#{row}", int(label), UNKNOWN_CAMERA, modality, images[row]) for row, label in enumerate(labels)
+            Sample(f"{path}#{row}", int(label), UNKNOWN_CAMERA, modality, images[row])
+            for row, label in enumerate(labels)
         ]
     return relabel(samples["visible"], samples["infrared"])

@@ -9,5 +9,14 @@ from csdn.evaluation.metrics import eval_llcm, eval_regdb, eval_sysu
 from csdn.evaluation.protocol import evaluate
 from csdn.evaluation.results import RANKS, SCORES, EvaluationResult, SearchResult, TrialResult
 
-__all__ = ["eval_sysu", "eval_regdb", "eval_llcm", "evaluate", "EvaluationResult", "SearchResult", "TrialResult",
-           "RANKS", "SCORES"]
+__all__ = [
+    "eval_sysu",
+    "eval_regdb",
+    "eval_llcm",
+    "evaluate",
+    "EvaluationResult",
+    "SearchResult",
+    "TrialResult",
+    "RANKS",
+    "SCORES",
+]

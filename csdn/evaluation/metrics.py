@@ -25,7 +25,8 @@ their result types in :mod:`csdn.evaluation.results`.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -12,16 +12,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from csdn.data.direction import parse_direction
-from csdn.data.samples import Sample, sample_arrays
 from csdn.data.registry import DATASET_NAMES, reader_for
+from csdn.data.samples import Sample, sample_arrays
 from csdn.evaluation.metrics import METRICS
 from csdn.evaluation.results import EvaluationResult, SearchResult, TrialResult
 from csdn.retrieval.reranking import rerank_embeddings
@@ -129,10 +130,15 @@ class EmbeddingTable:
                 missing.setdefault(sample.modality, {})[key] = sample
         for modality, todo in missing.items():
             embedded = self.model.embed_image(
-                [s.source for s in todo.values()], modality,
-                batch_size=self.batch_size, flip=self.flip, progress=self.progress,
+                [s.source for s in todo.values()],
+                modality,
+                batch_size=self.batch_size,
+                flip=self.flip,
+                progress=self.progress,
             )
-            vectors = np.asarray(embedded.detach().cpu().float() if hasattr(embedded, "detach") else embedded, np.float32)
+            vectors = np.asarray(
+                embedded.detach().cpu().float() if hasattr(embedded, "detach") else embedded, np.float32
+            )
             if vectors.shape[:1] != (len(todo),) or vectors.ndim != 2:
                 raise ValueError(f"embed_image returned shape {vectors.shape} for {len(todo)} images; expected [N, D]")
             self.rows.update(zip(todo, vectors))
@@ -172,7 +178,9 @@ def _directions(reader: Any, direction: str | Sequence[str] | None) -> list[str]
     parsed = list(dict.fromkeys(parse_direction(d) for d in chosen))
     unsupported = [d for d in parsed if d not in reader.directions]
     if unsupported:
-        raise ValueError(f"the {reader.title} protocol searches {', '.join(reader.directions)}, not {', '.join(unsupported)}")
+        raise ValueError(
+            f"the {reader.title} protocol searches {', '.join(reader.directions)}, not {', '.join(unsupported)}"
+        )
     return parsed
 
 

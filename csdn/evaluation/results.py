@@ -14,6 +14,7 @@ from csdn.errors import AmbiguousResultError
 RANKS = (1, 5, 10, 20)
 SCORES = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
 
+
 def _rank(cmc: np.ndarray, k: int) -> float:
     """Rank-k accuracy; a CMC shorter than k (fewer gallery identities than k) has saturated."""
     return float(cmc[min(k, len(cmc)) - 1])
@@ -50,8 +51,11 @@ class TrialResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "trial": self.trial, **self.scores, "cmc": [float(v) for v in self.cmc],
-            "num_query": self.num_query, "num_gallery": self.num_gallery,
+            "trial": self.trial,
+            **self.scores,
+            "cmc": [float(v) for v in self.cmc],
+            "num_query": self.num_query,
+            "num_gallery": self.num_gallery,
         }
 
 
@@ -79,8 +83,11 @@ class SearchResult(_Scores):
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "direction": self.direction, "mean": self.mean, "std": self.std,
-            "cmc": [float(v) for v in self.cmc], "trials": [t.to_dict() for t in self.trials],
+            "direction": self.direction,
+            "mean": self.mean,
+            "std": self.std,
+            "cmc": [float(v) for v in self.cmc],
+            "trials": [t.to_dict() for t in self.trials],
         }
 
 
@@ -139,7 +146,11 @@ class EvaluationResult(_Scores):
         return self.only.cmc
 
     def to_dict(self) -> dict[str, Any]:
-        return {"dataset": self.dataset, "settings": dict(self.settings), "searches": [s.to_dict() for s in self.searches]}
+        return {
+            "dataset": self.dataset,
+            "settings": dict(self.settings),
+            "searches": [s.to_dict() for s in self.searches],
+        }
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)

@@ -11,26 +11,26 @@ import hashlib
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from csdn.images.decode import RESAMPLING, load_image
 from csdn.errors import ExportError
 from csdn.export.formats import DEFAULT_FORMAT, EXPORT_FORMATS
 from csdn.export.graph import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, check_opset, write_onnx
 from csdn.export.quantize import convert_fp16, quantize_int8
 from csdn.export.samples import synthetic_people
 from csdn.export.verify import Floors, preprocessed, verify
-from csdn.system.fileio import atomic_write_text, refuse_existing
+from csdn.images.decode import RESAMPLING, load_image
 from csdn.images.files import expand_folders
 from csdn.inference.protocol import EmbeddingModel
 from csdn.modality import MODALITIES, normalize_modality
 from csdn.runtime.backends import require
 from csdn.runtime.embedder import ExportedGraph
 from csdn.runtime.metadata import ARTIFACT_SUFFIXES, PRECISIONS, ArtifactMetadata, metadata_path, record_files
+from csdn.system.fileio import atomic_write_text, refuse_existing
 from csdn.version import __version__
 
 CALIBRATION_IMAGES = 32  # per modality
@@ -70,8 +70,10 @@ class ExportOptions:
                 raise ExportError("calibration images are used by --precision int8 only; drop --calibration")
             self.calibration = Path(self.calibration)
             if not self.calibration.is_dir():
-                raise ExportError(f"calibration folder not found: {self.calibration}; pass a folder of images "
-                                  "(with visible/ and infrared/ subfolders to calibrate each graph on its modality)")
+                raise ExportError(
+                    f"calibration folder not found: {self.calibration}; pass a folder of images "
+                    "(with visible/ and infrared/ subfolders to calibrate each graph on its modality)"
+                )
 
 
 def check_exportable(model: EmbeddingModel) -> None:
@@ -126,12 +128,22 @@ def _write_artifact(model: EmbeddingModel, modality: str, options: ExportOptions
     return target
 
 
-def _metadata(model: EmbeddingModel, modality: str, options: ExportOptions, weights: dict[str, str | None]) -> ArtifactMetadata:
+def _metadata(
+    model: EmbeddingModel, modality: str, options: ExportOptions, weights: dict[str, str | None]
+) -> ArtifactMetadata:
     config = model.config
     return ArtifactMetadata(
-        format=options.format, modality=modality, precision=options.precision, image_size=config.image_size,
-        mean=config.mean, std=config.std, interpolation=config.interpolation, feature_dim=config.test_feature_dim,
-        input_name=INPUT_NAME, output_name=OUTPUT_NAME, opset=options.opset,
+        format=options.format,
+        modality=modality,
+        precision=options.precision,
+        image_size=config.image_size,
+        mean=config.mean,
+        std=config.std,
+        interpolation=config.interpolation,
+        feature_dim=config.test_feature_dim,
+        input_name=INPUT_NAME,
+        output_name=OUTPUT_NAME,
+        opset=options.opset,
         source={"model": options.source, **weights, "config": config.to_dict()},
         package_version=__version__,
     )
@@ -171,8 +183,10 @@ def export_model(
     out = Path(out)
     if not overwrite:
         refuse_existing([out])
-    weights = {"weights_sha256": settings.weights_sha256 or model.config.meta.get("weights_sha256"),
-               "state_sha256": state_sha256(model)}
+    weights = {
+        "weights_sha256": settings.weights_sha256 or model.config.meta.get("weights_sha256"),
+        "state_sha256": state_sha256(model),
+    }
     building = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
     work = building / ".work"
     work.mkdir(parents=True)
@@ -186,8 +200,9 @@ def export_model(
             meta = _metadata(model, modality, settings, weights)
             record_files(meta, artifact)
             log(f"verifying {artifact.name} against the PyTorch model")
-            meta.verification = verify(model, ExportedGraph(artifact, meta), settings.verify_identities,
-                                       settings.floors)
+            meta.verification = verify(
+                model, ExportedGraph(artifact, meta), settings.verify_identities, settings.floors
+            )
             atomic_write_text(metadata_path(artifact), meta.to_json() + "\n")
             written.append(out / artifact.name)
         shutil.rmtree(work)

@@ -10,9 +10,9 @@ same formats. Adding a format is one entry here and one backend there.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from csdn.runtime.backends import require
 

@@ -46,8 +46,10 @@ class FeatureGraph(nn.Module):
 def check_opset(opset: int) -> int:
     """``opset`` if the exporter writes it, else an :class:`ExportError` naming the range."""
     if isinstance(opset, bool) or not isinstance(opset, int) or opset not in OPSETS:
-        raise ExportError(f"unsupported ONNX opset {opset!r}: choose {OPSETS.start}-{OPSETS.stop - 1} "
-                          f"(default {DEFAULT_OPSET}; 13 or newer is needed for per-channel int8 weights)")
+        raise ExportError(
+            f"unsupported ONNX opset {opset!r}: choose {OPSETS.start}-{OPSETS.stop - 1} "
+            f"(default {DEFAULT_OPSET}; 13 or newer is needed for per-channel int8 weights)"
+        )
     return opset
 
 
@@ -59,7 +61,13 @@ def write_onnx(model: EmbeddingModel, modality: str, path: Path, opset: int = DE
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notices
         torch.onnx.export(
-            graph, (example,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, opset_version=opset,
-            do_constant_folding=True, dynamo=False,
+            graph,
+            (example,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
         )

@@ -17,8 +17,8 @@ agreement with fp32 from 95.0% to 97.0% (infrared) and the smallest cosine from 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -54,13 +54,22 @@ def quantize_int8(source: Path, target: Path, calibration: list[np.ndarray], inp
     try:
         # shape inference and graph clean-up first, as ONNX Runtime recommends before quantising
         quantization.shape_inference.quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-        kept_float = [node.name for node in onnx.load(str(prepared), load_external_data=False).graph.node
-                      if node.op_type == "Conv" and node.name.startswith((STEM_NODES, FIRST_BLOCK_NODES))]
+        kept_float = [
+            node.name
+            for node in onnx.load(str(prepared), load_external_data=False).graph.node
+            if node.op_type == "Conv" and node.name.startswith((STEM_NODES, FIRST_BLOCK_NODES))
+        ]
         quantization.quantize_static(
-            str(prepared), str(target), _Calibration(calibration, input_name),
-            quant_format=quantization.QuantFormat.QDQ, op_types_to_quantize=QUANTISED_OPS, per_channel=True,
-            activation_type=quantization.QuantType.QUInt8, weight_type=quantization.QuantType.QInt8,
-            calibrate_method=quantization.CalibrationMethod.MinMax, nodes_to_exclude=kept_float,
+            str(prepared),
+            str(target),
+            _Calibration(calibration, input_name),
+            quant_format=quantization.QuantFormat.QDQ,
+            op_types_to_quantize=QUANTISED_OPS,
+            per_channel=True,
+            activation_type=quantization.QuantType.QUInt8,
+            weight_type=quantization.QuantType.QInt8,
+            calibrate_method=quantization.CalibrationMethod.MinMax,
+            nodes_to_exclude=kept_float,
         )
     finally:
         logging.getLogger().setLevel(quiet)

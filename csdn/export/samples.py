@@ -8,7 +8,9 @@ from PIL import Image
 from csdn.data.synthetic import render_person, sample_identity
 
 
-def synthetic_people(identities: int, modality: str, size: tuple[int, int], seed: int, shots: int = 1) -> list[Image.Image]:
+def synthetic_people(
+    identities: int, modality: str, size: tuple[int, int], seed: int, shots: int = 1
+) -> list[Image.Image]:
     """``shots`` renders of each of ``identities`` people in ``modality`` (``size`` = (H, W)), identity-major.
 
     Identity ``i`` is drawn from seed ``(seed, i)`` whatever the modality, so the visible and

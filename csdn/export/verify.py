@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from csdn.images.decode import Preprocessing
 from csdn.errors import ArtifactError
 from csdn.export.samples import synthetic_people
+from csdn.images.decode import Preprocessing
 from csdn.inference.protocol import EmbeddingModel
 from csdn.modality import MODALITIES
 from csdn.runtime.embedder import ExportedGraph
@@ -59,17 +59,23 @@ def _reference(model: EmbeddingModel, batch: np.ndarray, modality: str) -> np.nd
 def parity(model: EmbeddingModel, graph: ExportedGraph) -> dict[str, object]:
     """Largest absolute embedding difference, artifact vs ``model.embed_image``, over both modalities' images."""
     size = model.config.image_size
-    batch = preprocessed(model, [image for modality in MODALITIES
-                                 for image in synthetic_people(PARITY_PEOPLE, modality, size, VERIFY_SEED)])
+    batch = preprocessed(
+        model,
+        [image for modality in MODALITIES for image in synthetic_people(PARITY_PEOPLE, modality, size, VERIFY_SEED)],
+    )
     reference = _reference(model, batch, graph.meta.modality)
     worst = 0.0
     for batch_size in PARITY_BATCH_SIZES:
-        ours = np.concatenate([graph.embed(batch[i : i + batch_size], flip=True) for i in range(0, len(batch), batch_size)])
+        ours = np.concatenate(
+            [graph.embed(batch[i : i + batch_size], flip=True) for i in range(0, len(batch), batch_size)]
+        )
         worst = max(worst, float(np.abs(ours - reference).max()))
     return {"max_abs_diff": worst, "images": len(batch), "batch_sizes": list(PARITY_BATCH_SIZES), "flip": True}
 
 
-def embedding_agreement(reference: tuple[np.ndarray, np.ndarray], ours: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
+def embedding_agreement(
+    reference: tuple[np.ndarray, np.ndarray], ours: tuple[np.ndarray, np.ndarray]
+) -> dict[str, float]:
     """Cosines and top-1 agreement of ``ours`` against ``reference``, each a ``(query, gallery)`` pair."""
     cosine = np.concatenate([(a * b).sum(1) for a, b in zip(reference, ours)])
     scores = [query @ gallery.T for query, gallery in (reference, ours)]
@@ -98,11 +104,15 @@ def agreement(model: EmbeddingModel, graph: ExportedGraph, identities: int, batc
     query_rows, gallery_rows = slice(1, None, 2), slice(0, None, 2)
     reference = _reference(model, batch, modality)
     ours = np.concatenate([graph.embed(batch[i : i + batch_size], flip=True) for i in range(0, len(batch), batch_size)])
-    figures = embedding_agreement((reference[query_rows], reference[gallery_rows]), (ours[query_rows], ours[gallery_rows]))
+    figures = embedding_agreement(
+        (reference[query_rows], reference[gallery_rows]), (ours[query_rows], ours[gallery_rows])
+    )
     return {**figures, "identities": identities}
 
 
-def verify(model: EmbeddingModel, graph: ExportedGraph, identities: int, floors: Floors | None = None) -> dict[str, object]:
+def verify(
+    model: EmbeddingModel, graph: ExportedGraph, identities: int, floors: Floors | None = None
+) -> dict[str, object]:
     """Measure the artifact and raise :class:`ArtifactError` if it misses its precision's bounds.
 
     ``floors`` replaces the precision's default :data:`FLOORS` (fp16/int8); the floors used
@@ -126,10 +136,15 @@ def verify(model: EmbeddingModel, graph: ExportedGraph, identities: int, floors:
             failures.append(f"top-1 agreement {measured['top1_agreement']:.1%} < floor {floors.top1:.0%}")
     figures["passed"] = not failures
     if failures:
-        hint = ("export with --precision fp32, or for int8 calibrate on your own images (--calibration DIR)"
-                if precision != "fp32" else "report this (with the model) as a bug; export another --opset meanwhile")
-        raise ArtifactError(f"the exported {modality_name(graph)} graph does not match the PyTorch model: "
-                            f"{'; '.join(failures)}. Nothing was written; {hint}")
+        hint = (
+            "export with --precision fp32, or for int8 calibrate on your own images (--calibration DIR)"
+            if precision != "fp32"
+            else "report this (with the model) as a bug; export another --opset meanwhile"
+        )
+        raise ArtifactError(
+            f"the exported {modality_name(graph)} graph does not match the PyTorch model: "
+            f"{'; '.join(failures)}. Nothing was written; {hint}"
+        )
     return figures
 
 

@@ -11,22 +11,14 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
 from csdn.config import CSDNConfig
-from csdn.system.device import resolve_device
 from csdn.errors import WeightsError, WeightsNotAvailableError
-from csdn.system.fileio import atomic_write
-from csdn.io.card import describe_architecture, render_model_card
-from csdn.io.pretrained import CONFIG_METADATA_KEY, CONFIG_NAME, MODEL_CARD_NAME, WEIGHTS_NAME, save_pretrained
-from csdn.io.safetensors import TensorInfo, read_safetensors_header, write_safetensors
-from csdn.hub.transfer import (DEFAULT_HUB_TIMEOUT, HUB_TIMEOUT_ENV, hub_content_hash, hub_download, hub_timeout,
-                               upload_folder)
-from csdn.hub.verify import WeightsFile, load_verified, verified_config
-from csdn.model.network import CSDN
 from csdn.hub.registry import (  # list_models and model_info are part of this module's API (csdn.list_models)
     AUTHORS_RELEASE,
     DEFAULT_MODEL,
@@ -38,20 +30,55 @@ from csdn.hub.registry import (  # list_models and model_info are part of this m
     model_info,
     open_registry,
 )
+from csdn.hub.transfer import (
+    DEFAULT_HUB_TIMEOUT,
+    HUB_TIMEOUT_ENV,
+    hub_content_hash,
+    hub_download,
+    hub_timeout,
+    upload_folder,
+)
+from csdn.hub.verify import WeightsFile, load_verified, verified_config
+from csdn.io.card import describe_architecture, render_model_card
+from csdn.io.pretrained import CONFIG_METADATA_KEY, CONFIG_NAME, MODEL_CARD_NAME, WEIGHTS_NAME, save_pretrained
+from csdn.io.safetensors import TensorInfo, read_safetensors_header, write_safetensors
+from csdn.model.network import CSDN
+from csdn.system.device import resolve_device
+from csdn.system.fileio import atomic_write
 
 __all__ = [
-    "load", "load_config", "save_pretrained", "DEFAULT_MODEL", "push_to_hub", "upload_folder", "list_models", "model_info",
-    "hub_timeout", "DEFAULT_HUB_TIMEOUT", "HUB_TIMEOUT_ENV",
-    "WeightsError", "WeightsNotAvailableError",
-    "atomic_write", "write_safetensors", "read_safetensors_header", "render_model_card", "describe_architecture",
-    "WEIGHTS_NAME", "CONFIG_NAME", "MODEL_CARD_NAME", "CONFIG_METADATA_KEY", "TensorInfo",
+    "load",
+    "load_config",
+    "save_pretrained",
+    "DEFAULT_MODEL",
+    "push_to_hub",
+    "upload_folder",
+    "list_models",
+    "model_info",
+    "hub_timeout",
+    "DEFAULT_HUB_TIMEOUT",
+    "HUB_TIMEOUT_ENV",
+    "WeightsError",
+    "WeightsNotAvailableError",
+    "atomic_write",
+    "write_safetensors",
+    "read_safetensors_header",
+    "render_model_card",
+    "describe_architecture",
+    "WEIGHTS_NAME",
+    "CONFIG_NAME",
+    "MODEL_CARD_NAME",
+    "CONFIG_METADATA_KEY",
+    "TensorInfo",
 ]
 
 HUB_PREFIX = "hf-hub:"
 
 
 # ---------------------------------------------------------------------------- locating weights
-def _local_weights(path: Path, *, fix: str | None = None, sha256: str | None = None, sha256_source: str = "") -> WeightsFile:
+def _local_weights(
+    path: Path, *, fix: str | None = None, sha256: str | None = None, sha256_source: str = ""
+) -> WeightsFile:
     """A ``save_pretrained`` folder or a single ``.safetensors`` file on disk."""
     fix = fix or "Re-create it with save_pretrained() or `csdn convert`."
     if path.is_dir():
@@ -78,13 +105,11 @@ def _convert_instructions(entry: RegistryEntry) -> str:
         f"To get working weights now, convert the authors' checkpoint: download {checkpoint} for "
         f"{entry.dataset} from the CSDN authors' release (linked from {AUTHORS_RELEASE}), then run\n"
         f"    csdn convert {checkpoint} out/ --dataset {entry.name}\n"
-        f"and load the result with csdn.load(\"out/\") (or `--model out/` on the command line)."
+        f'and load the result with csdn.load("out/") (or `--model out/` on the command line).'
     )
 
 
-def _registry_weights(
-    registry: Registry, entry: RegistryEntry, revision: str | None, **download: Any
-) -> WeightsFile:
+def _registry_weights(registry: Registry, entry: RegistryEntry, revision: str | None, **download: Any) -> WeightsFile:
     source = f"the registry entry {entry.name!r}"
     if entry.bundled is not None:
         if revision is not None:
@@ -113,8 +138,7 @@ def _registry_weights(
 
 def _hub_weights(path: Path, repo_id: str, revision: str | None, sha256: str | None, source: str) -> WeightsFile:
     fix = (
-        f"Delete the cached file ({path.resolve()}) and download it again, or pass force_download=True "
-        "to csdn.load()."
+        f"Delete the cached file ({path.resolve()}) and download it again, or pass force_download=True to csdn.load()."
     )
     if sha256 is None:
         sha256, source = hub_content_hash(path), f"the Hub ({repo_id}@{revision or 'main'})"
@@ -123,7 +147,7 @@ def _hub_weights(path: Path, repo_id: str, revision: str | None, sha256: str | N
 
 def _parse_hub_id(text: str, revision: str | None) -> tuple[str, str | None]:
     """``hf-hub:org/repo`` or ``hf-hub:org/repo@revision`` -> (repo_id, revision)."""
-    repo_id, _, pinned = text[len(HUB_PREFIX):].partition("@")
+    repo_id, _, pinned = text[len(HUB_PREFIX) :].partition("@")
     if not REPO_ID.fullmatch(repo_id):
         raise ValueError(f"{text!r} is not a Hub model id; write 'hf-hub:org/repo' or 'hf-hub:org/repo@revision'")
     if pinned and revision and pinned != revision:
@@ -206,9 +230,16 @@ def load(
         DeviceError: ``device`` is not available (e.g. ``"cuda"`` on a CPU-only torch build).
     """
     device = resolve_device(device)  # before any download
-    weights = _locate(name_or_path, revision=revision, registry=registry, cache_dir=cache_dir,
-                      local_files_only=local_files_only, force_download=force_download, progress=progress,
-                      timeout=timeout)
+    weights = _locate(
+        name_or_path,
+        revision=revision,
+        registry=registry,
+        cache_dir=cache_dir,
+        local_files_only=local_files_only,
+        force_download=force_download,
+        progress=progress,
+        timeout=timeout,
+    )
     return load_verified(weights, device)
 
 
@@ -222,8 +253,16 @@ def load_config(
     timeout: float | None = None,
 ) -> CSDNConfig:
     """The config of a model, from the same verified file :func:`load` would use, without building it."""
-    weights = _locate(name_or_path, revision=revision, registry=registry, cache_dir=cache_dir,
-                      local_files_only=local_files_only, force_download=False, progress=False, timeout=timeout)
+    weights = _locate(
+        name_or_path,
+        revision=revision,
+        registry=registry,
+        cache_dir=cache_dir,
+        local_files_only=local_files_only,
+        force_download=False,
+        progress=False,
+        timeout=timeout,
+    )
     return verified_config(weights)[0]
 
 
@@ -248,5 +287,6 @@ def push_to_hub(
         raise ValueError(f"repo_id must look like 'org/name', got {repo_id!r}")
     with tempfile.TemporaryDirectory(prefix="csdn-push-") as folder:
         save_pretrained(model, folder, repo_id=repo_id, evaluation=evaluation, extra_meta=extra_meta)
-        return upload_folder(folder, repo_id, private=private, token=token, commit_message=commit_message,
-                             timeout=timeout)
+        return upload_folder(
+            folder, repo_id, private=private, token=token, commit_message=commit_message, timeout=timeout
+        )

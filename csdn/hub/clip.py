@@ -22,20 +22,20 @@ import urllib.error
 import urllib.request
 import warnings
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import torch
 from tqdm.auto import tqdm
 
-from csdn.model.clip_code import tokenize
 from csdn.config import CSDNConfig
-from csdn.system.fileio import atomic_write, sha256_file
-from csdn.hub.transfer import hub_content_hash, hub_download
-from csdn.hub.registry import RegistryLike, open_registry
-from csdn.model.network import CSDN
-from csdn.model.layers import resize_positional_embedding
 from csdn.errors import CLIPWeightsError, cli_flag
+from csdn.hub.registry import RegistryLike, open_registry
+from csdn.hub.transfer import hub_content_hash, hub_download
+from csdn.model.clip_code import tokenize
+from csdn.model.layers import resize_positional_embedding
+from csdn.model.network import CSDN
+from csdn.system.fileio import atomic_write, sha256_file
 
 # OpenAI publishes each checkpoint under a URL whose second-to-last part is the file's SHA-256.
 OPENAI_URLS = {
@@ -84,10 +84,17 @@ def download_openai(name: str = "RN50", *, root: str | Path | None = None, progr
                 f"could not download CLIP {name} from {url} ({err}). Without network access, "
                 f"download {Path(url).name} elsewhere and pass its local path{_as_init()} instead of {name!r}"
             ) from err
-        with response, open(temp, "wb") as out, tqdm(
-            total=int(response.headers.get("Content-Length") or 0) or None,
-            unit="B", unit_scale=True, desc=f"CLIP {name}", disable=not progress,
-        ) as bar:
+        with (
+            response,
+            open(temp, "wb") as out,
+            tqdm(
+                total=int(response.headers.get("Content-Length") or 0) or None,
+                unit="B",
+                unit_scale=True,
+                desc=f"CLIP {name}",
+                disable=not progress,
+            ) as bar,
+        ):
             for block in iter(lambda: response.read(1 << 20), b""):
                 out.write(block)
                 bar.update(len(block))
@@ -123,13 +130,23 @@ def download_from_hub(
 
     def unavailable(reason: str) -> str:
         openai = "" if cli_flag("init") else ", use source='openai' for OpenAI's own URL"
-        return (f"cannot get the CLIP {name} weights ({entry.filename} of {entry.repo_id}, revision {revision}): "
-                f"{reason}. Download them where there is network (or set HF_ENDPOINT to a mirror){openai}, or pass "
-                f"the path of a local CLIP file{_as_init()}")
+        return (
+            f"cannot get the CLIP {name} weights ({entry.filename} of {entry.repo_id}, revision {revision}): "
+            f"{reason}. Download them where there is network (or set HF_ENDPOINT to a mirror){openai}, or pass "
+            f"the path of a local CLIP file{_as_init()}"
+        )
 
-    path = hub_download(entry.repo_id, entry.filename, revision, cache_dir=cache_dir,
-                        local_files_only=local_files_only, force_download=force_download, progress=progress,
-                        unavailable=unavailable, timeout=timeout)
+    path = hub_download(
+        entry.repo_id,
+        entry.filename,
+        revision,
+        cache_dir=cache_dir,
+        local_files_only=local_files_only,
+        force_download=force_download,
+        progress=progress,
+        unavailable=unavailable,
+        timeout=timeout,
+    )
     named = hub_content_hash(path)
     expected = entry.sha256 if revision == entry.revision else named
     if expected is not None:
@@ -180,15 +197,21 @@ def _canonical_names(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
     for key, value in state.items():
         for prefix in ("module.", "text."):
             if key.startswith(prefix):
-                key = key[len(prefix):]
+                key = key[len(prefix) :]
         out[key] = value.float() if value.is_floating_point() else value
     return out
 
 
 def config_from_clip(state: Mapping[str, torch.Tensor], **overrides) -> CSDNConfig:
     """The CSDN config whose towers have the sizes of a CLIP ModifiedResNet state dict."""
-    required = ("visual.layer1.0.conv1.weight", "visual.attnpool.c_proj.weight", "token_embedding.weight",
-                "ln_final.weight", "text_projection", "positional_embedding")
+    required = (
+        "visual.layer1.0.conv1.weight",
+        "visual.attnpool.c_proj.weight",
+        "token_embedding.weight",
+        "ln_final.weight",
+        "text_projection",
+        "positional_embedding",
+    )
     missing = [key for key in required if key not in state]
     if missing:
         hint = " (a ViT CLIP model? CSDN needs a ResNet one such as RN50)" if "visual.proj" in state else ""
@@ -218,15 +241,15 @@ def clip_to_csdn_state(state: Mapping[str, torch.Tensor], config: CSDNConfig) ->
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         if key.startswith("visual.layer"):
-            out["trunk." + key[len("visual."):]] = value
+            out["trunk." + key[len("visual.") :]] = value
         elif key.startswith("visual.attnpool."):
-            name = key[len("visual.attnpool."):]
+            name = key[len("visual.attnpool.") :]
             if name == "positional_embedding":
                 value = resize_positional_embedding(value, config.feature_grid)
             out["attnpool." + name] = value
         elif key.startswith("visual.") and key.split(".")[1] in _STEM_KEYS:
             for stem in ("stem_visible", "stem_infrared"):
-                out[f"{stem}.{key[len('visual.'):]}"] = value.clone()
+                out[f"{stem}.{key[len('visual.') :]}"] = value.clone()
         elif key.startswith(("transformer.", "ln_final.")) or key in ("positional_embedding", "text_projection"):
             out["text_encoder." + key] = value
     tokens = torch.tensor(tokenize(config.prompt_template, config.context_length))
@@ -268,11 +291,20 @@ def from_clip(
     path = Path(name).expanduser()
     named = not path.exists() and name in known  # a name to download; anything else is a local file
     if not path.exists() and not named and not path.suffix and "/" not in name and os.sep not in name:
-        raise ValueError(f"unknown CLIP weights {name!r} for source={source!r} (known: {', '.join(sorted(known))}); "
-                         "or pass a local CLIP file")
+        raise ValueError(
+            f"unknown CLIP weights {name!r} for source={source!r} (known: {', '.join(sorted(known))}); "
+            "or pass a local CLIP file"
+        )
     if named and source == "hub":
-        path = download_from_hub(name, revision=revision, registry=opened, cache_dir=cache_dir,
-                                 local_files_only=local_files_only, progress=progress, timeout=timeout)
+        path = download_from_hub(
+            name,
+            revision=revision,
+            registry=opened,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            progress=progress,
+            timeout=timeout,
+        )
     elif named:
         if revision is not None:
             raise ValueError("revision= applies to source='hub' only; OpenAI's URL has no revisions")
@@ -282,7 +314,11 @@ def from_clip(
     model = CSDN(config)
     mapped = clip_to_csdn_state(state, config)
     own = model.state_dict()
-    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in mapped.items() if k in own and v.shape != own[k].shape]
+    wrong = [
+        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in mapped.items()
+        if k in own and v.shape != own[k].shape
+    ]
     unknown = sorted(set(mapped) - set(own))
     if wrong or unknown:
         raise CLIPWeightsError(f"CLIP weights do not fit the CSDN model: {'; '.join(wrong + unknown)}")

@@ -10,16 +10,16 @@ random weights behind.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import torch
 
 from csdn.config import CSDNConfig
-from csdn.system.fileio import sha256_file
-from csdn.model.network import CSDN
-from csdn.hub.statedict import mismatch_report, nonfinite_tensor
 from csdn.errors import CheckpointError, setting_name
+from csdn.hub.statedict import mismatch_report, nonfinite_tensor
+from csdn.model.network import CSDN
+from csdn.system.fileio import sha256_file
 
 _STEM_LAYERS = ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3")
 
@@ -47,7 +47,7 @@ _PREFIXES: tuple[tuple[str, str], ...] = (
 def _rename(key: str, table: tuple[tuple[str, str], ...]) -> str | None:
     for source, target in table:
         if key.startswith(source):
-            return target + key[len(source):]
+            return target + key[len(source) :]
     return None
 
 
@@ -92,13 +92,17 @@ def read_official(path: str | Path) -> dict[str, torch.Tensor]:
 def config_from_official(state: Mapping[str, torch.Tensor], image_size: tuple[int, int] = (288, 144)) -> CSDNConfig:
     """Infer architecture sizes and the number of identities from the tensors' shapes."""
     state = {key.removeprefix("module."): value for key, value in state.items()}
-    needed = ("image_encoder1.0.weight", "attnpool.c_proj.weight", "attnpool.positional_embedding",
-              "prompt_learner1.cls_ctx", "text_encoder.ln_final.weight", "text_encoder.positional_embedding")
+    needed = (
+        "image_encoder1.0.weight",
+        "attnpool.c_proj.weight",
+        "attnpool.positional_embedding",
+        "prompt_learner1.cls_ctx",
+        "text_encoder.ln_final.weight",
+        "text_encoder.positional_embedding",
+    )
     missing = [key for key in needed if key not in state]
     if missing:
-        raise CheckpointError(
-            f"not an official CSDN checkpoint: missing {', '.join('module.' + k for k in missing)}"
-        )
+        raise CheckpointError(f"not an official CSDN checkpoint: missing {', '.join('module.' + k for k in missing)}")
     layers = tuple(
         len({int(m.group(1)) for key in state if (m := re.match(rf"image_encoder\.{i}\.(\d+)\.", key))})
         for i in range(4)
@@ -115,7 +119,9 @@ def config_from_official(state: Mapping[str, torch.Tensor], image_size: tuple[in
         context_length=state["text_encoder.positional_embedding"].shape[0],
         text_width=text_width,
         text_heads=max(text_width // 64, 1),
-        text_layers=len({int(m.group(1)) for key in state if (m := re.match(r"text_encoder\.transformer\.resblocks\.(\d+)\.", key))}),
+        text_layers=len(
+            {int(m.group(1)) for key in state if (m := re.match(r"text_encoder\.transformer\.resblocks\.(\d+)\.", key))}
+        ),
         num_prompt_tokens=num_tokens,
         num_classes=num_classes,
     )
@@ -142,8 +148,11 @@ def load_official_state(model: CSDN, state: Mapping[str, torch.Tensor]) -> None:
         else:
             mapped[name] = value
     missing = sorted(csdn_to_official_key(k) or k for k in own if k not in mapped)
-    wrong = [f"{k}: {tuple(v.shape)} in checkpoint, {tuple(own[k].shape)} in model"
-             for k, v in mapped.items() if v.shape != own[k].shape]
+    wrong = [
+        f"{k}: {tuple(v.shape)} in checkpoint, {tuple(own[k].shape)} in model"
+        for k, v in mapped.items()
+        if v.shape != own[k].shape
+    ]
     problems = mismatch_report(missing, sorted(unexpected), wrong)
     if problems:
         raise CheckpointError("the checkpoint does not match the CSDN architecture:\n  " + "\n  ".join(problems))
@@ -181,4 +190,3 @@ def to_official_state_dict(model: CSDN) -> dict[str, torch.Tensor]:
             raise CheckpointError(f"{key} has no official counterpart")
         out[name] = value.clone()
     return out
-

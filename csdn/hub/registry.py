@@ -17,11 +17,10 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from csdn.config import reject_unknown_fields
 from csdn.system.resources import weights_dir
-from csdn.io.card import AUTHORS_RELEASE  # re-exported: where the authors publish code and weights
 
 REGISTRY_ENV = "CSDN_REGISTRY"
 # What ``csdn.load()`` loads when given no name: the demo model bundled with the
@@ -133,8 +132,10 @@ class Registry:
         """The CLIP weights entry ``name``; ``ValueError`` listing the known names if there is none."""
         if name not in self.clip_entries:
             known = ", ".join(sorted(self.clip_entries)) or "none"
-            raise ValueError(f"no CLIP weights {name!r} in the model registry {self.path} (it has: {known}); "
-                             "pass a local CLIP file instead")
+            raise ValueError(
+                f"no CLIP weights {name!r} in the model registry {self.path} (it has: {known}); "
+                "pass a local CLIP file instead"
+            )
         return self.clip_entries[name]
 
     def names(self) -> list[str]:
@@ -152,7 +153,7 @@ class Registry:
         return self.path.parent / entry.bundled
 
 
-RegistryLike = Union[Registry, str, Path, None]
+RegistryLike = Registry | str | Path | None
 
 
 def default_registry_path() -> Path:

@@ -3,7 +3,7 @@ one test for corrupted (non-finite) values."""
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 

@@ -16,8 +16,9 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub.errors import (
@@ -53,17 +54,27 @@ def hub_timeout(timeout: float | None = None) -> float:
         try:
             timeout = float(text)
         except ValueError:
-            raise ValueError(f"{source} is {text!r}; set it to a number of seconds (e.g. 30), or unset it "
-                             f"for the default {DEFAULT_HUB_TIMEOUT:g}") from None
+            raise ValueError(
+                f"{source} is {text!r}; set it to a number of seconds (e.g. 30), or unset it "
+                f"for the default {DEFAULT_HUB_TIMEOUT:g}"
+            ) from None
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
         raise ValueError(f"{source} must be a positive number of seconds, got {timeout!r}")
     return float(timeout)
 
 
 # What huggingface_hub logs (and then retries) on its way to a failure, most telling first.
-_OFFLINE_SIGNS = ("connection refused", "name or service not known", "temporary failure in name resolution",
-                  "network is unreachable", "no route to host", "nodename nor servname", "connecterror",
-                  "failed to establish a new connection", "getaddrinfo failed")
+_OFFLINE_SIGNS = (
+    "connection refused",
+    "name or service not known",
+    "temporary failure in name resolution",
+    "network is unreachable",
+    "no route to host",
+    "nodename nor servname",
+    "connecterror",
+    "failed to establish a new connection",
+    "getaddrinfo failed",
+)
 
 
 def _hub_endpoint() -> str:
@@ -73,8 +84,10 @@ def _hub_endpoint() -> str:
 
 
 def _offline_reason(detail: str) -> str:
-    return (f"the Hub at {_hub_endpoint()} cannot be reached (no network, or the address is wrong: {detail}); "
-            "check the connection (and HF_ENDPOINT if set), or set HF_HUB_OFFLINE=1 to use the local cache")
+    return (
+        f"the Hub at {_hub_endpoint()} cannot be reached (no network, or the address is wrong: {detail}); "
+        "check the connection (and HF_ENDPOINT if set), or set HF_HUB_OFFLINE=1 to use the local cache"
+    )
 
 
 def _logged_reason(messages: list[str]) -> str | None:
@@ -107,8 +120,9 @@ class _Collect(logging.Filter):
         return False
 
 
-def _within(deadline: float, call: Callable[[], Any], what: str,
-            unreachable: type[Exception] = WeightsNotAvailableError) -> Any:
+def _within(
+    deadline: float, call: Callable[[], Any], what: str, unreachable: type[Exception] = WeightsNotAvailableError
+) -> Any:
     """``call()`` in a worker thread, given up after ``deadline`` seconds with :class:`HubTimeoutError`.
 
     The HTTP client's own timeouts apply per request and restart with every retry and every
@@ -144,8 +158,11 @@ def _within(deadline: float, call: Callable[[], Any], what: str,
             if reason is not None and reason.startswith("the Hub at "):  # absent network: retrying is noise
                 raise unreachable(f"{what}: {reason}") from None
     reason = _logged_reason(collect.messages)
-    detail = (f"{reason}, and it had not succeeded when the {deadline:g} s deadline ran out" if reason else
-              f"the Hub did not finish answering within {deadline:g} s (a hung connection, or a very slow network)")
+    detail = (
+        f"{reason}, and it had not succeeded when the {deadline:g} s deadline ran out"
+        if reason
+        else f"the Hub did not finish answering within {deadline:g} s (a hung connection, or a very slow network)"
+    )
     raise HubTimeoutError(
         f"{what}: {detail}; try again, raise the limit with timeout= or {HUB_TIMEOUT_ENV}=SECONDS, or set "
         "HF_HUB_OFFLINE=1 to use the local cache"
@@ -168,7 +185,9 @@ def _unavailable_reason(err: Exception, filename: str) -> str:
     if isinstance(err, RemoteEntryNotFoundError):
         return f"the repository has no file {filename}"
     if isinstance(err, (LocalEntryNotFoundError, OfflineModeIsEnabled)):
-        return "it is not in the local cache and the Hub cannot be reached (offline mode, local_files_only, or no network)"
+        return (
+            "it is not in the local cache and the Hub cannot be reached (offline mode, local_files_only, or no network)"
+        )
     return str(err).strip().splitlines()[0]
 
 
@@ -189,9 +208,11 @@ def _not_a_hub(err: BaseException) -> str | None:
     """The endpoint answered, but not as a Hub does (an HTML page: a captive portal, a proxy, a wrong HF_ENDPOINT)."""
     for cause in (err, err.__cause__):
         if cause is not None and "X-Repo-Commit" in str(cause):
-            return (f"the server at {_hub_endpoint()} answered with something that is not the Hub (a web page? a "
-                    "network sign-in or proxy page, or HF_ENDPOINT pointing at a website); sign in to the network "
-                    "or fix HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to use the cache")
+            return (
+                f"the server at {_hub_endpoint()} answered with something that is not the Hub (a web page? a "
+                "network sign-in or proxy page, or HF_ENDPOINT pointing at a website); sign in to the network "
+                "or fix HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to use the cache"
+            )
     return None
 
 
@@ -301,5 +322,8 @@ def upload_folder(
             raise HubError(f"{where}: {reason}") from None
 
     bounded(lambda: api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model"))
-    return bounded(lambda: api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message,
-                                             repo_type="model"))
+    return bounded(
+        lambda: api.upload_folder(
+            repo_id=repo_id, folder_path=str(folder), commit_message=commit_message, repo_type="model"
+        )
+    )

@@ -8,9 +8,9 @@ is wrong, and how to get a good copy.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import torch
 from safetensors import SafetensorError
@@ -18,11 +18,11 @@ from safetensors.torch import load_file
 
 from csdn.config import CSDNConfig
 from csdn.errors import IntegrityError, WeightsError
-from csdn.system.fileio import sha256_file
 from csdn.hub.statedict import mismatch_report, nonfinite_tensor
 from csdn.io.pretrained import CONFIG_METADATA_KEY, CONFIG_NAME, WEIGHTS_SHA256_KEY
 from csdn.io.safetensors import FLOAT_DTYPES, InvalidSafetensors, TensorInfo, parse_header
 from csdn.model.network import CSDN
+from csdn.system.fileio import sha256_file
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,6 @@ class WeightsFile:
 
     def error(self, problem: str) -> WeightsError:
         return WeightsError(f"{self.path}: {problem}. It was not loaded. {self.fix}")
-
 
 
 def _parse_config(text: str, where: str, weights: WeightsFile) -> CSDNConfig:

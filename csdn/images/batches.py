@@ -7,14 +7,15 @@ runtime (:mod:`csdn.runtime`) read inputs, name bad images and honour ``on_error
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from csdn.images.decode import load_image
 from csdn.errors import ImageDecodeError, describe_skipped
+from csdn.images.decode import load_image
 
 ON_ERROR = ("raise", "skip")
 

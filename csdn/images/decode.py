@@ -14,15 +14,15 @@ from __future__ import annotations
 import io
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence, Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from csdn.errors import ImageDecodeError, SettingError, UnsupportedInputError
 
-ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, bytes, bytearray, io.IOBase]
+ImageInput = str | os.PathLike | Image.Image | np.ndarray | bytes | bytearray | io.IOBase
 
 # What `load_image` (and so `embed_image`) reads, for error messages that list the choices.
 ACCEPTED_IMAGE_INPUTS = (
@@ -48,7 +48,11 @@ def check_bit_depth(bit_depth: int | None) -> int | None:
     """``bit_depth`` if it is None or one of ``SENSOR_BIT_DEPTHS``, else a ``SettingError`` naming the choices."""
     if bit_depth is None:
         return None
-    if isinstance(bit_depth, bool) or not isinstance(bit_depth, (int, np.integer)) or int(bit_depth) not in SENSOR_BIT_DEPTHS:
+    if (
+        isinstance(bit_depth, bool)
+        or not isinstance(bit_depth, (int, np.integer))
+        or int(bit_depth) not in SENSOR_BIT_DEPTHS
+    ):
         raise SettingError(
             f"bit_depth must be None (guess per frame) or one of {', '.join(map(str, SENSOR_BIT_DEPTHS))}, "
             f"got {bit_depth!r}; pass the bit depth your camera records (e.g. 14 for most thermal cameras)"
@@ -81,9 +85,7 @@ def _to_uint8(array: np.ndarray, bit_depth: int | None) -> np.ndarray:
             raise ImageDecodeError(f"float image values must be >= 0, found minimum {low:g}")
         scale = 255.0 if high <= 1.0 else 1.0  # [0, 1] floats, or floats already in [0, 255]
         if high * scale > 255.0 + 1e-6:
-            raise ImageDecodeError(
-                f"float image values must lie in [0, 1] or [0, 255], found maximum {high:g}"
-            )
+            raise ImageDecodeError(f"float image values must lie in [0, 1] or [0, 255], found maximum {high:g}")
         return np.clip(np.rint(array * scale), 0, 255).astype(np.uint8)
     if np.issubdtype(array.dtype, np.integer):
         if array.size and int(array.min()) < 0:
@@ -93,7 +95,8 @@ def _to_uint8(array: np.ndarray, bit_depth: int | None) -> np.ndarray:
         if peak > (1 << bits) - 1:
             hint = (
                 f"pass the camera's real bit_depth (one of {', '.join(map(str, SENSOR_BIT_DEPTHS))})"
-                if bit_depth else "scale the values to at most 16 bits"
+                if bit_depth
+                else "scale the values to at most 16 bits"
             )
             raise ImageDecodeError(
                 f"image values reach {peak}, beyond the {bits}-bit range (maximum {(1 << bits) - 1}); {hint}"
@@ -188,9 +191,7 @@ def load_image(src: ImageInput, bit_depth: int | None = None) -> Image.Image:
         return _pil_to_rgb(src, bit_depth)
     if isinstance(src, np.ndarray):
         return _array_to_rgb(src, bit_depth)
-    raise UnsupportedInputError(
-        f"cannot read an image from {type(src).__name__}; pass {ACCEPTED_IMAGE_INPUTS}"
-    )
+    raise UnsupportedInputError(f"cannot read an image from {type(src).__name__}; pass {ACCEPTED_IMAGE_INPUTS}")
 
 
 def _decode_file(source, label, bit_depth: int | None) -> Image.Image:

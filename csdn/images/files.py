@@ -8,8 +8,9 @@ never images, and neither is anything inside a hidden folder.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 # File name endings (lower case) that anything listing a folder treats as images. PIL
 # decodes every one of them.

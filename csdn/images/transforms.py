@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from csdn.config import CSDNConfig
+from csdn.errors import ImageDecodeError, list_positions
 from csdn.images.decode import (
     ACCEPTED_IMAGE_INPUTS,
     SENSOR_BIT_DEPTHS,
@@ -19,11 +20,16 @@ from csdn.images.decode import (
     check_bit_depth,
     load_image,
 )
-from csdn.errors import ImageDecodeError, list_positions
 
 __all__ = [
-    "ACCEPTED_IMAGE_INPUTS", "SENSOR_BIT_DEPTHS", "ImageDecodeError", "ImageInput", "TestTransform",
-    "check_bit_depth", "load_image", "nonfinite_rows",
+    "ACCEPTED_IMAGE_INPUTS",
+    "SENSOR_BIT_DEPTHS",
+    "ImageDecodeError",
+    "ImageInput",
+    "TestTransform",
+    "check_bit_depth",
+    "load_image",
+    "nonfinite_rows",
 ]
 
 

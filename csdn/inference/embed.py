@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,20 +20,28 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from csdn.system.device import cpu_has_bf16
 from csdn.errors import ImageTensorError, SkippedImagesWarning, UnsupportedInputError, list_positions
-from csdn.images.batches import (SkippedImage, check_on_error, decoded_batches, is_file_like, is_one_image,
-                                refuse_all_skipped)
+from csdn.images.batches import (
+    SkippedImage,
+    check_on_error,
+    decoded_batches,
+    is_file_like,
+    is_one_image,
+    refuse_all_skipped,
+)
 from csdn.images.files import expand_folders
+from csdn.images.transforms import ACCEPTED_IMAGE_INPUTS, TestTransform, check_bit_depth, nonfinite_rows
 from csdn.inference.fast import compute_dtype, inference_features
 from csdn.inference.protocol import EmbeddingModel
 from csdn.modality import normalize_modality
-from csdn.images.transforms import ACCEPTED_IMAGE_INPUTS, TestTransform, check_bit_depth, nonfinite_rows
+from csdn.system.device import cpu_has_bf16
 
 _ACCEPTED = (
     f"{ACCEPTED_IMAGE_INPUTS}, a folder of images, a preprocessed float tensor [3,H,W] or [N,3,H,W], "
     "a numpy batch NxHxWxC, or a list/tuple of any of these"
 )
+
+
 @dataclass(frozen=True)
 class EmbeddingReport:
     """What :func:`embed_with_report` returns: the rows, which inputs they belong to, and what was skipped.
@@ -126,8 +134,13 @@ def _is_tensor(item: Any) -> bool:
     return isinstance(item, torch.Tensor)
 
 
-def _item_batches(items: Sequence[Any], transform: TestTransform, batch_size: int, bit_depth: int | None,
-                  skipped: list[SkippedImage] | None) -> Iterator[tuple[torch.Tensor | None, int]]:
+def _item_batches(
+    items: Sequence[Any],
+    transform: TestTransform,
+    batch_size: int,
+    bit_depth: int | None,
+    skipped: list[SkippedImage] | None,
+) -> Iterator[tuple[torch.Tensor | None, int]]:
     """``(batch, images consumed)`` of decoded and preprocessed images; None for a batch all skipped."""
     for tensors, consumed in decoded_batches(items, transform, batch_size, bit_depth, skipped, ready=_is_tensor):
         yield (torch.stack(tensors) if tensors else None), consumed
@@ -195,16 +208,18 @@ def embed_with_report(
     if isinstance(items, torch.Tensor):
         batches = _tensor_batches(items, batch_size)
     else:
-        batches = _item_batches(list(items) if isinstance(items, np.ndarray) else items, transform, batch_size,
-                                bit_depth, skipped)
+        batches = _item_batches(
+            list(items) if isinstance(items, np.ndarray) else items, transform, batch_size, bit_depth, skipped
+        )
     outputs: list[torch.Tensor] = []
 
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), tqdm(
-            total=total, disable=not progress, desc=f"embed {modality}", unit="img"
-        ) as bar:
+        with (
+            torch.inference_mode(),
+            tqdm(total=total, disable=not progress, desc=f"embed {modality}", unit="img") as bar,
+        ):
             for batch, consumed in batches:
                 if batch is not None:
                     outputs.append(_embed_batch(model, batch.to(device), modality, precision, flip))

@@ -28,9 +28,8 @@ from dataclasses import dataclass
 import torch
 
 from csdn.inference.fold import FoldedTower
-from csdn.modality import normalize_modality
 from csdn.inference.protocol import EmbeddingModel
-
+from csdn.modality import normalize_modality
 
 COMPUTE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 ACTIVATION_BUDGET = 16 * 2**20  # bytes of the largest activation map of one chunk of images
@@ -49,7 +48,7 @@ class _CachedTower:
         )
 
 
-_CACHE: "weakref.WeakKeyDictionary[EmbeddingModel, dict[torch.dtype, _CachedTower]]" = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary[EmbeddingModel, dict[torch.dtype, _CachedTower]] = weakref.WeakKeyDictionary()
 
 
 def _stamp(tensor: torch.Tensor) -> tuple[int, int]:

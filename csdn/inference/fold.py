@@ -19,17 +19,18 @@ weights. :mod:`csdn.inference.fast` owns the cache that decides when to rebuild 
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Any, Sequence
+from collections.abc import Sequence
+from functools import cache
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 Shape = list[int]
 
-@lru_cache(maxsize=None)
+
+@cache
 def onednn_fusion_available(dtype: torch.dtype) -> bool:
     """Whether this torch build and CPU run oneDNN's fused convolutions and weight pre-packing in ``dtype``."""
     if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
@@ -120,7 +121,9 @@ class FoldedBottleneck(nn.Module):
         self.conv2 = FoldedConv(block.conv2, block.bn2, dtype)
         self.conv3 = FoldedConv(block.conv3, block.bn3, dtype)
         shortcut = block.downsample  # CLIP's Sequential: "-1" avg pool, "0" conv, "1" BN
-        self.downsample = None if shortcut is None else FoldedConv(getattr(shortcut, "0"), getattr(shortcut, "1"), dtype)
+        self.downsample = (
+            None if shortcut is None else FoldedConv(getattr(shortcut, "0"), getattr(shortcut, "1"), dtype)
+        )
         self.stride = block.stride
 
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
@@ -148,13 +151,20 @@ class FoldedTower(nn.Module):
     """
 
     def __init__(
-        self, stem_visible: Any, stem_infrared: Any, trunk: Any, dtype: torch.dtype,
+        self,
+        stem_visible: Any,
+        stem_infrared: Any,
+        trunk: Any,
+        dtype: torch.dtype,
         pack_for: Sequence[int] | None = None,
     ):
         super().__init__()
         stems = {"visible": FoldedStem(stem_visible, dtype), "infrared": FoldedStem(stem_infrared, dtype)}
-        blocks = [FoldedBottleneck(block, dtype) for layer in (trunk.layer1, trunk.layer2, trunk.layer3, trunk.layer4)
-                  for block in layer]
+        blocks = [
+            FoldedBottleneck(block, dtype)
+            for layer in (trunk.layer1, trunk.layer2, trunk.layer3, trunk.layer4)
+            for block in layer
+        ]
         self.stems = nn.ModuleDict(stems)
         self.blocks = nn.Sequential(*blocks)
         self._first_conv = blocks[0].conv1  # what `fused` reports on (a FoldedConv holds no parameters)

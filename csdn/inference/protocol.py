@@ -3,7 +3,8 @@ on anything with these members, so this package never imports the model it serve
 
 from __future__ import annotations
 
-from typing import Iterator, Protocol
+from collections.abc import Iterator
+from typing import Protocol
 
 import torch
 from torch import nn

@@ -11,7 +11,8 @@ the form the Hub parses.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from huggingface_hub import EvalResult, ModelCardData
 
@@ -26,8 +27,13 @@ EVALUATION_KEY = "evaluation"  # config.meta[EVALUATION_KEY]: the records the mo
 # a record's score -> (model-index metric type, displayed name); values are fractions, shown as %
 METRICS = {"rank1": ("rank-1", "Rank-1"), "mAP": ("map", "mAP"), "mINP": ("minp", "mINP")}
 # dataset names as users type them -> the benchmark's own spelling
-_DATASET_TITLES = {"sysu": "SYSU-MM01", "sysu-mm01": "SYSU-MM01", "sysumm01": "SYSU-MM01", "regdb": "RegDB",
-                   "llcm": "LLCM"}
+_DATASET_TITLES = {
+    "sysu": "SYSU-MM01",
+    "sysu-mm01": "SYSU-MM01",
+    "sysumm01": "SYSU-MM01",
+    "regdb": "RegDB",
+    "llcm": "LLCM",
+}
 _RECORD_FIELDS = ("dataset", "protocol", "direction", "trials", *METRICS)
 
 _CITATION = """\
@@ -69,13 +75,21 @@ def protocol_label(settings: Mapping[str, Any]) -> str:
 def _check_record(record: Mapping[str, Any]) -> dict[str, Any]:
     missing = [key for key in _RECORD_FIELDS if key not in record]
     if missing:
-        raise ValueError(f"an evaluation record needs {', '.join(_RECORD_FIELDS)}; this one lacks "
-                         f"{', '.join(missing)}: pass csdn.evaluate(...) results, which have them all")
+        raise ValueError(
+            f"an evaluation record needs {', '.join(_RECORD_FIELDS)}; this one lacks "
+            f"{', '.join(missing)}: pass csdn.evaluate(...) results, which have them all"
+        )
     for key in METRICS:
         value = record[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= 1:
-            raise ValueError(f"evaluation {key} must be a fraction in [0, 1] (as csdn.evaluate returns it), got "
-                             f"{value!r}")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or not 0 <= value <= 1
+        ):
+            raise ValueError(
+                f"evaluation {key} must be a fraction in [0, 1] (as csdn.evaluate returns it), got {value!r}"
+            )
     return {key: record[key] for key in _RECORD_FIELDS}
 
 
@@ -92,23 +106,32 @@ def evaluation_records(results: Any) -> list[dict[str, Any]]:
     for item in items:
         data = item.to_dict() if hasattr(item, "to_dict") else item
         if not isinstance(data, Mapping):
-            raise TypeError(f"cannot read evaluation results from {type(item).__name__}; pass csdn.evaluate(...) results")
+            raise TypeError(
+                f"cannot read evaluation results from {type(item).__name__}; pass csdn.evaluate(...) results"
+            )
         if "searches" not in data:
             records.append(_check_record(data))
             continue
         settings = dict(data.get("settings") or {})
         for search in data["searches"]:
             mean = search["mean"]
-            records.append(_check_record({
-                "dataset": dataset_title(data["dataset"]), "protocol": protocol_label(settings),
-                "direction": search["direction"], "trials": len(search.get("trials") or []) or 1,
-                **{key: round(float(mean[key]), 6) for key in METRICS},
-            }))
+            records.append(
+                _check_record(
+                    {
+                        "dataset": dataset_title(data["dataset"]),
+                        "protocol": protocol_label(settings),
+                        "direction": search["direction"],
+                        "trials": len(search.get("trials") or []) or 1,
+                        **{key: round(float(mean[key]), 6) for key in METRICS},
+                    }
+                )
+            )
     return records
 
 
 def merge_records(old: Iterable[Mapping[str, Any]], new: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """``old`` with ``new`` added; a new record replaces an old one of the same dataset, protocol and direction."""
+
     def key(record: Mapping[str, Any]) -> tuple:
         return (record["dataset"], record["protocol"], record["direction"])
 
@@ -121,12 +144,19 @@ def _eval_results(records: Sequence[Mapping[str, Any]]) -> list[EvalResult]:
     results = []
     for record in records:
         for key, (metric_type, metric_name) in METRICS.items():
-            results.append(EvalResult(
-                task_type=PIPELINE_TAG, task_name=TASK_NAME, dataset_type=dataset_id(record["dataset"]),
-                dataset_name=record["dataset"], dataset_config=f"{record['protocol']}, {record['direction']}",
-                dataset_split="test", metric_type=metric_type, metric_name=metric_name,
-                metric_value=round(100 * float(record[key]), 2),
-            ))
+            results.append(
+                EvalResult(
+                    task_type=PIPELINE_TAG,
+                    task_name=TASK_NAME,
+                    dataset_type=dataset_id(record["dataset"]),
+                    dataset_name=record["dataset"],
+                    dataset_config=f"{record['protocol']}, {record['direction']}",
+                    dataset_split="test",
+                    metric_type=metric_type,
+                    metric_name=metric_name,
+                    metric_value=round(100 * float(record[key]), 2),
+                )
+            )
     return results
 
 
@@ -145,9 +175,13 @@ def front_matter(
     (metrics in percent), which names the model ``model_name``.
     """
     data = ModelCardData(
-        library_name=LIBRARY_NAME, license=license_name, pipeline_tag=PIPELINE_TAG,
-        tags=list(dict.fromkeys([*BASE_TAGS, *tags])), datasets=[dataset_id(d) for d in datasets] or None,
-        base_model=base_model, model_name=(model_name or "csdn") if evaluation else None,
+        library_name=LIBRARY_NAME,
+        license=license_name,
+        pipeline_tag=PIPELINE_TAG,
+        tags=list(dict.fromkeys([*BASE_TAGS, *tags])),
+        datasets=[dataset_id(d) for d in datasets] or None,
+        base_model=base_model,
+        model_name=(model_name or "csdn") if evaluation else None,
         eval_results=_eval_results(evaluation) or None,
     )
     return ["---", data.to_yaml(), "---", ""]
@@ -188,13 +222,19 @@ def describe_architecture(config: CSDNConfig, num_parameters: int) -> list[str]:
 
 
 def usage_section(load_call: str) -> list[str]:
-    """"## Usage": load with ``load_call``, embed both modalities, match."""
+    """ "## Usage": load with ``load_call``, embed both modalities, match."""
     return [
-        "## Usage", "", "```python", "import csdn", "", f"model = {load_call}",
+        "## Usage",
+        "",
+        "```python",
+        "import csdn",
+        "",
+        f"model = {load_call}",
         'query = model.embed_image(["ir_0001.jpg"], modality="infrared")',
         'gallery = model.embed_image(["rgb_0001.jpg", "rgb_0002.jpg"], modality="visible")',
         "matches = csdn.match(query, gallery, topk=2)  # .indices, .scores (cosine, best first)",
-        "```", "",
+        "```",
+        "",
     ]
 
 
@@ -202,16 +242,24 @@ def evaluation_table(records: Sequence[Mapping[str, Any]]) -> list[str]:
     """The recorded evaluation results as Markdown table lines (percentages, mean over the trials)."""
     lines = ["| dataset | protocol | search | trials | rank-1 | mAP | mINP |", "|---|---|---|---|---|---|---|"]
     for r in records:
-        lines.append(f"| {r['dataset']} | {r['protocol']} | {r['direction']} | {r['trials']} | "
-                     f"{100 * r['rank1']:.2f} | {100 * r['mAP']:.2f} | {100 * r['mINP']:.2f} |")
+        lines.append(
+            f"| {r['dataset']} | {r['protocol']} | {r['direction']} | {r['trials']} | "
+            f"{100 * r['rank1']:.2f} | {100 * r['mAP']:.2f} | {100 * r['mINP']:.2f} |"
+        )
     return lines
 
 
 def _evaluation_section(records: Sequence[Mapping[str, Any]]) -> list[str]:
     if not records:
         return []
-    return ["## Evaluation", "", *evaluation_table(records), "",
-            "Percentages, mean over the trials; the same numbers are in this card's `model-index`.", ""]
+    return [
+        "## Evaluation",
+        "",
+        *evaluation_table(records),
+        "",
+        "Percentages, mean over the trials; the same numbers are in this card's `model-index`.",
+        "",
+    ]
 
 
 def render_model_card(config: CSDNConfig, num_parameters: int, *, repo_id: str | None = None) -> str:
@@ -223,10 +271,14 @@ def render_model_card(config: CSDNConfig, num_parameters: int, *, repo_id: str |
     hidden = ("metrics", "license", EVALUATION_KEY)
     provenance = [f"- {key}: `{value}`" for key, value in meta.items() if key not in hidden]
     lines = [
-        *front_matter(license_name=meta.get("license", "other"), tags=("clip",),
-                      datasets=[] if dataset == "unspecified" else [dataset], base_model=meta.get("base_model"),
-                      model_name=repo_id.split("/")[-1] if repo_id else f"csdn-{dataset_id(dataset)}",
-                      evaluation=records),
+        *front_matter(
+            license_name=meta.get("license", "other"),
+            tags=("clip",),
+            datasets=[] if dataset == "unspecified" else [dataset],
+            base_model=meta.get("base_model"),
+            model_name=repo_id.split("/")[-1] if repo_id else f"csdn-{dataset_id(dataset)}",
+            evaluation=records,
+        ),
         f"# CSDN for visible-infrared person re-identification ({dataset_title(dataset)})",
         "",
         f"Trained on: **{dataset_title(dataset)}**. Maps visible (RGB) and infrared person crops into one "

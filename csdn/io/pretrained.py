@@ -8,16 +8,17 @@ Any ``nn.Module`` with a ``config`` (:class:`csdn.config.CSDNConfig`) can inheri
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from torch import nn
 
 from csdn.config import CSDNConfig
-from csdn.system.fileio import atomic_write, atomic_write_text, sha256_file
 from csdn.io.card import EVALUATION_KEY, evaluation_records, merge_records, render_model_card
 from csdn.io.safetensors import write_safetensors
+from csdn.system.fileio import atomic_write, atomic_write_text, sha256_file
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"

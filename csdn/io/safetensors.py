@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import math
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -21,8 +22,16 @@ from csdn.errors import WeightsError
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 # torch dtype -> safetensors dtype name, for the dtypes a CSDN state dict can hold
 DTYPE_NAMES = {
-    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL",
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
 }
 DTYPE_BYTES = {name: dtype.itemsize for dtype, name in DTYPE_NAMES.items()}
 FLOAT_DTYPES = {name for dtype, name in DTYPE_NAMES.items() if dtype.is_floating_point}
@@ -44,7 +53,11 @@ def write_safetensors(path: str | Path, tensors: Mapping[str, torch.Tensor], met
         if tensor.dtype not in DTYPE_NAMES:
             raise ValueError(f"cannot save tensor {name!r} of dtype {tensor.dtype} in safetensors")
         size = tensor.numel() * tensor.element_size()
-        header[name] = {"dtype": DTYPE_NAMES[tensor.dtype], "shape": list(tensor.shape), "data_offsets": [offset, offset + size]}
+        header[name] = {
+            "dtype": DTYPE_NAMES[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + size],
+        }
         offset += size
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
     raw += b" " * (-len(raw) % 8)
@@ -102,7 +115,9 @@ def parse_header(path: Path) -> tuple[dict[str, str], dict[str, TensorInfo]]:
         data_end = max(data_end, end)
     data_bytes = size - 8 - header_bytes
     if data_end > data_bytes:
-        raise InvalidSafetensors(f"it is truncated: its tensors need {data_end} data bytes, the file holds {data_bytes}")
+        raise InvalidSafetensors(
+            f"it is truncated: its tensors need {data_end} data bytes, the file holds {data_bytes}"
+        )
     if data_end < data_bytes:
         raise InvalidSafetensors(f"it has {data_bytes - data_end} unexpected bytes after its tensors")
     return metadata, infos

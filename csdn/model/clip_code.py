@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from types import ModuleType
 
@@ -20,9 +20,7 @@ from types import ModuleType
 def _clip_package_dir() -> Path:
     spec = importlib.util.find_spec("clip")  # locating a top-level package does not run it
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(
-            "OpenAI's CLIP code is missing; install it with `pip install openai-clip`"
-        )
+        raise ImportError("OpenAI's CLIP code is missing; install it with `pip install openai-clip`")
     return Path(list(spec.submodule_search_locations)[0])
 
 
@@ -39,13 +37,13 @@ def _load(stem: str) -> ModuleType:
     return module
 
 
-@lru_cache(maxsize=None)
+@cache
 def clip_model() -> ModuleType:
     """OpenAI's ``clip/model.py``: Bottleneck, AttentionPool2d, Transformer, LayerNorm, ..."""
     return _load("model")
 
 
-@lru_cache(maxsize=None)
+@cache
 def tokenizer():
     """A shared instance of OpenAI's BPE ``SimpleTokenizer``."""
     return _load("simple_tokenizer").SimpleTokenizer()

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from csdn.model.clip_code import clip_model
 from csdn.config import CSDNConfig
+from csdn.model.clip_code import clip_model
 
 
 class Stem(nn.Module):

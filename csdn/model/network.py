@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from csdn.model.clip_code import tokenize
 from csdn.config import CSDNConfig
 from csdn.errors import ImageTensorError
 from csdn.images.transforms import nonfinite_rows
 from csdn.io.pretrained import SavePretrainedMixin
-from csdn.model.pool import single_query_attention_pool
 from csdn.modality import normalize_modality
+from csdn.model.clip_code import tokenize
 from csdn.model.layers import (
     BNNeckHead,
     GeMHead,
@@ -27,6 +26,7 @@ from csdn.model.layers import (
     Trunk,
     attention_pool,
 )
+from csdn.model.pool import single_query_attention_pool
 
 
 @dataclass
@@ -196,9 +196,7 @@ class CSDN(SavePretrainedMixin, nn.Module):
         """The attention-pool projection ``[N, embed_dim]`` (the image side of the text losses)."""
         return self._project(self.feature_map(x, modality))
 
-    def forward_train(
-        self, visible: torch.Tensor | None = None, infrared: torch.Tensor | None = None
-    ) -> TrainOutput:
+    def forward_train(self, visible: torch.Tensor | None = None, infrared: torch.Tensor | None = None) -> TrainOutput:
         """One training pass over a visible and an infrared batch.
 
         Each batch goes through its own stem; the two are concatenated (visible
@@ -239,7 +237,9 @@ class CSDN(SavePretrainedMixin, nn.Module):
         device = self.prompt_visible.cls_ctx.device
         labels = torch.as_tensor(labels, device=device)
         if labels.dim() != 1 or labels.dtype not in (torch.int32, torch.int64):
-            raise ValueError(f"labels must be a 1-d integer tensor of identity indices, got {labels.dtype} {list(labels.shape)}")
+            raise ValueError(
+                f"labels must be a 1-d integer tensor of identity indices, got {labels.dtype} {list(labels.shape)}"
+            )
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.config.num_classes):
             raise ValueError(
                 f"identity labels must lie in [0, {self.config.num_classes}); "

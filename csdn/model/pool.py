@@ -25,7 +25,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 
 def single_query_attention_pool(pool: Any, fmap: torch.Tensor) -> torch.Tensor:

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,9 +33,20 @@ import torch
 from csdn.errors import EmbeddingsFileError
 from csdn.system.fileio import atomic_write, atomic_write_text, refuse_existing
 
-__all__ = ["Embeddings", "save_embeddings", "load_embeddings", "manifest_path", "legacy_manifest_path",
-           "check_embeddings_path", "is_embeddings_file", "storage_dtype",
-           "EMBEDDINGS_FORMAT", "EMBEDDINGS_VERSION", "EMBEDDINGS_SUFFIXES", "STORAGE_DTYPES"]
+__all__ = [
+    "Embeddings",
+    "save_embeddings",
+    "load_embeddings",
+    "manifest_path",
+    "legacy_manifest_path",
+    "check_embeddings_path",
+    "is_embeddings_file",
+    "storage_dtype",
+    "EMBEDDINGS_FORMAT",
+    "EMBEDDINGS_VERSION",
+    "EMBEDDINGS_SUFFIXES",
+    "STORAGE_DTYPES",
+]
 
 EMBEDDINGS_FORMAT = "csdn-embeddings"
 EMBEDDINGS_VERSION = 1
@@ -113,7 +125,7 @@ def _first_nonfinite_row(vectors: torch.Tensor) -> int | None:
     """Index of the first row holding NaN or inf, read a block of rows at a time (a memory-mapped file stays so)."""
     rows = max(1, _SCAN_ELEMENTS // max(1, vectors.shape[1]))
     for start in range(0, vectors.shape[0], rows):
-        bad = ~torch.isfinite(vectors[start:start + rows]).all(dim=1)
+        bad = ~torch.isfinite(vectors[start : start + rows]).all(dim=1)
         if bool(bad.any()):
             return start + int(bad.nonzero()[0, 0])
     return None
@@ -190,13 +202,22 @@ def save_embeddings(
     where = "the embeddings to save" + ("" if vectors.dtype == torch.float32 else f" (as {_dtype_name(vectors.dtype)})")
     _check_rows(vectors, labels, where)
     manifest = {
-        "format": EMBEDDINGS_FORMAT, "version": EMBEDDINGS_VERSION, "model": model, "modality": modality,
-        "flip": flip, "precision": precision, "dtype": _dtype_name(vectors.dtype), "count": vectors.shape[0],
-        "dim": vectors.shape[1], "paths": labels,
+        "format": EMBEDDINGS_FORMAT,
+        "version": EMBEDDINGS_VERSION,
+        "model": model,
+        "modality": modality,
+        "flip": flip,
+        "precision": precision,
+        "dtype": _dtype_name(vectors.dtype),
+        "count": vectors.shape[0],
+        "dim": vectors.shape[1],
+        "paths": labels,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".npy":
-        stored = vectors.view(torch.int16).numpy().view(np.uint16) if vectors.dtype == torch.bfloat16 else vectors.numpy()
+        stored = (
+            vectors.view(torch.int16).numpy().view(np.uint16) if vectors.dtype == torch.bfloat16 else vectors.numpy()
+        )
         atomic_write(path, lambda temp: _write_npy(temp, stored))
     else:
         from safetensors.torch import save_file
@@ -229,8 +250,9 @@ def _read_npy(path: Path) -> torch.Tensor:
     if array.ndim != 2:
         raise EmbeddingsFileError(f"{path} holds an array of shape {list(array.shape)}; embeddings are [N, D]")
     if bf16_bits:
-        return torch.from_numpy(np.ascontiguousarray(array.astype(array.dtype.newbyteorder("="), copy=False))
-                                ).view(torch.bfloat16)
+        return torch.from_numpy(np.ascontiguousarray(array.astype(array.dtype.newbyteorder("="), copy=False))).view(
+            torch.bfloat16
+        )
     if array.dtype not in (np.float32, np.float16) or not array.dtype.isnative:
         array = np.ascontiguousarray(array, dtype=np.float32)
     return torch.from_numpy(array)
@@ -286,8 +308,10 @@ def _read_manifest(path: Path, vectors: torch.Tensor) -> dict[str, Any]:
         raise EmbeddingsFileError(f"{manifest_file} is not a {EMBEDDINGS_FORMAT} manifest; {redo}")
     version = manifest.get("version", EMBEDDINGS_VERSION)
     if not isinstance(version, int) or version > EMBEDDINGS_VERSION:
-        raise EmbeddingsFileError(f"{manifest_file} has format version {version!r}; this csdn-reid reads up to "
-                                  f"{EMBEDDINGS_VERSION}: upgrade csdn-reid")
+        raise EmbeddingsFileError(
+            f"{manifest_file} has format version {version!r}; this csdn-reid reads up to "
+            f"{EMBEDDINGS_VERSION}: upgrade csdn-reid"
+        )
     paths = manifest.get("paths")
     stated = {"count": manifest.get("count", count), "dim": manifest.get("dim", dim)}
     if not isinstance(paths, list) or len(paths) != count or stated != {"count": count, "dim": dim}:
@@ -304,7 +328,8 @@ def _read_manifest(path: Path, vectors: torch.Tensor) -> dict[str, Any]:
             "or restore the matching manifest"
         )
     return {key: manifest.get(key) for key in ("model", "modality", "flip", "precision")} | {
-        "paths": [str(p) for p in paths]}
+        "paths": [str(p) for p in paths]
+    }
 
 
 def load_embeddings(path: str | os.PathLike) -> Embeddings:

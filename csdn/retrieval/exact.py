@@ -15,8 +15,17 @@ import torch
 
 from csdn.retrieval.faiss_index import FaissIndex
 from csdn.retrieval.matches import Matches, merge_ranked
-from csdn.retrieval.rows import (CHUNK_BYTES, ArrayLike, check_dtypes, check_gallery, check_topk, gallery_chunks,
-                                 is_half, positive_int, prepare_queries)
+from csdn.retrieval.rows import (
+    CHUNK_BYTES,
+    ArrayLike,
+    check_dtypes,
+    check_gallery,
+    check_topk,
+    gallery_chunks,
+    is_half,
+    positive_int,
+    prepare_queries,
+)
 from csdn.retrieval.screening import ScratchBuffers, bf16_is_fast, candidates, rescored, screen_chunks, screen_slack
 
 __all__ = ["BACKENDS", "SCREEN_MIN_QUERIES", "match_arrays"]
@@ -100,8 +109,9 @@ def match_arrays(
     check_dtypes(query, gallery)
     if backend == "faiss":
         if chunk_size is not None or query_chunk_size is not None or screen is not None or first_row:
-            raise ValueError("chunk_size/query_chunk_size/screen/first_row apply to the exact backend; "
-                             "use faiss_options for faiss")
+            raise ValueError(
+                "chunk_size/query_chunk_size/screen/first_row apply to the exact backend; use faiss_options for faiss"
+            )
         options = dict(faiss_options or {})
         options.setdefault("progress", progress)
         return FaissIndex(gallery, **options).search(queries, k)
@@ -123,8 +133,11 @@ def match_arrays(
     narrow_queries = queries.bfloat16() if screen else queries
     slacks: dict[torch.dtype, tuple[torch.Tensor, float]] = {}
     buffers = ScratchBuffers()  # fresh multi-MiB tensors per chunk would cost page faults: reuse them
-    chunks = (screen_chunks(gallery, chunk, progress, "match", first_row, buffers) if screen
-              else gallery_chunks(gallery, chunk, progress, "match", first_row))
+    chunks = (
+        screen_chunks(gallery, chunk, progress, "match", first_row, buffers)
+        if screen
+        else gallery_chunks(gallery, chunk, progress, "match", first_row)
+    )
     with torch.no_grad():
         for start, stored, narrow, norms in chunks:
             stored, norms = stored.to(device), norms.to(device)
@@ -139,9 +152,15 @@ def match_arrays(
                 span = slice(first, first + query_chunk)
                 span_len = min(query_chunk, num_queries - first)
                 if screen:
-                    kth = best_scores[span, k - 1] if best_scores.shape[1] == k else torch.full_like(slack[span], -math.inf)
+                    kth = (
+                        best_scores[span, k - 1]
+                        if best_scores.shape[1] == k
+                        else torch.full_like(slack[span], -math.inf)
+                    )
                     shape = (span_len, len(norms))
-                    product = torch.mm(narrow_queries[span], narrow.T, out=buffers.get("product", shape, torch.bfloat16, device))
+                    product = torch.mm(
+                        narrow_queries[span], narrow.T, out=buffers.get("product", shape, torch.bfloat16, device)
+                    )
                     screened = torch.div(product, norms, out=buffers.get("screened", shape, torch.float32, device))
                     pairs = candidates(screened, kth, slack[span], relative, k)
                     cand_scores, cand_indices = rescored(queries[span], stored, pairs)
@@ -187,5 +206,3 @@ def _merge(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Merge a running top-k with a later chunk's candidates, best first (see :func:`merge_ranked`)."""
     return merge_ranked([best_scores, cand_scores], [best_indices, cand_indices], k)
-
-

@@ -3,8 +3,8 @@ chunked and sharded searches share (so their tie order is one rule)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 
@@ -35,9 +35,7 @@ class Matches:
         return [list(zip(i.tolist(), s.tolist())) for i, s in zip(self.indices.cpu(), self.scores.cpu())]
 
 
-def merge_ranked(
-    scores: list[torch.Tensor], indices: list[torch.Tensor], k: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+def merge_ranked(scores: list[torch.Tensor], indices: list[torch.Tensor], k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The best ``k`` of ranked lists ``[Q, n_i]`` given in gallery order (every index of list
     ``i`` below every index of list ``i + 1``, equal scores within a list in index order): a
     stable sort on score alone then breaks ties by gallery index."""

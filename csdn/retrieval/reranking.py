@@ -36,7 +36,12 @@ def _reciprocal(top: np.ndarray, k: int) -> np.ndarray:
 
 
 def re_ranking(
-    q_g_dist: np.ndarray, q_q_dist: np.ndarray, g_g_dist: np.ndarray, k1: int = 20, k2: int = 6, lambda_value: float = 0.3
+    q_g_dist: np.ndarray,
+    q_q_dist: np.ndarray,
+    g_g_dist: np.ndarray,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
 ) -> np.ndarray:
     """Re-ranked query-gallery distances ``[Q, G]`` from the three (Euclidean) distance blocks.
 

@@ -8,17 +8,33 @@ and rescales the same rows the same way.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Iterator, Union
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-__all__ = ["ArrayLike", "CHUNK_BYTES", "HALF_DTYPES", "SAFE_NORM_RANGE", "UNIT_NORM_TOLERANCE", "as_tensor",
-           "check_array", "check_dtypes", "check_gallery", "check_topk", "float32_rows", "gallery_chunks",
-           "is_half", "positive_int", "prepare_queries", "torch_dtype"]
+__all__ = [
+    "ArrayLike",
+    "CHUNK_BYTES",
+    "HALF_DTYPES",
+    "SAFE_NORM_RANGE",
+    "UNIT_NORM_TOLERANCE",
+    "as_tensor",
+    "check_array",
+    "check_dtypes",
+    "check_gallery",
+    "check_topk",
+    "float32_rows",
+    "gallery_chunks",
+    "is_half",
+    "positive_int",
+    "prepare_queries",
+    "torch_dtype",
+]
 
-ArrayLike = Union[torch.Tensor, np.ndarray]
+ArrayLike = torch.Tensor | np.ndarray
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 # Sizes chosen automatically: float32 bytes of one gallery chunk and of one query x
@@ -200,7 +216,6 @@ def gallery_chunks(
             bar.update(rows.shape[0])
 
 
-
 def as_tensor(block: np.ndarray) -> torch.Tensor:
     """A numpy block as a tensor in its own precision when torch has it (float16/32), else float32."""
     if block.dtype in (np.float16, np.float32) and block.dtype.isnative:
@@ -208,4 +223,3 @@ def as_tensor(block: np.ndarray) -> torch.Tensor:
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             return torch.from_numpy(np.ascontiguousarray(block))
     return _as_float32(block)
-

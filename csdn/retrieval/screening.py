@@ -28,16 +28,23 @@ was computed in the row's storage dtype, within relative ``e_n`` of the true nor
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from tqdm.auto import tqdm
 
-from csdn.retrieval.rows import (SAFE_NORM_RANGE, UNIT_NORM_TOLERANCE, ArrayLike, as_tensor, float32_rows)
+from csdn.retrieval.rows import SAFE_NORM_RANGE, UNIT_NORM_TOLERANCE, ArrayLike, as_tensor, float32_rows
 from csdn.system.device import cpu_has_bf16
 
-__all__ = ["BF16_UNIT_ROUNDOFF", "ScratchBuffers", "bf16_is_fast", "candidates", "rescored", "screen_chunks",
-           "screen_slack"]
+__all__ = [
+    "BF16_UNIT_ROUNDOFF",
+    "ScratchBuffers",
+    "bf16_is_fast",
+    "candidates",
+    "rescored",
+    "screen_chunks",
+    "screen_slack",
+]
 
 BF16_UNIT_ROUNDOFF = 2.0**-8  # bfloat16 keeps 8 significant bits; round to nearest
 _FP32_UNIT_ROUNDOFF = 2.0**-24
@@ -113,15 +120,15 @@ def rescored(queries: torch.Tensor, rows: torch.Tensor, pairs: torch.Tensor) -> 
     return cand_scores, cand_indices
 
 
-
 class ScratchBuffers:
     """Scratch tensors reused from chunk to chunk (valid until the next ``get`` of the same name)."""
 
     def __init__(self) -> None:
         self._tensors: dict[str, torch.Tensor] = {}
 
-    def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype,
-            device: torch.device | str = "cpu") -> torch.Tensor:
+    def get(
+        self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str = "cpu"
+    ) -> torch.Tensor:
         tensor = self._tensors.get(name)
         if tensor is None or tensor.shape != shape or tensor.dtype != dtype or tensor.device != torch.device(device):
             tensor = self._tensors[name] = torch.empty(shape, dtype=dtype, device=device)
@@ -153,5 +160,3 @@ def screen_chunks(
                 narrow = buffers.get("narrow", tuple(stored.shape), torch.bfloat16).copy_(stored)
             yield first_row + start, stored, narrow, norms
             bar.update(len(stored))
-
-

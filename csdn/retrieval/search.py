@@ -57,7 +57,9 @@ def _resolve_model(model: Any, what: str) -> Any:
     return model
 
 
-def _side(side: Any, what: str, modality: str, model: Any, embed_options: dict[str, Any]) -> tuple[Any, Any, list[str] | None]:
+def _side(
+    side: Any, what: str, modality: str, model: Any, embed_options: dict[str, Any]
+) -> tuple[Any, Any, list[str] | None]:
     """``(vectors, model used, row names or None)`` for one side of a match."""
     if _is_vectors(side):
         return side, model, None
@@ -73,8 +75,9 @@ def _side(side: Any, what: str, modality: str, model: Any, embed_options: dict[s
     report = embed_with_report(model, items, modality, **embed_options)
     if report.skipped:
         warnings.warn(SkippedImagesWarning(report.skipped), stacklevel=4)
-    names = [str(report.sources[i]) if isinstance(report.sources[i], (str, os.PathLike)) else str(i)
-             for i in report.kept]
+    names = [
+        str(report.sources[i]) if isinstance(report.sources[i], (str, os.PathLike)) else str(i) for i in report.kept
+    ]
     return report.embeddings, model, names
 
 
@@ -114,7 +117,8 @@ def match(
     if query_names is None and gallery_names is None:
         return result
     return NamedMatches(
-        result.indices, result.scores,
+        result.indices,
+        result.scores,
         query_names=tuple(query_names or map(str, range(_rows(query_vectors)))),
         gallery_names=tuple(gallery_names or map(str, range(_rows(gallery_vectors)))),
     )

@@ -14,10 +14,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from csdn.system.distributed import World, check_same, current_world, fingerprint, run_share, shard_bounds
 from csdn.retrieval.exact import match_arrays
 from csdn.retrieval.matches import Matches, merge_ranked
 from csdn.retrieval.rows import ArrayLike
+from csdn.system.distributed import World, check_same, current_world, fingerprint, run_share, shard_bounds
 
 __all__ = ["match_on_ranks", "merge_shards"]
 
@@ -44,8 +44,9 @@ def match_on_ranks(
     if not world.active:
         return match_arrays(query, gallery, topk, **options)
     shape = (tuple(query.shape), tuple(gallery.shape), str(gallery.dtype))
-    check_same(fingerprint(shape, torch.as_tensor(query), _gallery_sample(gallery)),
-               "query and gallery embeddings", world)
+    check_same(
+        fingerprint(shape, torch.as_tensor(query), _gallery_sample(gallery)), "query and gallery embeddings", world
+    )
     first, end = shard_bounds(gallery.shape[0], world)
 
     def share() -> tuple[torch.Tensor, torch.Tensor] | None:

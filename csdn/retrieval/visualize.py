@@ -10,14 +10,15 @@ on a line of its own, its score, so the two never read as one number.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from csdn.system.fileio import atomic_write
 from csdn.images.transforms import load_image
+from csdn.system.fileio import atomic_write
 
 GREEN = (40, 170, 60)
 RED = (210, 40, 40)
@@ -98,7 +99,9 @@ def draw_ranking(
         text_top = top + cell[1] + 2 * border + 2  # the caption band under this row's tiles
         left = gap
         sheet.paste(_thumbnail(query, cell), (left + border, top + border))
-        draw.rectangle([left, top, left + tile_w - 1, top + cell[1] + 2 * border - 1], outline=(60, 90, 200), width=border)
+        draw.rectangle(
+            [left, top, left + tile_w - 1, top + cell[1] + 2 * border - 1], outline=(60, 90, 200), width=border
+        )
         caption = query_caption(query, None if query_ids is None else query_ids[row])
         draw.text((left + border, text_top), _fit(draw, caption, font, cell[0]), fill=TEXT, font=font)
         left += tile_w + 2 * gap
@@ -112,8 +115,9 @@ def draw_ranking(
             draw.rectangle([x, top, x + tile_w - 1, top + cell[1] + 2 * border - 1], outline=colour, width=border)
             draw.text((x + border, text_top), f"rank {rank + 1}", fill=TEXT, font=font)
             if score_rows is not None:
-                draw.text((x + border, text_top + LINE_H), f"score {float(score_rows[row, rank]):.2f}", fill=TEXT,
-                          font=font)
+                draw.text(
+                    (x + border, text_top + LINE_H), f"score {float(score_rows[row, rank]):.2f}", fill=TEXT, font=font
+                )
 
     if output is not None:
         output = Path(output)

@@ -8,9 +8,9 @@ extra to install rather than an ``ImportError`` at ``import csdn``.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Callable
 
 import numpy as np
 
@@ -28,7 +28,7 @@ def require(module: str, purpose: str) -> ModuleType:
         extra = EXTRAS.get(module.split(".")[0], module)
         raise MissingDependencyError(
             f"{purpose} needs the Python package {module.split('.')[0]!r}, which is not installed "
-            f"({err}); install it with: pip install \"csdn-reid[{extra}]\""
+            f'({err}); install it with: pip install "csdn-reid[{extra}]"'
         ) from None
 
 

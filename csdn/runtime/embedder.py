@@ -19,10 +19,16 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from csdn.images.decode import ACCEPTED_IMAGE_INPUTS, Preprocessing, check_bit_depth
 from csdn.errors import ArtifactError, ImageTensorError, SkippedImagesWarning, UnsupportedInputError, list_positions
-from csdn.images.batches import (SkippedImage, check_on_error, decoded_batches, is_file_like, is_one_image,
-                                refuse_all_skipped)
+from csdn.images.batches import (
+    SkippedImage,
+    check_on_error,
+    decoded_batches,
+    is_file_like,
+    is_one_image,
+    refuse_all_skipped,
+)
+from csdn.images.decode import ACCEPTED_IMAGE_INPUTS, Preprocessing, check_bit_depth
 from csdn.images.files import expand_folders
 from csdn.modality import MODALITIES, normalize_modality
 from csdn.runtime.backends import BACKENDS
@@ -79,16 +85,19 @@ def find_artifacts(path: str | os.PathLike) -> list[Path]:
     if path.is_dir():
         found = sorted(p for suffix in _MAIN_SUFFIX for p in path.glob(f"*{suffix}") if metadata_path(p).is_file())
         if not found:
-            raise ArtifactError(f"no exported model in {path} (looked for .onnx/.xml files with their .json "
-                                f"metadata); create one with `csdn export MODEL {path}`")
+            raise ArtifactError(
+                f"no exported model in {path} (looked for .onnx/.xml files with their .json "
+                f"metadata); create one with `csdn export MODEL {path}`"
+            )
         return found
     if path.name.endswith(".json"):
         path = path.with_name(path.name[: -len(".json")])
     if path.suffix == ".bin":
         path = path.with_suffix(".xml")
     if path.suffix not in _MAIN_SUFFIX:
-        raise ArtifactError(f"{path} is not an exported model: pass a folder written by `csdn export`, "
-                            "or one of its .onnx / .xml files")
+        raise ArtifactError(
+            f"{path} is not an exported model: pass a folder written by `csdn export`, or one of its .onnx / .xml files"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"exported model not found: {path}")
     return [path]
@@ -108,15 +117,24 @@ class ExportedEmbedder:
             meta = read_metadata(artifact)
             if meta.modality in self.graphs:
                 other = self.graphs[meta.modality].path.name
-                raise ArtifactError(f"{path} holds two {meta.modality} graphs ({other} and {artifact.name}); "
-                                    "pass the one file you mean, or keep one export per folder")
+                raise ArtifactError(
+                    f"{path} holds two {meta.modality} graphs ({other} and {artifact.name}); "
+                    "pass the one file you mean, or keep one export per folder"
+                )
             self.graphs[meta.modality] = ExportedGraph(artifact, meta, threads)
         first = next(iter(self.graphs.values())).meta
         for graph in self.graphs.values():
-            if (graph.meta.image_size, graph.meta.mean, graph.meta.std, graph.meta.interpolation, graph.meta.feature_dim) != \
-                    (first.image_size, first.mean, first.std, first.interpolation, first.feature_dim):
-                raise ArtifactError(f"the graphs in {path} come from different models (their preprocessing or "
-                                    f"feature size differ); {REEXPORT}")
+            if (
+                graph.meta.image_size,
+                graph.meta.mean,
+                graph.meta.std,
+                graph.meta.interpolation,
+                graph.meta.feature_dim,
+            ) != (first.image_size, first.mean, first.std, first.interpolation, first.feature_dim):
+                raise ArtifactError(
+                    f"the graphs in {path} come from different models (their preprocessing or "
+                    f"feature size differ); {REEXPORT}"
+                )
         self.preprocess = Preprocessing(first.image_size, first.mean, first.std, first.interpolation)
 
     @property
@@ -127,8 +145,10 @@ class ExportedEmbedder:
         """The graph of ``modality`` (aliases accepted); an error naming the fix when it was not exported."""
         modality = normalize_modality(modality)
         if modality not in self.graphs:
-            raise ArtifactError(f"this export holds no {modality} graph (only {', '.join(self.modalities)}); "
-                                f"export with --modality {modality} or --modality both")
+            raise ArtifactError(
+                f"this export holds no {modality} graph (only {', '.join(self.modalities)}); "
+                f"export with --modality {modality} or --modality both"
+            )
         return self.graphs[modality]
 
     def embed_image(
@@ -168,24 +188,34 @@ class ExportedEmbedder:
         result = np.concatenate(outputs) if outputs else np.empty((0, graph.meta.embedding_dim(flip)), np.float32)
         return result[0] if single else result
 
-    def embed_preprocessed(self, batch: np.ndarray, modality: str, *, flip: bool = True, batch_size: int = 32) -> np.ndarray:
+    def embed_preprocessed(
+        self, batch: np.ndarray, modality: str, *, flip: bool = True, batch_size: int = 32
+    ) -> np.ndarray:
         """Embeddings ``[N, D]`` of images already preprocessed to float32 ``[N,3,H,W]``."""
         graph = self.graph(modality)
         graph.check_batch(batch)
         parts = [graph.embed(batch[i : i + batch_size], flip) for i in range(0, len(batch), batch_size)]
         return np.concatenate(parts) if parts else np.empty((0, graph.meta.embedding_dim(flip)), np.float32)
 
+
 def _as_items(images: Any) -> tuple[bool, list[Any]]:
     """``(one image?, the images as a list)``, with folders expanded; unreadable types refused up front."""
-    if isinstance(images, np.ndarray) and images.ndim == 4 and images.shape[1] == 3 and images.shape[-1] not in (1, 3, 4):
+    if (
+        isinstance(images, np.ndarray)
+        and images.ndim == 4
+        and images.shape[1] == 3
+        and images.shape[-1] not in (1, 3, 4)
+    ):
         raise ImageTensorError(
             f"an array of shape {list(images.shape)} looks like preprocessed images [N,3,H,W]: pass it to "
             "embed_preprocessed(); embed_image() reads numpy batches of raw images as NxHxWxC"
         )
     one = is_one_image(images)
     if one is None:
-        raise UnsupportedInputError(f"cannot read images from {type(images).__name__}; pass {ACCEPTED_IMAGE_INPUTS}, "
-                                    "a folder, a numpy batch NxHxWxC, or a list of these")
+        raise UnsupportedInputError(
+            f"cannot read images from {type(images).__name__}; pass {ACCEPTED_IMAGE_INPUTS}, "
+            "a folder, a numpy batch NxHxWxC, or a list of these"
+        )
     if one:
         return True, [images]
     if isinstance(images, np.ndarray):
@@ -194,6 +224,8 @@ def _as_items(images: Any) -> tuple[bool, list[Any]]:
         return False, expand_folders([images])
     for index, item in enumerate(images):
         if not (isinstance(item, (str, os.PathLike, Image.Image, np.ndarray)) or is_file_like(item)):
-            raise UnsupportedInputError(f"item {index} of the list is a {type(item).__name__}, which cannot be "
-                                        f"read as an image; each item must be {ACCEPTED_IMAGE_INPUTS}")
+            raise UnsupportedInputError(
+                f"item {index} of the list is a {type(item).__name__}, which cannot be "
+                f"read as an image; each item must be {ACCEPTED_IMAGE_INPUTS}"
+            )
     return False, expand_folders(images)

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from csdn.images.decode import RESAMPLING
 from csdn.errors import ArtifactError
-from csdn.system.fileio import sha256_file
+from csdn.images.decode import RESAMPLING
 from csdn.modality import MODALITIES
+from csdn.system.fileio import sha256_file
 
 METADATA_FORMAT_VERSION = 1
 # format -> the files of one artifact, as suffixes of its stem (the first is the file users name)
@@ -77,20 +77,28 @@ class ArtifactMetadata:
         return json.dumps(data, indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], where: Path) -> "ArtifactMetadata":
+    def from_dict(cls, data: dict[str, Any], where: Path) -> ArtifactMetadata:
         if not isinstance(data, dict):
             raise ArtifactError(f"{where}: not an exported-model metadata file (expected a JSON object); {REEXPORT}")
         version = data.get("format_version", METADATA_FORMAT_VERSION)
         if not isinstance(version, int) or version > METADATA_FORMAT_VERSION:
-            raise ArtifactError(f"{where}: metadata format_version {version!r} is newer than this csdn-reid reads "
-                                f"({METADATA_FORMAT_VERSION}); upgrade with `pip install -U csdn-reid`")
+            raise ArtifactError(
+                f"{where}: metadata format_version {version!r} is newer than this csdn-reid reads "
+                f"({METADATA_FORMAT_VERSION}); upgrade with `pip install -U csdn-reid`"
+            )
         known = {f.name for f in dataclasses.fields(cls)}
-        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
-                    and f.default_factory is dataclasses.MISSING}
+        required = {
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        }
         missing, unknown = sorted(required - set(data)), sorted(set(data) - known)
         if missing or unknown:
-            found = "; ".join(part for part in [missing and f"missing {', '.join(missing)}",
-                                                unknown and f"unknown {', '.join(unknown)}"] if part)
+            found = "; ".join(
+                part
+                for part in [missing and f"missing {', '.join(missing)}", unknown and f"unknown {', '.join(unknown)}"]
+                if part
+            )
             raise ArtifactError(f"{where}: not an exported-model metadata file ({found}); {REEXPORT}")
         try:
             meta = cls(**data)
@@ -112,8 +120,12 @@ class ArtifactMetadata:
             problems.append(f"interpolation {self.interpolation!r} (known: {', '.join(sorted(RESAMPLING))})")
         if len(self.image_size) != 2 or min(self.image_size) < 1:
             problems.append(f"image_size {list(self.image_size)}")
-        if len(self.mean) != 3 or len(self.std) != 3 or not all(map(math.isfinite, self.mean + self.std)) \
-                or min(self.std) <= 0:
+        if (
+            len(self.mean) != 3
+            or len(self.std) != 3
+            or not all(map(math.isfinite, self.mean + self.std))
+            or min(self.std) <= 0
+        ):
             problems.append(f"mean/std {list(self.mean)}/{list(self.std)}")
         if self.feature_dim < 1:
             problems.append(f"feature_dim {self.feature_dim}")
@@ -131,8 +143,10 @@ def read_metadata(artifact: str | Path) -> ArtifactMetadata:
     artifact = Path(artifact)
     where = metadata_path(artifact)
     if not where.is_file():
-        raise ArtifactError(f"{artifact} has no metadata file {where.name} beside it; csdn-reid loads only artifacts "
-                            f"written by `csdn export`, whose metadata records the preprocessing; {REEXPORT}")
+        raise ArtifactError(
+            f"{artifact} has no metadata file {where.name} beside it; csdn-reid loads only artifacts "
+            f"written by `csdn export`, whose metadata records the preprocessing; {REEXPORT}"
+        )
     try:
         data = json.loads(where.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -140,12 +154,16 @@ def read_metadata(artifact: str | Path) -> ArtifactMetadata:
     meta = ArtifactMetadata.from_dict(data, where)
     expected = {path.name for path in artifact_files(artifact, meta.format)}
     if set(meta.files) != expected:
-        raise ArtifactError(f"{where} lists the files {sorted(meta.files)}, but a {meta.format} artifact named "
-                            f"{artifact.name} consists of {sorted(expected)}; {REEXPORT}")
+        raise ArtifactError(
+            f"{where} lists the files {sorted(meta.files)}, but a {meta.format} artifact named "
+            f"{artifact.name} consists of {sorted(expected)}; {REEXPORT}"
+        )
     for name, recorded in meta.files.items():
         path = artifact.with_name(name)
         if not path.is_file():
-            raise ArtifactError(f"{path} is missing; it belongs to {artifact.name} (listed in {where.name}); {REEXPORT}")
+            raise ArtifactError(
+                f"{path} is missing; it belongs to {artifact.name} (listed in {where.name}); {REEXPORT}"
+            )
         actual = sha256_file(path)
         if actual != recorded:
             raise ArtifactError(

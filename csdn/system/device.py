@@ -21,17 +21,23 @@ def resolve_device(device: str | torch.device) -> torch.device:
     name = str(device)
     if resolved.type == "cuda":
         if torch.version.cuda is None and torch.version.hip is None:
-            raise DeviceError(f"device {name!r}: this torch build has no CUDA; use --device cpu "
-                              "(device='cpu' in Python) or install a CUDA build of torch")
+            raise DeviceError(
+                f"device {name!r}: this torch build has no CUDA; use --device cpu "
+                "(device='cpu' in Python) or install a CUDA build of torch"
+            )
         if not torch.cuda.is_available():
-            raise DeviceError(f"device {name!r}: torch finds no usable CUDA GPU (no driver, or CUDA_VISIBLE_DEVICES "
-                              "hides them all); use --device cpu (device='cpu' in Python)")
+            raise DeviceError(
+                f"device {name!r}: torch finds no usable CUDA GPU (no driver, or CUDA_VISIBLE_DEVICES "
+                "hides them all); use --device cpu (device='cpu' in Python)"
+            )
         count = torch.cuda.device_count()
         if resolved.index is not None and resolved.index >= count:
             raise DeviceError(f"device {name!r}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
     elif resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise DeviceError(f"device {name!r}: this torch build or machine has no Apple GPU (MPS); use --device cpu "
-                          "(device='cpu' in Python)")
+        raise DeviceError(
+            f"device {name!r}: this torch build or machine has no Apple GPU (MPS); use --device cpu "
+            "(device='cpu' in Python)"
+        )
     return resolved
 
 

@@ -15,16 +15,27 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from csdn.errors import DistributedError
 
-__all__ = ["World", "current_world", "init_from_environment", "barrier", "shutdown", "shard_bounds",
-           "check_same", "settle", "gather_to_main", "fingerprint"]
+__all__ = [
+    "World",
+    "current_world",
+    "init_from_environment",
+    "barrier",
+    "shutdown",
+    "shard_bounds",
+    "check_same",
+    "settle",
+    "gather_to_main",
+    "fingerprint",
+]
 
 
 @dataclass(frozen=True)

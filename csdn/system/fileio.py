@@ -6,8 +6,8 @@ import errno
 import hashlib
 import os
 import uuid
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from csdn.errors import DiskFullError, OutputExistsError
 
@@ -32,8 +32,10 @@ def atomic_write(target: str | Path, write: Callable[[Path], None]) -> Path:
     except OSError as err:
         if err.errno not in _DISK_FULL or isinstance(err, DiskFullError):
             raise
-        full = DiskFullError(f"cannot write {target}: no space left on its disk ({os.strerror(err.errno)}); "
-                             "free space there (or write somewhere else) and run again")
+        full = DiskFullError(
+            f"cannot write {target}: no space left on its disk ({os.strerror(err.errno)}); "
+            "free space there (or write somewhere else) and run again"
+        )
         full.errno = err.errno
         raise full from err
     finally:
@@ -43,6 +45,7 @@ def atomic_write(target: str | Path, write: Callable[[Path], None]) -> Path:
 
 def atomic_write_text(target: str | Path, text: str) -> Path:
     """Write UTF-8 ``text`` to ``target`` atomically (see :func:`atomic_write`)."""
+
     def write(temp: Path) -> None:
         temp.write_text(text, encoding="utf-8")
 
@@ -63,5 +66,6 @@ def refuse_existing(paths: Iterable[str | Path], flag: str = "--overwrite") -> N
     for path in paths:
         path = Path(path)
         if path.exists() or path.is_symlink():
-            raise OutputExistsError(f"{path} already exists; pass {flag} to replace it, or choose another "
-                                    "name (nothing was written)")
+            raise OutputExistsError(
+                f"{path} already exists; pass {flag} to replace it, or choose another name (nothing was written)"
+            )

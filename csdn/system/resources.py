@@ -21,4 +21,5 @@ def weights_dir() -> Path:
             return checkout
         raise ModuleNotFoundError(
             "csdn.weights (the model registry and the bundled model) is not installed: reinstall csdn-reid "
-            "(pip install csdn-reid), or run from a checkout that has its top-level weights/ folder") from None
+            "(pip install csdn-reid), or run from a checkout that has its top-level weights/ folder"
+        ) from None

@@ -28,8 +28,11 @@ VIEWS = ("visible", "exchange", "infrared")
 
 
 def channel_random_erasing(
-    image: torch.Tensor, rng: np.random.Generator, probability: float = 0.5,
-    area: tuple[float, float] = (0.02, 0.4), min_aspect: float = 0.3,
+    image: torch.Tensor,
+    rng: np.random.Generator,
+    probability: float = 0.5,
+    area: tuple[float, float] = (0.02, 0.4),
+    min_aspect: float = 0.3,
 ) -> torch.Tensor:
     """With ``probability``, fill one random rectangle of ``image`` [3,H,W] with :data:`ERASE_VALUE`.
 
@@ -49,7 +52,7 @@ def channel_random_erasing(
             top = int(rng.integers(0, height - h + 1))
             left = int(rng.integers(0, width - w + 1))
             for channel, value in enumerate(ERASE_VALUE):
-                image[channel, top:top + h, left:left + w] = value
+                image[channel, top : top + h, left : left + w] = value
             return image
     return image
 
@@ -106,10 +109,10 @@ class TrainAugment:
         height, width, _ = pixels.shape
         pad = self.pad
         padded = np.zeros((height + 2 * pad, width + 2 * pad, 3), dtype=np.uint8)
-        padded[pad:pad + height, pad:pad + width] = pixels
+        padded[pad : pad + height, pad : pad + width] = pixels
         top = int(rng.integers(0, 2 * pad + 1))
         left = int(rng.integers(0, 2 * pad + 1))
-        crop = padded[top:top + height, left:left + width]
+        crop = padded[top : top + height, left : left + width]
         if rng.random() < self.flip_prob:
             crop = crop[:, ::-1]
         tensor = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).float().div_(255.0)

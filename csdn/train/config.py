@@ -28,10 +28,12 @@ class Recipe:
 
 
 RECIPES = {
-    "reference": Recipe(train_bnneck_bias=True, stable_triplet=False, stage2_features_in_train_mode=True,
-                        text_classifier_dropout=True),
-    "clean": Recipe(train_bnneck_bias=False, stable_triplet=True, stage2_features_in_train_mode=False,
-                    text_classifier_dropout=False),
+    "reference": Recipe(
+        train_bnneck_bias=True, stable_triplet=False, stage2_features_in_train_mode=True, text_classifier_dropout=True
+    ),
+    "clean": Recipe(
+        train_bnneck_bias=False, stable_triplet=True, stage2_features_in_train_mode=False, text_classifier_dropout=False
+    ),
 }
 
 
@@ -126,26 +128,52 @@ class TrainConfig:
                 f"{setting_name('images_per_id')} must be at least 2 (MSEL and triplet need positives), got {self.images_per_id}"
             )
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
-            raise ValueError(f"{setting_name('steps_per_epoch')} must be at least 1 or None, got {self.steps_per_epoch}")
+            raise ValueError(
+                f"{setting_name('steps_per_epoch')} must be at least 1 or None, got {self.steps_per_epoch}"
+            )
         for name in ("stage1_epochs", "stage2_epochs", "stage3_epochs", "warmup_epochs", "stage3_warmup_epochs", "pad"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{setting_name(name)} must be >= 0, got {getattr(self, name)}")
-        for name in ("stage1_lr", "stage2_lr", "stage3_lr", "warmup_lr", "min_lr", "head_lr_factor", "gamma",
-                     "stage1_weight_decay", "stage2_weight_decay", "stage3_weight_decay", "stage3_warmup_factor",
-                     "id_weight", "msel_weight", "triplet_weight", "visible_i2t_weight", "infrared_i2t_weight"):
+        for name in (
+            "stage1_lr",
+            "stage2_lr",
+            "stage3_lr",
+            "warmup_lr",
+            "min_lr",
+            "head_lr_factor",
+            "gamma",
+            "stage1_weight_decay",
+            "stage2_weight_decay",
+            "stage3_weight_decay",
+            "stage3_warmup_factor",
+            "id_weight",
+            "msel_weight",
+            "triplet_weight",
+            "visible_i2t_weight",
+            "infrared_i2t_weight",
+        ):
             if float(getattr(self, name)) < 0:
                 raise ValueError(f"{setting_name(name)} must be >= 0, got {getattr(self, name)}")
         for name in ("flip_prob", "erasing_prob", "gray_prob", "label_smoothing"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise ValueError(f"{setting_name(name)} must lie in [0, 1], got {getattr(self, name)}")
-        weights = (self.id_weight, self.msel_weight, self.triplet_weight, self.visible_i2t_weight,
-                   self.infrared_i2t_weight)
+        weights = (
+            self.id_weight,
+            self.msel_weight,
+            self.triplet_weight,
+            self.visible_i2t_weight,
+            self.infrared_i2t_weight,
+        )
         if self.stage3_epochs and not any(weights):
-            raise ValueError(f"every stage-3 loss weight is 0, so stage 3 would not train; set {setting_name('stage3_epochs')} 0 instead")
+            raise ValueError(
+                f"every stage-3 loss weight is 0, so stage 3 would not train; set {setting_name('stage3_epochs')} 0 instead"
+            )
         if list(self.milestones) != sorted(self.milestones):
             raise ValueError(f"{setting_name('milestones')} must be increasing, got {self.milestones}")
         if self.precision not in AUTOCAST_PRECISIONS:
-            raise ValueError(f"{setting_name('precision')} must be one of {', '.join(AUTOCAST_PRECISIONS)}, got {self.precision!r}")
+            raise ValueError(
+                f"{setting_name('precision')} must be one of {', '.join(AUTOCAST_PRECISIONS)}, got {self.precision!r}"
+            )
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -154,14 +182,14 @@ class TrainConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         reject_unknown_fields(data, cls, "unknown TrainConfig field(s)")
         return cls(**data)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
-    def differences(self, other: "TrainConfig") -> list[str]:
+    def differences(self, other: TrainConfig) -> list[str]:
         """Fields whose values differ, as ``name: self -> other`` lines."""
         mine, theirs = self.to_dict(), other.to_dict()
         return [f"{key}: {mine[key]!r} -> {theirs[key]!r}" for key in mine if mine[key] != theirs[key]]

@@ -11,9 +11,10 @@ that carries them (``sample.image``, e.g. rows of SYSU-MM01's preprocessed array
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +45,7 @@ class TrainImages:
         }
 
     @classmethod
-    def from_samples(cls, visible: Sequence[Any], infrared: Sequence[Any]) -> "TrainImages":
+    def from_samples(cls, visible: Sequence[Any], infrared: Sequence[Any]) -> TrainImages:
         """Build from two sample lists (objects with ``.path`` and ``.pid``, optionally ``.image``)."""
         for name, samples in (("visible", visible), ("infrared", infrared)):
             if not len(samples):

@@ -10,7 +10,7 @@ live in :mod:`csdn.system.distributed` (shared with sharded embedding and matchi
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.distributed as dist
@@ -18,8 +18,17 @@ from torch import nn
 
 from csdn.system.distributed import World, barrier, current_world, init_from_environment, shutdown
 
-__all__ = ["World", "average_gradients", "barrier", "broadcast_state", "current_world", "init_from_environment",
-           "mean_across_ranks", "shutdown", "sum_across_ranks"]
+__all__ = [
+    "World",
+    "average_gradients",
+    "barrier",
+    "broadcast_state",
+    "current_world",
+    "init_from_environment",
+    "mean_across_ranks",
+    "shutdown",
+    "sum_across_ranks",
+]
 
 
 def average_gradients(parameters: Iterable[nn.Parameter], world: World) -> None:
@@ -34,7 +43,7 @@ def average_gradients(parameters: Iterable[nn.Parameter], world: World) -> None:
     flat /= world.size
     offset = 0
     for grad in grads:
-        grad.copy_(flat[offset:offset + grad.numel()].view_as(grad))
+        grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
         offset += grad.numel()
 
 

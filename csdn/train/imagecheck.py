@@ -54,9 +54,11 @@ def check_training_images(train_set: TrainImages, on_error: str = "raise", progr
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     images = [*train_set.visible_images, *train_set.infrared_images]
-    bad = [SkippedImage(index, str(image), problem)
-           for index, image in enumerate(tqdm(images, desc="check images", unit="img", disable=not progress))
-           if (problem := _problem(image)) is not None]
+    bad = [
+        SkippedImage(index, str(image), problem)
+        for index, image in enumerate(tqdm(images, desc="check images", unit="img", disable=not progress))
+        if (problem := _problem(image)) is not None
+    ]
     if not bad:
         return train_set
     if on_error == "raise":

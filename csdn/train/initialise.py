@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Union
 
 from csdn.config import CSDNConfig
 from csdn.errors import cli_flag, setting_name
 from csdn.model.network import CSDN
 
-Init = Union[str, os.PathLike, CSDN, None]
+Init = str | os.PathLike | CSDN | None
 
 
 def _is_csdn_file(path: Path) -> bool:
@@ -25,8 +24,9 @@ def _is_csdn_file(path: Path) -> bool:
         return any(key.startswith("trunk.") for key in handle.keys())
 
 
-def initial_model(init: Init, num_classes: int, *, image_size: tuple[int, int] | None = None,
-                  progress: bool = True) -> CSDN:
+def initial_model(
+    init: Init, num_classes: int, *, image_size: tuple[int, int] | None = None, progress: bool = True
+) -> CSDN:
     """Build the starting model for a training set with ``num_classes`` identities.
 
     ``init``: ``"RN50"`` (OpenAI CLIP, downloaded and verified) or a local CLIP
@@ -46,8 +46,7 @@ def initial_model(init: Init, num_classes: int, *, image_size: tuple[int, int] |
         from csdn.hub.clip import from_clip
 
         weights = "RN50" if init is None or str(init).upper() == "RN50" else init
-        return from_clip(weights, num_classes=num_classes, image_size=image_size or (288, 144),
-                         progress=progress)
+        return from_clip(weights, num_classes=num_classes, image_size=image_size or (288, 144), progress=progress)
     if model.config.num_classes != num_classes:
         raise ValueError(
             f"the initial model classifies {model.config.num_classes} identities but the training set has "
@@ -55,8 +54,10 @@ def initial_model(init: Init, num_classes: int, *, image_size: tuple[int, int] |
             "identities"
         )
     if image_size and tuple(image_size) != tuple(model.config.image_size):
-        raise ValueError(f"{setting_name('image_size')} {tuple(image_size)} differs from the initial model's "
-                         f"{model.config.image_size}")
+        raise ValueError(
+            f"{setting_name('image_size')} {tuple(image_size)} differs from the initial model's "
+            f"{model.config.image_size}"
+        )
     return model
 
 

@@ -7,7 +7,8 @@ any worker, in any order: data loading needs no checkpointed RNG state.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,8 +24,15 @@ _AUGMENT_STREAM = 0xA06  # separates augmentation streams from the sampler's
 class _Stage3Steps(Dataset):
     """Item ``i`` = the fully augmented batch of step ``i``."""
 
-    def __init__(self, train_set: TrainImages, batches: Sequence[IdentityBatch], augment: TrainAugment,
-                 seed: int, epoch: int, rank: int):
+    def __init__(
+        self,
+        train_set: TrainImages,
+        batches: Sequence[IdentityBatch],
+        augment: TrainAugment,
+        seed: int,
+        epoch: int,
+        rank: int,
+    ):
         self.train_set, self.batches, self.augment = train_set, batches, augment
         self.key = (seed, _AUGMENT_STREAM, epoch, rank)
 
@@ -59,8 +67,16 @@ class _PlainViews(Dataset):
         return self.augment.plain_view(self.images[index])
 
 
-def stage3_batches(train_set: TrainImages, batches: Sequence[IdentityBatch], augment: TrainAugment, *,
-                   seed: int, epoch: int, rank: int = 0, num_workers: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+def stage3_batches(
+    train_set: TrainImages,
+    batches: Sequence[IdentityBatch],
+    augment: TrainAugment,
+    *,
+    seed: int,
+    epoch: int,
+    rank: int = 0,
+    num_workers: int = 0,
+) -> Iterator[dict[str, torch.Tensor]]:
     """Iterate this rank's augmented stage-3 batches of ``epoch`` in step order."""
     steps = _Stage3Steps(train_set, batches, augment, seed, epoch, rank)
     if num_workers <= 0:
@@ -68,8 +84,9 @@ def stage3_batches(train_set: TrainImages, batches: Sequence[IdentityBatch], aug
     return iter(_loader(steps, None, num_workers))
 
 
-def plain_view_batches(images: Sequence[Any], augment: TrainAugment, batch_size: int, *,
-                      num_workers: int = 0) -> DataLoader:
+def plain_view_batches(
+    images: Sequence[Any], augment: TrainAugment, batch_size: int, *, num_workers: int = 0
+) -> DataLoader:
     """Test-transformed ``images`` (paths or pixels) in order, ``batch_size`` at a time."""
     return _loader(_PlainViews(images, augment), batch_size, num_workers)
 
@@ -82,5 +99,10 @@ def _loader(dataset: Dataset, batch_size: int | None, num_workers: int) -> DataL
     later weight, whenever a resumed run loads data at a point where an
     uninterrupted run did not. (No augmentation uses torch's generators.)
     """
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=max(0, num_workers),
-                      generator=torch.Generator().manual_seed(0))
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=max(0, num_workers),
+        generator=torch.Generator().manual_seed(0),
+    )

@@ -43,9 +43,7 @@ def _check_pair(features: torch.Tensor, labels: torch.Tensor, name: str) -> None
         )
 
 
-def supcon_loss(
-    a: torch.Tensor, b: torch.Tensor, labels_a: torch.Tensor, labels_b: torch.Tensor
-) -> torch.Tensor:
+def supcon_loss(a: torch.Tensor, b: torch.Tensor, labels_a: torch.Tensor, labels_b: torch.Tensor) -> torch.Tensor:
     """Supervised contrastive loss of queries ``a`` against keys ``b`` (temperature 1, no normalisation).
 
     With logits ``s = a @ b.T``, each query's loss is minus the mean, over the keys

@@ -22,8 +22,15 @@ def _require_whole(name: str, value: Any, minimum: int, counted: str, note: str 
         raise ValueError(f"{setting_name(name)} must be a whole number of {counted} >= {minimum}{note}, got {value!r}")
 
 
-def check_before_writing(config: TrainConfig, train_set: TrainImages, device: torch.device, *, stop_after: int | None,
-                         eval_every: int, num_workers: int) -> None:
+def check_before_writing(
+    config: TrainConfig,
+    train_set: TrainImages,
+    device: torch.device,
+    *,
+    stop_after: int | None,
+    eval_every: int,
+    num_workers: int,
+) -> None:
     """Every check that would otherwise fail part-way, made before anything is written.
 
     A run that stopped on one of these after its first checkpoint would block
@@ -37,8 +44,9 @@ def check_before_writing(config: TrainConfig, train_set: TrainImages, device: to
     autocast_factory(config.precision, device)
 
 
-def check_resume(checkpoint: dict[str, Any], config: TrainConfig, train_set: TrainImages, world: ddp.World,
-                 path: Path) -> None:
+def check_resume(
+    checkpoint: dict[str, Any], config: TrainConfig, train_set: TrainImages, world: ddp.World, path: Path
+) -> None:
     """Refuse to resume a checkpoint made with another config or on other data; warn on another world size."""
     changed = TrainConfig.from_dict(checkpoint["train_config"]).differences(config)
     if changed:
@@ -54,5 +62,6 @@ def check_resume(checkpoint: dict[str, Any], config: TrainConfig, train_set: Tra
     if checkpoint["sampler"]["world_size"] != world.size:
         warnings.warn(
             f"resuming a run of {checkpoint['sampler']['world_size']} process(es) on {world.size}: "
-            "batches will differ from an uninterrupted run", stacklevel=3,
+            "batches will differ from an uninterrupted run",
+            stacklevel=3,
         )

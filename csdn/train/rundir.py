@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from csdn.system.fileio import atomic_write_text
 from csdn.train.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
@@ -98,4 +99,3 @@ def truncate_log(path: Path, stage: int, epoch: int) -> int:
         return 0
     atomic_write_text(path, "".join(json.dumps(record) + "\n" for record in records[:cut]))
     return len(records) - cut
-

@@ -46,8 +46,14 @@ class IdentityBatch:
     labels: np.ndarray  # int64 [P*K]
 
 
-def identity_groups(rng: np.random.Generator, visible_of: list[np.ndarray], infrared_of: list[np.ndarray],
-                    ids_per_group: int, images_per_id: int, groups: int) -> IdentityBatch:
+def identity_groups(
+    rng: np.random.Generator,
+    visible_of: list[np.ndarray],
+    infrared_of: list[np.ndarray],
+    ids_per_group: int,
+    images_per_id: int,
+    groups: int,
+) -> IdentityBatch:
     """``groups`` identity groups, concatenated: each draws ``ids_per_group`` identities without
     replacement and ``images_per_id`` images per modality of each, with replacement.
 
@@ -75,8 +81,10 @@ def check_ids_per_batch(train_set: TrainImages, ids_per_batch: int) -> None:
 
 def _positions(train_set: TrainImages) -> tuple[list[np.ndarray], list[np.ndarray]]:
     labels = range(train_set.num_classes)
-    return ([np.flatnonzero(train_set.visible_labels == c) for c in labels],
-            [np.flatnonzero(train_set.infrared_labels == c) for c in labels])
+    return (
+        [np.flatnonzero(train_set.visible_labels == c) for c in labels],
+        [np.flatnonzero(train_set.infrared_labels == c) for c in labels],
+    )
 
 
 def _default_groups(train_set: TrainImages, per_group: int) -> int:
@@ -87,8 +95,16 @@ def _default_groups(train_set: TrainImages, per_group: int) -> int:
 class IdentitySampler:
     """P identities (without replacement) x K images per modality (with replacement) per rank and step."""
 
-    def __init__(self, train_set: TrainImages, ids_per_batch: int, images_per_id: int, *,
-                 seed: int, world_size: int = 1, steps_per_epoch: int | None = None):
+    def __init__(
+        self,
+        train_set: TrainImages,
+        ids_per_batch: int,
+        images_per_id: int,
+        *,
+        seed: int,
+        world_size: int = 1,
+        steps_per_epoch: int | None = None,
+    ):
         check_ids_per_batch(train_set, ids_per_batch)
         self.ids_per_batch, self.images_per_id = ids_per_batch, images_per_id
         self.seed, self.world_size = seed, world_size
@@ -102,15 +118,17 @@ class IdentitySampler:
         batches = []
         for _ in range(self.steps_per_epoch):
             for r in range(self.world_size):
-                batch = identity_groups(rng, self.visible_of, self.infrared_of, self.ids_per_batch,
-                                        self.images_per_id, 1)
+                batch = identity_groups(
+                    rng, self.visible_of, self.infrared_of, self.ids_per_batch, self.images_per_id, 1
+                )
                 if r == rank:
                     batches.append(batch)
         return batches
 
 
-def feature_sample(train_set: TrainImages, ids_per_group: int, images_per_id: int, *, seed: int,
-                   stage: int) -> IdentityBatch:
+def feature_sample(
+    train_set: TrainImages, ids_per_group: int, images_per_id: int, *, seed: int, stage: int
+) -> IdentityBatch:
     """The images whose projections stage 1 or 2 trains on, as the authors' code picks them.
 
     Not every training image once: a fresh identity-balanced draw per stage
@@ -121,8 +139,9 @@ def feature_sample(train_set: TrainImages, ids_per_group: int, images_per_id: in
     visible_of, infrared_of = _positions(train_set)
     rng = np.random.default_rng([seed, _FEATURE_STREAM, stage])
     per_group = ids_per_group * images_per_id
-    return identity_groups(rng, visible_of, infrared_of, ids_per_group, images_per_id,
-                           _default_groups(train_set, per_group))
+    return identity_groups(
+        rng, visible_of, infrared_of, ids_per_group, images_per_id, _default_groups(train_set, per_group)
+    )
 
 
 def feature_steps(count: int, batch_size: int, world_size: int = 1) -> int:
@@ -135,8 +154,9 @@ def _chained_order(rng: np.random.Generator, count: int, needed: int) -> np.ndar
     return np.concatenate([rng.permutation(count) for _ in range(-(-needed // count))])[:needed]
 
 
-def feature_batches(rng: np.random.Generator, count: int, batch_size: int, steps: int, *,
-                    world_size: int = 1, rank: int = 0) -> list[np.ndarray]:
+def feature_batches(
+    rng: np.random.Generator, count: int, batch_size: int, steps: int, *, world_size: int = 1, rank: int = 0
+) -> list[np.ndarray]:
     """Shuffled index batches over ``count`` items, this rank's shard.
 
     Stage 1 draws rows of the paired (visible, infrared) feature sample, so each

@@ -10,15 +10,15 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from csdn.train.losses import msel_loss, supcon_loss, wrt_triplet_loss
 from csdn.model.network import CSDN
 from csdn.train.config import TrainConfig
+from csdn.train.losses import msel_loss, supcon_loss, wrt_triplet_loss
 
 STAGE_NAMES = {1: "prompts", 2: "fusion", 3: "image"}
 Losses = dict[str, torch.Tensor]
@@ -66,8 +66,11 @@ def parameter_groups(model: CSDN, stage: int, config: TrainConfig, frozen: set[i
     if stage == 3:
         return [
             {"params": _trainable(model.image_parameters(), frozen), "weight_decay": config.stage3_weight_decay},
-            {"params": _trainable(model.head_parameters(), frozen), "weight_decay": config.stage3_weight_decay,
-             "lr_factor": config.head_lr_factor},
+            {
+                "params": _trainable(model.head_parameters(), frozen),
+                "weight_decay": config.stage3_weight_decay,
+                "lr_factor": config.head_lr_factor,
+            },
         ]
     raise ValueError(f"stage must be 1, 2 or 3, got {stage!r}")
 
@@ -86,8 +89,13 @@ def make_optimizer(model: CSDN, stage: int, config: TrainConfig, frozen: set[int
     return torch.optim.Adam(groups, lr=0.0, fused=device.type in ("cpu", "cuda"))
 
 
-def prompt_step(model: CSDN, visible: torch.Tensor, visible_labels: torch.Tensor,
-                infrared: torch.Tensor, infrared_labels: torch.Tensor) -> Losses:
+def prompt_step(
+    model: CSDN,
+    visible: torch.Tensor,
+    visible_labels: torch.Tensor,
+    infrared: torch.Tensor,
+    infrared_labels: torch.Tensor,
+) -> Losses:
     """Stage 1 on fixed image projections of both modalities, each against its own prompts."""
     text = torch.cat([model.text_features(visible_labels, "visible"), model.text_features(infrared_labels, "infrared")])
     return _contrastive(torch.cat([visible, infrared]), text, torch.cat([visible_labels, infrared_labels]))
@@ -104,8 +112,9 @@ def _contrastive(image: torch.Tensor, text: torch.Tensor, labels: torch.Tensor) 
     return {"loss": i2t + t2i, "i2t": i2t, "t2i": t2i}
 
 
-def image_step(model: CSDN, batch: dict[str, torch.Tensor], text: torch.Tensor, config: TrainConfig,
-               autocast: Callable[[], object]) -> Losses:
+def image_step(
+    model: CSDN, batch: dict[str, torch.Tensor], text: torch.Tensor, config: TrainConfig, autocast: Callable[[], object]
+) -> Losses:
     """Stage 3 on one identity batch: rows are [visible view 1; visible view 2; infrared].
 
     ``text`` holds the fused text features of every identity (the fixed HSE
@@ -122,19 +131,26 @@ def image_step(model: CSDN, batch: dict[str, torch.Tensor], text: torch.Tensor, 
     parts: Losses = {}
     if config.id_weight:
         smooth = config.label_smoothing
-        parts["id"] = (F.cross_entropy(out.gem_logits.float(), pids, label_smoothing=smooth)
-                       + F.cross_entropy(out.proj_logits.float(), pids, label_smoothing=smooth))
+        parts["id"] = F.cross_entropy(out.gem_logits.float(), pids, label_smoothing=smooth) + F.cross_entropy(
+            out.proj_logits.float(), pids, label_smoothing=smooth
+        )
     if config.msel_weight:
-        parts["msel"] = (msel_loss(gem[first_views], paired, config.images_per_id)
-                         + msel_loss(proj[first_views], paired, config.images_per_id))
+        parts["msel"] = msel_loss(gem[first_views], paired, config.images_per_id) + msel_loss(
+            proj[first_views], paired, config.images_per_id
+        )
     if config.triplet_weight:
         stable = config.rules.stable_triplet
         parts["triplet"] = wrt_triplet_loss(gem, pids, stable=stable) + wrt_triplet_loss(proj, pids, stable=stable)
     if config.visible_i2t_weight:
         parts["i2t_visible"] = F.cross_entropy(proj[:n] @ text.t(), labels)
     if config.infrared_i2t_weight:
-        parts["i2t_infrared"] = F.cross_entropy(proj[2 * n:] @ text.t(), labels)
-    weights = {"id": config.id_weight, "msel": config.msel_weight, "triplet": config.triplet_weight,
-               "i2t_visible": config.visible_i2t_weight, "i2t_infrared": config.infrared_i2t_weight}
+        parts["i2t_infrared"] = F.cross_entropy(proj[2 * n :] @ text.t(), labels)
+    weights = {
+        "id": config.id_weight,
+        "msel": config.msel_weight,
+        "triplet": config.triplet_weight,
+        "i2t_visible": config.visible_i2t_weight,
+        "i2t_infrared": config.infrared_i2t_weight,
+    }
     total = sum(weights[name] * value for name, value in parts.items())
     return {"loss": total, **parts}

@@ -6,19 +6,20 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from csdn.config import CSDNConfig
-from csdn.system.device import resolve_device
 from csdn.model.network import CSDN
+from csdn.system.device import resolve_device
+from csdn.system.fileio import atomic_write_text
 from csdn.train import ddp
 from csdn.train.augment import TrainAugment
-from csdn.system.fileio import atomic_write_text
 from csdn.train.checkpoint import LAST, load_checkpoint
 from csdn.train.config import TrainConfig
 from csdn.train.data import TrainImages, resolve_train_set
@@ -26,14 +27,35 @@ from csdn.train.imagecheck import check_training_images
 from csdn.train.initialise import Init, initial_model
 from csdn.train.loader import plain_view_batches, stage3_batches
 from csdn.train.preflight import check_before_writing, check_resume
+from csdn.train.rundir import (
+    CHECKPOINT_EVENT,
+    checkpoint_dir,
+    reconcile_best,
+    remove_orphan_temporaries,
+    save_epoch,
+    truncate_log,
+)
 from csdn.train.runlog import RunLog
-from csdn.train.rundir import (CHECKPOINT_EVENT, checkpoint_dir, reconcile_best, remove_orphan_temporaries,
-                               save_epoch, truncate_log)
-from csdn.train.sampler import (IdentityBatch, IdentitySampler, epoch_rng, feature_batches,
-                                 feature_sample, feature_steps, seed_torch_for_epoch, text_seed)
+from csdn.train.sampler import (
+    IdentityBatch,
+    IdentitySampler,
+    epoch_rng,
+    feature_batches,
+    feature_sample,
+    feature_steps,
+    seed_torch_for_epoch,
+    text_seed,
+)
 from csdn.train.schedule import apply_learning_rate
-from csdn.train.stages import (STAGE_NAMES, Losses, autocast_factory, fusion_step, image_step, make_optimizer,
-                                prompt_step)
+from csdn.train.stages import (
+    STAGE_NAMES,
+    Losses,
+    autocast_factory,
+    fusion_step,
+    image_step,
+    make_optimizer,
+    prompt_step,
+)
 
 Evaluator = Callable[[CSDN], Mapping[str, float]]
 
@@ -49,8 +71,11 @@ class FeatureSet:
 
 def batchnorm_buffers(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Copies of every BatchNorm running statistic (means, variances, batch counters)."""
-    return {name: buffer.clone() for name, buffer in model.named_buffers()
-            if name.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")}
+    return {
+        name: buffer.clone()
+        for name, buffer in model.named_buffers()
+        if name.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")
+    }
 
 
 def restore_buffers(model: torch.nn.Module, saved: Mapping[str, torch.Tensor]) -> None:
@@ -78,10 +103,24 @@ def _resolve_device(device: str | torch.device | None, world: ddp.World) -> torc
 class _Trainer:
     """One training run: owns the model, the data plans, the log and the checkpoints."""
 
-    def __init__(self, model: CSDN, train_set: TrainImages, config: TrainConfig, output: Path, world: ddp.World,
-                 device: torch.device, frozen: set[str], *, evaluate: Evaluator | None,
-                 validate: Evaluator | None, eval_every: int,
-                 best_metric: str, num_workers: int, progress: bool, resumed: bool):
+    def __init__(
+        self,
+        model: CSDN,
+        train_set: TrainImages,
+        config: TrainConfig,
+        output: Path,
+        world: ddp.World,
+        device: torch.device,
+        frozen: set[str],
+        *,
+        evaluate: Evaluator | None,
+        validate: Evaluator | None,
+        eval_every: int,
+        best_metric: str,
+        num_workers: int,
+        progress: bool,
+        resumed: bool,
+    ):
         self.model, self.train_set, self.config, self.world, self.device = model, train_set, config, world, device
         self.output = output
         self.frozen_names = frozen
@@ -111,10 +150,12 @@ class _Trainer:
         starts = range(0, len(sample.labels), size)
         mine = [start for number, start in enumerate(starts) if number % self.world.size == self.world.rank]
         rows = [row for start in mine for row in range(start, min(start + size, len(sample.labels)))]
-        loaders = [plain_view_batches([images[index] for index in sample_rows[rows]], self.augment, size,
-                                      num_workers=self.num_workers)
-                   for images, sample_rows in ((ts.visible_images, sample.visible),
-                                               (ts.infrared_images, sample.infrared))]
+        loaders = [
+            plain_view_batches(
+                [images[index] for index in sample_rows[rows]], self.augment, size, num_workers=self.num_workers
+            )
+            for images, sample_rows in ((ts.visible_images, sample.visible), (ts.infrared_images, sample.infrared))
+        ]
         out = {m: torch.zeros(len(sample.labels), dim, device=self.device) for m in ("visible", "infrared")}
         self.model.train(train_mode)
         done = 0
@@ -123,7 +164,7 @@ class _Trainer:
             for modality, batch in (("visible", visible), ("infrared", infrared)):
                 with self.autocast():
                     projection = self.model.image_projection(batch.to(self.device), modality)
-                out[modality][rows[done:done + len(batch)]] = projection.float()
+                out[modality][rows[done : done + len(batch)]] = projection.float()
             done += len(visible)
             bar.update(len(visible))
         bar.close()
@@ -142,8 +183,7 @@ class _Trainer:
         """
         if stage not in self._features:
             cfg = self.config
-            sample = feature_sample(self.train_set, cfg.ids_per_batch, cfg.images_per_id, seed=cfg.seed,
-                                    stage=stage)
+            sample = feature_sample(self.train_set, cfg.ids_per_batch, cfg.images_per_id, seed=cfg.seed, stage=stage)
             train_mode = stage == 2 and cfg.rules.stage2_features_in_train_mode
             saved = batchnorm_buffers(self.model) if train_mode and epoch > 0 else None
             visible, infrared = self._project_sample(sample, train_mode)
@@ -175,8 +215,14 @@ class _Trainer:
         cfg, world = self.config, self.world
         features = self.stage_features(1, epoch)
         steps = feature_steps(len(features.labels), cfg.stage1_batch_size, world.size)
-        items = feature_batches(epoch_rng(cfg.seed, 1, epoch), len(features.labels), cfg.stage1_batch_size, steps,
-                                world_size=world.size, rank=world.rank)
+        items = feature_batches(
+            epoch_rng(cfg.seed, 1, epoch),
+            len(features.labels),
+            cfg.stage1_batch_size,
+            steps,
+            world_size=world.size,
+            rank=world.rank,
+        )
 
         def compute(item):
             rows = torch.from_numpy(item).to(self.device)
@@ -191,8 +237,14 @@ class _Trainer:
         features = torch.cat([sample.visible, sample.infrared])
         labels = torch.cat([sample.labels, sample.labels])
         steps = feature_steps(len(features), cfg.stage2_batch_size, world.size)
-        items = feature_batches(epoch_rng(cfg.seed, 2, epoch), len(features), cfg.stage2_batch_size, steps,
-                                world_size=world.size, rank=world.rank)
+        items = feature_batches(
+            epoch_rng(cfg.seed, 2, epoch),
+            len(features),
+            cfg.stage2_batch_size,
+            steps,
+            world_size=world.size,
+            rank=world.rank,
+        )
 
         def compute(item):
             index = torch.from_numpy(item).to(self.device)
@@ -202,11 +254,24 @@ class _Trainer:
 
     def _image_steps(self, epoch: int) -> tuple[Iterable[Any], Callable[[Any], Losses], int, int]:
         cfg, world, dev = self.config, self.world, self.device
-        sampler = IdentitySampler(self.train_set, cfg.ids_per_batch, cfg.images_per_id, seed=cfg.seed,
-                                  world_size=world.size, steps_per_epoch=cfg.steps_per_epoch)
+        sampler = IdentitySampler(
+            self.train_set,
+            cfg.ids_per_batch,
+            cfg.images_per_id,
+            seed=cfg.seed,
+            world_size=world.size,
+            steps_per_epoch=cfg.steps_per_epoch,
+        )
         plan = sampler.epoch(epoch, world.rank)
-        items = stage3_batches(self.train_set, plan, self.augment, seed=cfg.seed, epoch=epoch, rank=world.rank,
-                               num_workers=self.num_workers)
+        items = stage3_batches(
+            self.train_set,
+            plan,
+            self.augment,
+            seed=cfg.seed,
+            epoch=epoch,
+            rank=world.rank,
+            num_workers=self.num_workers,
+        )
 
         def compute(batch):
             batch = {key: value.to(dev, non_blocking=True) for key, value in batch.items()}
@@ -232,8 +297,12 @@ class _Trainer:
         params = [p for group in optimizer.param_groups for p in group["params"]]
         totals: dict[str, float] = {}
         started = time.perf_counter()
-        bar = tqdm(total=steps, desc=f"stage {stage} ({STAGE_NAMES[stage]}) epoch {epoch + 1}/{cfg.epochs(stage)}",
-                   disable=not self.progress, unit="step")
+        bar = tqdm(
+            total=steps,
+            desc=f"stage {stage} ({STAGE_NAMES[stage]}) epoch {epoch + 1}/{cfg.epochs(stage)}",
+            disable=not self.progress,
+            unit="step",
+        )
         for step, item in enumerate(items):
             losses = compute(item)
             optimizer.zero_grad(set_to_none=True)
@@ -261,8 +330,15 @@ class _Trainer:
         seconds = time.perf_counter() - started
         means = {name: total / max(steps, 1) for name, total in totals.items()}
         images_per_second = steps * per_step * self.world.size / max(seconds, 1e-9)
-        self.log.write("epoch", stage=stage, epoch=epoch, lr=lr, seconds=round(seconds, 3),
-                       images_per_second=round(images_per_second, 2), **means)
+        self.log.write(
+            "epoch",
+            stage=stage,
+            epoch=epoch,
+            lr=lr,
+            seconds=round(seconds, 3),
+            images_per_second=round(images_per_second, 2),
+            **means,
+        )
         return means
 
     def _measure(self, event: str, judge: Evaluator, stage: int, epoch: int) -> dict[str, float]:
@@ -292,22 +368,36 @@ class _Trainer:
                 "return it or pass best_metric= one of those names"
             )
         if self.best is None or metrics[self.best_metric] > self.best["value"]:
-            self.best = {"metric": self.best_metric, "value": metrics[self.best_metric], "stage": stage,
-                         "epoch": epoch, "metrics": metrics}
+            self.best = {
+                "metric": self.best_metric,
+                "value": metrics[self.best_metric],
+                "stage": stage,
+                "epoch": epoch,
+                "metrics": metrics,
+            }
             self.best_is_new = True
 
     def _checkpoint(self, stage: int, done: int, optimizer, scaler) -> None:
         ddp.broadcast_state(self.model, self.world, buffers_only=True)
         if self.world.is_main:
             state = {
-                "stage": stage, "epoch": done,
-                "model": self.model.state_dict(), "model_config": self.model.config.to_dict(),
-                "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+                "stage": stage,
+                "epoch": done,
+                "model": self.model.state_dict(),
+                "model_config": self.model.config.to_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler else None,
                 "scheduler": {"stage": stage, "next_epoch": done},
-                "sampler": {"seed": self.config.seed, "stage": stage, "next_epoch": done,
-                            "world_size": self.world.size},
-                "train_config": self.config.to_dict(), "data": self.train_set.fingerprint(),
-                "frozen": sorted(self.frozen_names), "best": self.best,
+                "sampler": {
+                    "seed": self.config.seed,
+                    "stage": stage,
+                    "next_epoch": done,
+                    "world_size": self.world.size,
+                },
+                "train_config": self.config.to_dict(),
+                "data": self.train_set.fingerprint(),
+                "frozen": sorted(self.frozen_names),
+                "best": self.best,
             }
             save_epoch(self.output, state, self.best_is_new, save_model_from_state)
             self.best_is_new = False
@@ -414,14 +504,17 @@ def fit(
     checkpoint = None
     if last.is_file():
         if not resume:
-            raise FileExistsError(f"{output} already holds a training run ({last}); pass resume=True (--resume) "
-                                  "to continue it or choose another output directory")
+            raise FileExistsError(
+                f"{output} already holds a training run ({last}); pass resume=True (--resume) "
+                "to continue it or choose another output directory"
+            )
         checkpoint = load_checkpoint(last)
         config = config or TrainConfig.from_dict(checkpoint["train_config"])
         check_resume(checkpoint, config, train_set, world, last)
     config = config or TrainConfig()
-    check_before_writing(config, train_set, device, stop_after=stop_after, eval_every=eval_every,
-                         num_workers=num_workers)
+    check_before_writing(
+        config, train_set, device, stop_after=stop_after, eval_every=eval_every, num_workers=num_workers
+    )
 
     torch.manual_seed(config.seed)  # identical random parts (heads, prompts, fusion) on every rank
     if checkpoint is None:
@@ -441,16 +534,35 @@ def fit(
         if checkpoint is not None:
             best = reconcile_best(output, best, save_model_from_state)
             dropped = truncate_log(output / "log.jsonl", stage, done)
-    trainer = _Trainer(model, train_set, config, output, world, device, frozen, evaluate=evaluate, validate=validate,
-                       eval_every=eval_every, best_metric=best_metric, num_workers=num_workers,
-                       progress=progress, resumed=checkpoint is not None)
+    trainer = _Trainer(
+        model,
+        train_set,
+        config,
+        output,
+        world,
+        device,
+        frozen,
+        evaluate=evaluate,
+        validate=validate,
+        eval_every=eval_every,
+        best_metric=best_metric,
+        num_workers=num_workers,
+        progress=progress,
+        resumed=checkpoint is not None,
+    )
     trainer.best = best
     started = time.perf_counter()
     if world.is_main:
         output.mkdir(parents=True, exist_ok=True)
         atomic_write_text(output / "train_config.json", config.to_json() + "\n")
-    trainer.log.write("start", resumed_from={"stage": stage, "epoch": done} if checkpoint else None,
-                      records_dropped=dropped, world_size=world.size, device=str(device), **train_set.fingerprint())
+    trainer.log.write(
+        "start",
+        resumed_from={"stage": stage, "epoch": done} if checkpoint else None,
+        records_dropped=dropped,
+        world_size=world.size,
+        device=str(device),
+        **train_set.fingerprint(),
+    )
     try:
         finished = trainer.run(stage, done, checkpoint, stop_after)
     finally:
@@ -490,6 +602,7 @@ def _finish(model: CSDN, output: Path, summary: dict[str, Any], finished: bool, 
             lines.append(f"  {name}: " + ", ".join(f"{k}={v:.4f}" for k, v in means.items()))
         if summary["best"]:
             best = summary["best"]
-            lines.append(f"  best {best['metric']}={best['value']:.4f} "
-                         f"(stage {best['stage']} epoch {best['epoch'] + 1})")
+            lines.append(
+                f"  best {best['metric']}={best['value']:.4f} (stage {best['stage']} epoch {best['epoch'] + 1})"
+            )
         tqdm.write("\n".join(lines))

@@ -160,7 +160,9 @@ def write_sysu(
     identity appears in each camera with probability ``camera_prob`` and always
     in at least one visible (1, 2, 4, 5) and one infrared (3, 6) camera.
     """
-    counts: dict[str, Any] = dict(num_train_ids=num_train_ids, num_test_ids=num_test_ids, images_per_camera=images_per_camera)
+    counts: dict[str, Any] = dict(
+        num_train_ids=num_train_ids, num_test_ids=num_test_ids, images_per_camera=images_per_camera
+    )
     size = _validate(size, seed, camera_prob, **counts)
     if num_train_ids < 2:
         raise ValueError("num_train_ids must be at least 2 (SYSU-MM01 has both a train and a val id list)")
@@ -211,7 +213,10 @@ def write_regdb(
     numbered in pid order (the same label in the visible and thermal file).
     """
     size = _validate(
-        size, seed, None, four_digit_ids=False,
+        size,
+        seed,
+        None,
+        four_digit_ids=False,
         num_train_ids=num_train_ids,
         num_test_ids=num_test_ids,
         images_per_modality=images_per_modality,
@@ -227,7 +232,9 @@ def write_regdb(
             files[pid] = {"visible": [], "thermal": []}
             for k in range(1, images_per_modality + 1):
                 pose = sample_pose(_image_rng(seed, "regdb", pid, k))
-                for m, (modality, folder, letter) in enumerate((("visible", "Visible", "v"), ("thermal", "Thermal", "t"))):
+                for m, (modality, folder, letter) in enumerate(
+                    (("visible", "Visible", "v"), ("thermal", "Thermal", "t"))
+                ):
                     # the thermal camera sits beside the visible one: same pose, slightly shifted box
                     shot = pose if m == 0 else replace(pose, dx=pose.dx + 0.03, dy=pose.dy + 0.01)
                     camera = REGDB_CAMERAS[modality]
@@ -298,7 +305,9 @@ def write_llcm(
     - file names ``<pid:04d>_c<KK>_s<hhmmss>_f<frame>_{vis,nir}.jpg``: loaders take the camera
       from the character after ``cam`` and the pid from the 4 characters after ``cam<K>/``.
     """
-    counts: dict[str, Any] = dict(num_train_ids=num_train_ids, num_test_ids=num_test_ids, images_per_camera=images_per_camera)
+    counts: dict[str, Any] = dict(
+        num_train_ids=num_train_ids, num_test_ids=num_test_ids, images_per_camera=images_per_camera
+    )
     size = _validate(size, seed, camera_prob, **counts)
     if not 2 <= num_cameras <= LLCM_MAX_CAMERAS:
         raise ValueError(
@@ -333,4 +342,3 @@ def write_llcm(
         (tmp / "idx" / "train_nir.txt").write_text("\n".join(lists["nir"]) + "\n")
         (tmp / "idx" / "test_id.txt").write_text(_id_line(test))
     return SynthResult(Path(root), total, count)
-

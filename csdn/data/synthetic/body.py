@@ -206,14 +206,21 @@ class _Figure:
         sx, shoulder_y, shoulder_hw = cx + self.lean, self.shoulder_y, self.shoulder_hw
         neck_y, arm_y = shoulder_y - 0.005 * u, shoulder_y + 0.035 * u  # sloping shoulders
         outline = [
-            (sx - shoulder_hw, arm_y), (sx - 0.5 * shoulder_hw, neck_y), (sx + 0.5 * shoulder_hw, neck_y),
-            (sx + shoulder_hw, arm_y), (cx + waist_hw, self.waist_y),
-            (cx + hem_hw, hem_y), (cx - hem_hw, hem_y), (cx - waist_hw, self.waist_y),
+            (sx - shoulder_hw, arm_y),
+            (sx - 0.5 * shoulder_hw, neck_y),
+            (sx + 0.5 * shoulder_hw, neck_y),
+            (sx + shoulder_hw, arm_y),
+            (cx + waist_hw, self.waist_y),
+            (cx + hem_hw, hem_y),
+            (cx - hem_hw, hem_y),
+            (cx - waist_hw, self.waist_y),
         ]
         self.canvas.polygon(outline, PART_UPPER)
         for s in (-1, 1):  # rounded shoulder joints
             x = sx + s * (shoulder_hw - self.arm_w * 0.5)
-            self.canvas.ellipse(x, shoulder_y + self.arm_w * 0.5, self.arm_w * 0.5, self.arm_w * 0.5, PART_UPPER, _TORSO)
+            self.canvas.ellipse(
+                x, shoulder_y + self.arm_w * 0.5, self.arm_w * 0.5, self.arm_w * 0.5, PART_UPPER, _TORSO
+            )
         if self.identity.upper.pattern == "logo" and self.front > 0.4:
             r = 0.03 * u
             self.canvas.ellipse(sx, shoulder_y + 0.09 * u, r * 1.2, r, PART_UPPER_PATTERN, _TORSO)
@@ -221,7 +228,9 @@ class _Figure:
     def head(self) -> None:
         u, side, cx, cy, rx, ry = self.u, self.side, self.head_cx, self.head_cy, self.head_rx, self.head_ry
         canvas, style = self.canvas, self.identity.hair_style
-        canvas.limb((cx, cy + ry * 0.6), (self.cx + self.lean, self.shoulder_y + 0.01 * u), 0.042 * u * self.b, PART_SKIN)
+        canvas.limb(
+            (cx, cy + ry * 0.6), (self.cx + self.lean, self.shoulder_y + 0.01 * u), 0.042 * u * self.b, PART_SKIN
+        )
         if self.front < -0.35 and style != "cropped":  # back of the head
             canvas.ellipse(cx, cy, rx, ry, PART_HAIR)
         else:

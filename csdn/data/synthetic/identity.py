@@ -151,7 +151,9 @@ def sample_identity(rng: np.random.Generator, pid: int = 0) -> Identity:
     hair = _plain(rng, hair_rgb * rng.uniform(0.9, 1.15), (0.15, 0.6), (0.5, 0.72))
     hat = _material(rng, "cotton", 0.3) if hair_style == "cap" else None
     upper, lower = _upper(rng), _lower(rng)
-    shoe_rgb = _clothing_colour(rng) if rng.random() < 0.4 else np.full(3, rng.choice([0.06, 0.15, 0.9]))  # black/grey/white
+    shoe_rgb = (
+        _clothing_colour(rng) if rng.random() < 0.4 else np.full(3, rng.choice([0.06, 0.15, 0.9]))
+    )  # black/grey/white
     shoes = _plain(rng, shoe_rgb, (0.1, 0.6), (0.2, 0.4))
     bag = str(rng.choice(BAGS, p=[0.45, 0.25, 0.18, 0.12]))
     bag_material = None if bag == "none" else _plain(rng, _clothing_colour(rng), (0.1, 0.7), (0.15, 0.35))

@@ -130,7 +130,9 @@ def render_person_with_parts(
     if camera is None:
         camera = default_camera(modality)
     elif camera.modality != normalize_modality(modality):
-        raise ValueError(f"camera sensor {camera.sensor!r} does not record {modality!r} images; pass a matching CameraStyle")
+        raise ValueError(
+            f"camera sensor {camera.sensor!r} does not record {modality!r} images; pass a matching CameraStyle"
+        )
     height, width = check_size(size)
     if not isinstance(rng, np.random.Generator):
         rng = np.random.default_rng(rng)

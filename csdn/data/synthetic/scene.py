@@ -87,7 +87,9 @@ def _smooth_noise(rng: np.random.Generator, height: int, width: int, cells: int)
 def _indoor(rng: np.random.Generator, index: np.ndarray, pal: _Palette) -> None:
     ph, pw = index.shape
     horizon = int(ph * rng.uniform(0.6, 0.75))
-    index[:horizon] = pal.add(_hsv(rng, sat=(0.0, 0.18), val=(0.55, 0.95)), rng.uniform(0.45, 0.8), rng.uniform(0.33, 0.42))
+    index[:horizon] = pal.add(
+        _hsv(rng, sat=(0.0, 0.18), val=(0.55, 0.95)), rng.uniform(0.45, 0.8), rng.uniform(0.33, 0.42)
+    )
     for _ in range(int(rng.integers(3, 7))):  # doors, windows, pillars, notice boards
         kind = rng.choice(["door", "window", "pillar", "board"])
         w = int(pw * rng.uniform(0.06, 0.18))
@@ -137,7 +139,9 @@ def _outdoor(rng: np.random.Generator, index: np.ndarray, pal: _Palette) -> None
         x = int(rng.integers(0, pw - w))
         y0 = int(rng.uniform(sky_end, horizon * 0.8))
         index[y0:horizon, x : x + w] = pal.add(
-            colorsys.hsv_to_rgb(float(rng.uniform(0.22, 0.38)), float(rng.uniform(0.3, 0.7)), float(rng.uniform(0.2, 0.55))),
+            colorsys.hsv_to_rgb(
+                float(rng.uniform(0.22, 0.38)), float(rng.uniform(0.3, 0.7)), float(rng.uniform(0.2, 0.55))
+            ),
             rng.uniform(0.75, 0.92),
             rng.uniform(0.15, 0.28),
         )
