@@ -8,11 +8,13 @@ csdn     ``csdn.train.stages.image_step`` + ``make_optimizer`` (``recipe="refere
          single-query attention pool, GeM with a hand-written backward, fused Adam; also under
          bfloat16 autocast where the CPU has native bf16 instructions;
 authors  the authors' ``core/train.py::train`` step re-stated here (repo
-         nengdong96/CSDN): each modality through its own stem, concatenated, shared
-         trunk, CLIP's attention pool called as a module (all 163 queries, the first
-         kept), GeM + BN + classifier head, BN + classifier on the projection; their
-         loss (CE + CE + 0.15 x their WRT triplet on both features + 0.05 / 0.1 x CE of
-         visible view-1 / infrared projections against the text classifier); Adam with
+         nengdong96/CSDN at commit 2224959): each modality through its own stem,
+         concatenated, shared trunk, CLIP's attention pool called as a module (all 163
+         queries, the first kept), GeM + BN + classifier head, BN + classifier on the
+         projection; their loss (CE + CE + MSEL(4) on the GeM features and on the
+         projections of visible view 1 and infrared + 0.15 x their WRT triplet on both
+         features + 0.05 / 0.1 x CE of visible view-1 / infrared projections against
+         the text classifier); Adam with
          L2 weight decay 5e-4 and one parameter group per parameter, at twice the rate
          for every parameter whose name contains "classifier".
 
@@ -56,7 +58,7 @@ from csdn.train.stages import autocast_factory, image_step, make_optimizer
 BASE_LR = 3e-4
 SIZES = {  # model config, identities per batch (P), images per identity and modality (K)
     "full": (CSDNConfig.rn50(num_classes=395), 8, 4),
-    "small": (CSDNConfig.rn50(num_classes=395, image_size=(96, 48)), 4, 2),
+    "small": (CSDNConfig.rn50(num_classes=395, image_size=(96, 48)), 2, 4),  # K=4: their MSEL(4) needs 4 per id
 }
 
 
@@ -86,12 +88,7 @@ def cpu_has_bf16() -> bool:
 
 
 class AuthorsGeMHead(nn.Module):
-    """Their ``Classifier``: GeM (trainable p) -> BatchNorm1d -> bias-free linear.
-
-    The published ``forward`` feeds ``features.squeeze().unsqueeze(0)`` to the BatchNorm,
-    which cannot run at batch size > 1; the commented-out ``features.squeeze()`` next
-    to it is what a training run needs, and what is used here.
-    """
+    """Their ``Classifier``: GeM (trainable p) -> BatchNorm1d on the squeezed features -> bias-free linear."""
 
     def __init__(self, gem: nn.Module, bn: nn.BatchNorm1d, classifier: nn.Linear):
         super().__init__()
@@ -104,7 +101,7 @@ class AuthorsGeMHead(nn.Module):
 
 
 class AuthorsProjectionHead(nn.Module):
-    """Their ``Classifier2``: BatchNorm1d -> bias-free linear on the projection (same squeeze note)."""
+    """Their ``Classifier2``: BatchNorm1d -> bias-free linear on the projection."""
 
     def __init__(self, bn: nn.BatchNorm1d, classifier: nn.Linear):
         super().__init__()
@@ -160,23 +157,49 @@ def authors_triplet(features: torch.Tensor, pids: torch.Tensor) -> torch.Tensor:
     return F.soft_margin_loss(closest_negative - furthest_positive, torch.ones_like(closest_negative))
 
 
+def authors_msel(features: torch.Tensor, pids: torch.Tensor, num_pos: int = 4) -> torch.Tensor:
+    """Their ``MSEL(4)`` (tools/MSEL.py): rows [visible; infrared] with one identity sequence. Per
+    modality, the mean of the ``num_pos - 1`` largest same-identity distances (zeros elsewhere) is
+    compared with the mean cross-modality same-identity distance; the squared gaps are averaged."""
+    n = len(features) // 2
+    squares = features.pow(2).sum(dim=1, keepdim=True)
+    dist = (squares + squares.t()).addmm(features, features.t(), beta=1, alpha=-2).clamp(min=1e-12).sqrt()
+    same = pids[:n][None, :].eq(pids[:n][:, None])
+    gaps = []
+    for own, other in ((slice(0, n), slice(n, 2 * n)), (slice(n, 2 * n), slice(0, n))):
+        intra = (same * dist[own, own]).topk(num_pos - 1, dim=1, largest=True, sorted=False).values.mean(dim=1)
+        cross = dist[own, other][same].view(n, -1).mean(dim=1)
+        gaps.append((cross - intra).pow(2).mean())
+    return (gaps[0] + gaps[1]) / 2
+
+
 def authors_losses(
     net: AuthorsImageModel, batch: dict[str, torch.Tensor], text: torch.Tensor
 ) -> dict[str, torch.Tensor]:
-    """The loss of their stage-3 step (lambda1=0.15, lambda2=0.05, lambda3=0.1), term by term."""
+    """The loss of their stage-3 step (MSEL at weight 1, lambda1=0.15, lambda2=0.05, lambda3=0.1), term by term."""
     labels = batch["labels"]
     n = labels.shape[0]
     (gem, projection), (gem_logits, proj_logits) = net(
         torch.cat([batch["visible"], batch["exchange"]]), batch["infrared"]
     )
     pids = torch.cat([labels, labels, labels])
+    first_view_and_infrared = torch.cat([torch.arange(n), torch.arange(2 * n, 3 * n)])
+    paired = torch.cat([labels, labels])
     parts = {
         "id": F.cross_entropy(gem_logits, pids) + F.cross_entropy(proj_logits, pids),
+        "msel": authors_msel(gem.squeeze()[first_view_and_infrared], paired)
+        + authors_msel(projection[first_view_and_infrared], paired),
         "triplet": authors_triplet(gem.squeeze(), pids) + authors_triplet(projection.squeeze(), pids),
         "i2t_visible": F.cross_entropy(projection[:n] @ text.t(), labels),
         "i2t_infrared": F.cross_entropy(projection[2 * n :] @ text.t(), labels),
     }
-    total = parts["id"] + 0.15 * parts["triplet"] + 0.05 * parts["i2t_visible"] + 0.1 * parts["i2t_infrared"]
+    total = (
+        parts["id"]
+        + parts["msel"]
+        + 0.15 * parts["triplet"]
+        + 0.05 * parts["i2t_visible"]
+        + 0.1 * parts["i2t_infrared"]
+    )
     return {"loss": total, **parts}
 
 

@@ -127,15 +127,16 @@ def test_stage3_image_to_text_losses_can_be_switched_off(data):
     batch = {key: torch.randn(8, 3, 64, 32) for key in ("visible", "exchange", "infrared")}
     batch["labels"] = torch.tensor([0, 0, 0, 0, 3, 3, 3, 3])
     text = torch.randn(4, 32)
-    full = image_step(model, batch, text, TrainConfig(images_per_id=4, msel_weight=1.0), contextlib.nullcontext)
+    full = image_step(model, batch, text, TrainConfig(), contextlib.nullcontext)  # MSEL is in the default
     assert set(full) == {"loss", "id", "msel", "triplet", "i2t_visible", "i2t_infrared"}
     expected = (
         full["id"] + full["msel"] + 0.15 * full["triplet"] + 0.05 * full["i2t_visible"] + 0.1 * full["i2t_infrared"]
     )
     assert torch.allclose(full["loss"], expected)
-    ablation = TrainConfig(images_per_id=4, msel_weight=1.0, visible_i2t_weight=0.0, infrared_i2t_weight=0.0)
+    ablation = TrainConfig(visible_i2t_weight=0.0, infrared_i2t_weight=0.0, msel_weight=0.0)
     reduced = image_step(model, batch, text, ablation, contextlib.nullcontext)
-    assert set(reduced) == {"loss", "id", "msel", "triplet"}
+    assert set(reduced) == {"loss", "id", "triplet"}
+    assert torch.allclose(reduced["loss"], reduced["id"] + 0.15 * reduced["triplet"])
 
 
 # ---------------------------------------------------------------------------- end to end
@@ -160,7 +161,7 @@ def test_fit_logs_checkpoints_and_saves_the_final_model(reference_run):
     steps = [r for r in records if r["event"] == "step"]
     assert {r["stage"] for r in steps} == {1, 2, 3}
     assert all("lr" in r and "loss" in r for r in steps)
-    assert {"id", "triplet", "i2t_visible", "i2t_infrared"} <= set(steps[-1]) and "msel" not in steps[-1]
+    assert {"id", "msel", "triplet", "i2t_visible", "i2t_infrared"} <= set(steps[-1])
     evals = [r for r in records if r["event"] == "validation"]
     assert len(evals) == END_TO_END.stage3_epochs
     summary = json.loads((output / "summary.json").read_text())

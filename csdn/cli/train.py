@@ -34,7 +34,8 @@ def _config_options(parser: argparse.ArgumentParser) -> None:
         elif field.name == "recipe":
             kwargs.update(
                 choices=tuple(RECIPES),
-                help="reference: the authors' training code, quirks included (default); clean: each quirk corrected",
+                help="reference: the authors' training code (nengdong96/CSDN at 2224959, MSEL included), quirks included "
+                "(default); clean: each quirk corrected",
             )
         elif default is None or isinstance(default, int):
             kwargs.update(type=int)

@@ -1,7 +1,9 @@
 """Training: the three-stage CSDN recipe (prompts, SII fusion, image model).
 
 ``fit`` runs it end to end, ``TrainConfig`` holds the paper's hyper-parameters
-and ``learning_rate`` gives each stage's schedule in closed form.
+and ``learning_rate`` gives each stage's schedule in closed form. The default
+recipe reproduces the authors' training step at nengdong96/CSDN commit 2224959
+(MSEL included in stage 3).
 """
 
 from csdn.train.config import TrainConfig

@@ -45,11 +45,11 @@ class TrainConfig:
     8 identities x 4 images per modality, stage 1/2 at lr 3e-4 (cosine to 1e-6,
     5 warm-up epochs from 1e-5) for 60 epochs each, stage 3 at lr 3e-4 (heads x2),
     10 warm-up epochs from 0.01x, x0.1 at epochs 40 and 70, 120 epochs, and the
-    stage-3 loss of their ``train()``: identity CE on both heads, 0.15 x WRT triplet
-    on both, 0.05 / 0.1 x the fused-text classifier on visible / infrared
-    projections. MSEL is off (``msel_weight=0``): the authors ship ``tools/MSEL.py``
-    but their training step never calls it. ``recipe="clean"`` corrects the
-    authors' quirks listed in :class:`Recipe`. A stage with 0 epochs is skipped.
+    stage-3 loss of their ``train()`` (nengdong96/CSDN at commit 2224959): identity CE on
+    both heads, MSEL on the pre-BN GeM features and on the projections of the first
+    visible view and the infrared rows, 0.15 x WRT triplet on both heads, 0.05 / 0.1 x
+    the fused-text classifier on visible / infrared projections. ``recipe="clean"``
+    corrects the authors' quirks listed in :class:`Recipe`. A stage with 0 epochs is skipped.
     """
 
     recipe: str = "reference"
@@ -83,7 +83,7 @@ class TrainConfig:
     gamma: float = 0.1
     # stage 3 loss weights (0 disables a term)
     id_weight: float = 1.0
-    msel_weight: float = 0.0  # the paper's MSEL term; the authors' training code leaves it out
+    msel_weight: float = 1.0  # MSEL on GeM features + MSEL on projections, as the authors' stage 3 adds them
     triplet_weight: float = 0.15
     visible_i2t_weight: float = 0.05
     infrared_i2t_weight: float = 0.1
