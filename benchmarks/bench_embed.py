@@ -3,8 +3,9 @@
 Four ways to embed the same preprocessed images (decoding excluded from all four):
 
 (a) naive      one image at a time, the flipped copy as a second forward, plain modules;
-(b) authors    the authors' test loop: batch of 32, one forward, then a second forward
-               on the flipped batch, plain modules (CLIP's full attention pool);
+(b) authors    the authors' test loop (core/test.py at nengdong96/CSDN 2224959): batches of
+               ``--authors-batch-size`` (128, their test loaders' batch), one forward, then a
+               second forward on the flipped batch, plain modules (CLIP's full attention pool);
 (c) exact      ``model.embed_image(..., precision="fp32")``: folded tower, channels-last,
                flipped copy in the same forward, single-query attention pool;
 (d) bf16       ``model.embed_image(..., precision="bf16")``.
@@ -158,7 +159,7 @@ def time_methods(model: CSDN, images: torch.Tensor, args: argparse.Namespace) ->
     naive_images = images[: args.naive_images]
     runs = {
         "naive": lambda: naive_embed(model, naive_images),
-        "authors": lambda: authors_embed(model, images, args.batch_size),
+        "authors": lambda: authors_embed(model, images, args.authors_batch_size),
         "exact": lambda: ours("fp32")(model, images, args.batch_size),
         "bf16": lambda: ours("bf16")(model, images, args.batch_size),
     }
@@ -166,7 +167,7 @@ def time_methods(model: CSDN, images: torch.Tensor, args: argparse.Namespace) ->
     warm = images[: args.batch_size]
     _log("warm-up")
     naive_embed(model, warm[:1])
-    authors_embed(model, warm, args.batch_size)
+    authors_embed(model, images[: args.authors_batch_size], args.authors_batch_size)
     for precision in ("fp32", "bf16"):
         ours(precision)(model, warm, args.batch_size)
     rates: dict[str, list[float]] = {name: [] for name in (*METHODS, "gemm_fp32", "gemm_bf16")}
@@ -253,7 +254,8 @@ def summarise(rates: dict[str, list[float]], flops: dict[str, float]) -> dict[st
 def print_report(summary: dict, agreement: dict | None, args: argparse.Namespace) -> None:
     peaks = summary["gemm_gflops"]
     print(
-        f"\nCSDN-RN50 288x144, flip TTA, batch {args.batch_size}, {args.batches} batch(es), "
+        f"\nCSDN-RN50 288x144, flip TTA, batch {args.batch_size} (authors' path {args.authors_batch_size}), "
+        f"{args.batches} batch(es), "
         f"{args.rounds} rounds, torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
     print(f"2048^3 matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s\n")
@@ -292,8 +294,11 @@ def _write_json(path: Path, data: dict) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batches", type=int, default=2, help="batches of --batch-size images per timed run")
+    parser.add_argument("--batches", type=int, default=4, help="batches of --batch-size images per timed run")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--authors-batch-size", type=int, default=128, help="the authors' test batch (their query/gallery loaders: 128)"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (median reported)")
     parser.add_argument("--naive-images", type=int, default=8, help="images the one-at-a-time way embeds per round")
     parser.add_argument("--agreement-ids", type=int, default=128, help="identities in the bf16 agreement set (0: skip)")
