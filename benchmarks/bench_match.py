@@ -11,6 +11,14 @@ One run reports, with ratios to the baseline measured in the same run:
   6.1 GB bfloat16 one): exact float32 and bfloat16 ``match`` streaming the file, next to the
   speed of simply reading that file (page cache or disk) in the same process.
 
+The machine comes first: the CPU model, whether it has bfloat16 matrix instructions (AMX tiles,
+AVX-512 BF16), and its own float32 and bfloat16 matrix-product peaks (2048^3, best of the
+rounds). The in-memory section also times, in the same rotation as the methods, the two parts
+of the limit for exact search on that machine: one pass over the stored gallery (a sum, which
+reads every byte once) and one bfloat16 product of the queries with the whole gallery (already
+in bfloat16). Each method's time is printed as a multiple of ``pass + product`` for its
+gallery's dtype: 1.0 would be search at the cost of reading the data and one fast product.
+
 Correctness is checked on the way: exact float32 ``match`` against the baseline's top-k, half
 precision against float32 arithmetic on the stored (upcast) values, and how often storing in
 half precision itself changes the top-k against the original float32 embeddings.
@@ -181,8 +189,12 @@ def in_memory_job(spec: dict[str, Any]) -> dict[str, Any]:
     full = torch.from_numpy(np.array(np.load(spec["float32"], mmap_mode="r")[:rows]))
     bf16 = open_gallery(Path(spec["bfloat16"]), rows).clone()
     fp16 = full.half()
+    narrow_queries = queries.bfloat16()
     methods = {
         "plain fp32 (q @ g.T).topk": lambda: torch.topk(queries @ full.T, topk, dim=1).indices,
+        "limit: pass over fp32 rows": lambda: full.sum(),
+        "limit: pass over half rows": lambda: bf16.sum(),
+        "limit: bf16 product": lambda: narrow_queries @ bf16.T,
         "match fp32": lambda: match(queries, full, topk).indices,
         "match fp32, screen=False": lambda: match(queries, full, topk, screen=False).indices,
         "match bfloat16": lambda: match(queries, bf16, topk).indices,
@@ -249,6 +261,36 @@ def line(name: str, rows: int, queries: int, run: dict[str, Any], baseline: floa
     )
 
 
+def cpu_flags() -> set[str]:
+    try:
+        for row in Path("/proc/cpuinfo").read_text().splitlines():
+            if row.startswith("flags"):
+                return set(row.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def matmul_peaks(rounds: int = 3, size: int = 2048) -> dict[str, float]:
+    """GFLOP/s of a ``size``^3 product in float32 and bfloat16, best of ``rounds`` (alternated)."""
+    a = torch.randn(size, size)
+    operands = {"fp32": (a, a.T.contiguous()), "bf16": (a.bfloat16(), a.T.contiguous().bfloat16())}
+    best = {name: 0.0 for name in operands}
+    for _ in range(rounds):
+        for name, (x, y) in operands.items():
+            x @ y  # warm
+            start = time.perf_counter()
+            x @ y
+            best[name] = max(best[name], 2 * size**3 / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def limit_seconds(best: dict[str, dict[str, Any]], dtype: str) -> float:
+    """One pass over the stored rows plus one bfloat16 product: the floor for exact search."""
+    passes = best["limit: pass over fp32 rows" if dtype == "float32" else "limit: pass over half rows"]
+    return passes["seconds"] + best["limit: bf16 product"]["seconds"]
+
+
 def cpu_name() -> str:
     try:
         for row in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
@@ -281,6 +323,13 @@ def main() -> None:
     smallest = min(n for n in (args.memory_size, args.faiss_size, args.gallery_size) if n > 0)
     query_ids = torch.randint(0, -(-smallest // args.per_id), (args.queries,), generator=generator)
     queries = data.rows(query_ids, stream=-1).numpy()
+    flags = cpu_flags()
+    peaks = matmul_peaks()
+    print(
+        f"bfloat16 matrix units: AMX {'yes' if {'amx_bf16', 'amx_tile'} <= flags else 'no'}, "
+        f"AVX-512 BF16 {'yes' if 'avx512_bf16' in flags else 'no'}; "
+        f"matmul peaks (2048^3, best of 3): fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s"
+    )
     print(
         f"{cpu_name()}, {os.cpu_count()} CPUs; torch {torch.__version__}, {torch.get_num_threads()} threads; "
         f"D={args.dim}, Q={args.queries}, k={args.topk}; load average {os.getloadavg()[0]:.1f} at start "
@@ -307,6 +356,19 @@ def main() -> None:
         print(f"\nin memory, {rows:,} x {args.dim}, {args.queries} queries (best of {args.repeat}, rotated):")
         for name, run in best.items():
             print(line(name, rows, args.queries, run, baseline["seconds"]))
+        print(
+            "  the limit (one pass over the stored rows + one bf16 product): "
+            f"float32 gallery {limit_seconds(best, 'float32'):.2f} s, half gallery {limit_seconds(best, 'bfloat16'):.2f} s"
+        )
+        for name in (
+            "plain fp32 (q @ g.T).topk",
+            "match fp32",
+            "match fp32, screen=False",
+            "match bfloat16",
+            "match float16",
+        ):
+            dtype = "float32" if "fp32" in name else "half"
+            print(f"  {name:<30} {best[name]['seconds'] / limit_seconds(best, dtype):5.2f}x the limit")
         truth = baseline["result"]
         print(
             f"  match fp32 top-{args.topk} = plain top-{args.topk}: {overlap(best['match fp32']['result'], truth):.4f}"
