@@ -205,6 +205,7 @@ def embed_with_report(
     transform = TestTransform(model.config)
     dim = model.config.test_feature_dim * (2 if flip else 1)
     skipped: list[SkippedImage] | None = [] if on_error == "skip" else None
+    batches: Iterator[tuple[torch.Tensor | None, int]]
     if isinstance(items, torch.Tensor):
         batches = _tensor_batches(items, batch_size)
     else:

@@ -4,7 +4,7 @@ on anything with these members, so this package never imports the model it serve
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -17,15 +17,26 @@ class EmbeddingModel(Protocol):
 
     config: CSDNConfig
     training: bool
-    stem_visible: nn.Module
-    stem_infrared: nn.Module
-    trunk: nn.Module
+
+    # read-only members, so that a model whose stems are a subclass of Module still matches
+    @property
+    def stem_visible(self) -> nn.Module: ...
+
+    @property
+    def stem_infrared(self) -> nn.Module: ...
+
+    @property
+    def trunk(self) -> nn.Module: ...
 
     def check_images(self, x: torch.Tensor) -> None: ...
 
     def features_from_map(self, fmap: torch.Tensor) -> torch.Tensor: ...
 
     def image_features(self, x: torch.Tensor, modality: str) -> torch.Tensor: ...
+
+    def embed_image(self, images: Any, modality: str, **options: Any) -> torch.Tensor: ...
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]: ...
 
     def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
 

@@ -113,7 +113,11 @@ def _contrastive(image: torch.Tensor, text: torch.Tensor, labels: torch.Tensor) 
 
 
 def image_step(
-    model: CSDN, batch: dict[str, torch.Tensor], text: torch.Tensor, config: TrainConfig, autocast: Callable[[], object]
+    model: CSDN,
+    batch: dict[str, torch.Tensor],
+    text: torch.Tensor,
+    config: TrainConfig,
+    autocast: Callable[[], contextlib.AbstractContextManager],
 ) -> Losses:
     """Stage 3 on one identity batch: rows are [visible view 1; visible view 2; infrared].
 
@@ -152,5 +156,5 @@ def image_step(
         "i2t_visible": config.visible_i2t_weight,
         "i2t_infrared": config.infrared_i2t_weight,
     }
-    total = sum(weights[name] * value for name, value in parts.items())
+    total = sum((weights[name] * value for name, value in parts.items()), torch.zeros((), device=labels.device))
     return {"loss": total, **parts}
