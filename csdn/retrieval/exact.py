@@ -162,8 +162,8 @@ def match_arrays(
                         narrow_queries[span], narrow.T, out=buffers.get("product", shape, torch.bfloat16, device)
                     )
                     screened = torch.div(product, norms, out=buffers.get("screened", shape, torch.float32, device))
-                    pairs = candidates(screened, kth, slack[span], relative, k)
-                    cand_scores, cand_indices = rescored(queries[span], stored, pairs)
+                    pairs = candidates(screened, kth, slack[span], relative, k, buffers)
+                    cand_scores, cand_indices = rescored(queries[span], stored, pairs, buffers)
                 else:
                     scores = queries[span] @ stored.T
                     if not unit:

@@ -41,6 +41,7 @@ __all__ = [
     "ScratchBuffers",
     "bf16_is_fast",
     "candidates",
+    "gather_rows",
     "rescored",
     "screen_chunks",
     "screen_slack",
@@ -72,7 +73,12 @@ def screen_slack(queries: torch.Tensor, gallery_dtype: torch.dtype) -> tuple[tor
 
 
 def candidates(
-    screened: torch.Tensor, kth_best: torch.Tensor, slack: torch.Tensor, relative: float, k: int
+    screened: torch.Tensor,
+    kth_best: torch.Tensor,
+    slack: torch.Tensor,
+    relative: float,
+    k: int,
+    buffers: ScratchBuffers | None = None,
 ) -> torch.Tensor:
     """``[M, 2]`` (query, column) pairs of the rows that may still enter the top ``k``, in row-major order.
 
@@ -93,12 +99,28 @@ def candidates(
     threshold = torch.where(need >= 0, need / (1 + relative), need / (1 - relative))
     threshold = threshold - _ABSOLUTE_SLACK * (1 + threshold.abs())  # the solution's own rounding: keep more
     reached = (screened.amax(dim=1) >= threshold).nonzero().squeeze(1)
-    pairs = (screened[reached] >= threshold[reached].unsqueeze(1)).nonzero()
+    rows = gather_rows(screened, reached, buffers, "reached")
+    pairs = (rows >= threshold.index_select(0, reached).unsqueeze(1)).nonzero()
     pairs[:, 0] = reached[pairs[:, 0]]
     return pairs
 
 
-def rescored(queries: torch.Tensor, rows: torch.Tensor, pairs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def gather_rows(source: torch.Tensor, index: torch.Tensor, buffers: ScratchBuffers | None, name: str) -> torch.Tensor:
+    """``source[index]`` along rows, copied row by row into reused scratch memory when ``buffers`` is given.
+
+    Advanced indexing allocates a fresh tensor each call, and on a virtual machine the page
+    faults of first touching it cost more than the copy; ``index_select`` into storage kept
+    from the previous chunk avoids both.
+    """
+    if buffers is None:
+        return source.index_select(0, index)
+    out = buffers.rows(name, len(index), source.shape[1:], source.dtype, source.device)
+    return torch.index_select(source, 0, index, out=out)
+
+
+def rescored(
+    queries: torch.Tensor, rows: torch.Tensor, pairs: torch.Tensor, buffers: ScratchBuffers | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The float32 cosines of (query, row) ``pairs`` ``[M, 2]`` of a chunk (row-major), per query in column order,
     padded with ``-inf`` (which never outranks a real score) to the longest list; with the columns.
 
@@ -106,10 +128,10 @@ def rescored(queries: torch.Tensor, rows: torch.Tensor, pairs: torch.Tensor) -> 
     own, so a pair's score does not depend on its chunk or on the other candidates: identical
     rows tie exactly, as the documented tie order needs.
     """
-    picked = rows[pairs[:, 1]].to(torch.float32)
+    picked = gather_rows(rows, pairs[:, 1], buffers, "picked").to(torch.float32)
     norms = torch.linalg.vector_norm(picked, dim=1)
     norms = torch.where((norms - 1).abs() <= UNIT_NORM_TOLERANCE, 1.0, norms)
-    scores = torch.einsum("md,md->m", picked, queries[pairs[:, 0]]) / norms
+    scores = torch.einsum("md,md->m", picked, gather_rows(queries, pairs[:, 0], buffers, "paired queries")) / norms
     counts = torch.bincount(pairs[:, 0], minlength=len(queries))
     width = max(1, int(counts.max()))
     slot = torch.arange(len(pairs), device=pairs.device) - (torch.cumsum(counts, 0) - counts)[pairs[:, 0]]
@@ -133,6 +155,22 @@ class ScratchBuffers:
         if tensor is None or tensor.shape != shape or tensor.dtype != dtype or tensor.device != torch.device(device):
             tensor = self._tensors[name] = torch.empty(shape, dtype=dtype, device=device)
         return tensor
+
+    def rows(
+        self, name: str, count: int, row_shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str = "cpu"
+    ) -> torch.Tensor:
+        """A ``[count, *row_shape]`` view of storage that grows by doubling, for row counts that vary per chunk."""
+        tensor = self._tensors.get(name)
+        same_kind = (
+            tensor is not None
+            and tensor.shape[1:] == row_shape
+            and tensor.dtype == dtype
+            and tensor.device == torch.device(device)
+        )
+        if tensor is None or not same_kind or tensor.shape[0] < count:
+            capacity = max(count, 2 * tensor.shape[0]) if tensor is not None and same_kind else count
+            tensor = self._tensors[name] = torch.empty((capacity, *row_shape), dtype=dtype, device=device)
+        return tensor[:count]
 
 
 def screen_chunks(
