@@ -27,7 +27,9 @@ def _config_options(parser: argparse.ArgumentParser) -> None:
         flags = [f"--{field.name.replace('_', '-')}"] + ([_ALIASES[field.name]] if field.name in _ALIASES else [])
         default = field.default
         kwargs: dict[str, Any] = {"dest": field.name, "default": None, "help": f"default: {default}"}
-        if isinstance(default, tuple):
+        if isinstance(default, bool):
+            kwargs.update(action=argparse.BooleanOptionalAction)
+        elif isinstance(default, tuple):
             kwargs.update(nargs="*", type=int)
         elif field.name == "precision":
             kwargs.update(choices=AUTOCAST_PRECISIONS)
@@ -75,6 +77,11 @@ def register(commands: Any) -> list[argparse.ArgumentParser]:
         default=0,
         help="evaluate on the dataset's test protocol every N stage-3 epochs, logged only: "
         "the final model is the last one, never picked on test data (0: never)",
+    )
+    parser.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write the epoch values to OUTPUT/tensorboard (needs: pip install 'csdn-reid[tensorboard]')",
     )
     parser.add_argument("--config", default=None, help="JSON file of TrainConfig fields (options override it)")
     parser.add_argument(
@@ -152,6 +159,7 @@ def run_train(args: argparse.Namespace) -> int:
             stop_after=args.stop_after,
             dataset_options=options,
             on_error="skip" if args.skip_bad_images else "raise",
+            tensorboard=args.tensorboard,
         )
     finally:
         distributed.shutdown()

@@ -81,6 +81,8 @@ class TrainConfig:
     stage3_warmup_factor: float = 0.01
     milestones: tuple[int, ...] = (40, 70)
     gamma: float = 0.1
+    # warm-ups and milestones left at the authors' values stretch with a shortened or lengthened stage
+    scale_schedule: bool = True
     # stage 3 loss weights (0 disables a term)
     id_weight: float = 1.0
     msel_weight: float = 1.0  # MSEL on GeM features + MSEL on projections, as the authors' stage 3 adds them
@@ -185,6 +187,12 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         reject_unknown_fields(data, cls, "unknown TrainConfig field(s)")
         return cls(**data)
+
+    @classmethod
+    def from_checkpoint(cls, data: dict[str, Any]) -> TrainConfig:
+        """The config a checkpoint recorded; runs saved before ``scale_schedule`` existed used the
+        authors' warm-ups and milestones at any stage length, so they resume that way."""
+        return cls.from_dict({"scale_schedule": False, **data})
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)

@@ -82,7 +82,7 @@ def read_image_folder(root: str | os.PathLike) -> TrainImages:
 
     The simplest layout for custom data (:class:`csdn.data.folder.ImageFolder`); files are sorted.
     """
-    return resolve_train_set(ImageFolder(root))
+    return resolve_train_set(ImageFolder(Path(root)))
 
 
 def resolve_train_set(data: Any, root: str | os.PathLike | None = None, **options: Any) -> TrainImages:

@@ -46,7 +46,9 @@ def initial_model(
         from csdn.hub.clip import from_clip
 
         weights = "RN50" if init is None or str(init).upper() == "RN50" else init
-        return from_clip(weights, num_classes=num_classes, image_size=image_size or (288, 144), progress=progress)
+        return from_clip(
+            os.fspath(weights), num_classes=num_classes, image_size=image_size or (288, 144), progress=progress
+        )
     if model.config.num_classes != num_classes:
         raise ValueError(
             f"the initial model classifies {model.config.num_classes} identities but the training set has "

@@ -48,7 +48,7 @@ def check_resume(
     checkpoint: dict[str, Any], config: TrainConfig, train_set: TrainImages, world: ddp.World, path: Path
 ) -> None:
     """Refuse to resume a checkpoint made with another config or on other data; warn on another world size."""
-    changed = TrainConfig.from_dict(checkpoint["train_config"]).differences(config)
+    changed = TrainConfig.from_checkpoint(checkpoint["train_config"]).differences(config)
     if changed:
         raise ValueError(
             f"cannot resume {path}: the training config differs from the checkpoint's ({'; '.join(changed)}); "

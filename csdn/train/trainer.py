@@ -22,6 +22,7 @@ from csdn.train import ddp
 from csdn.train.augment import TrainAugment
 from csdn.train.checkpoint import LAST, load_checkpoint
 from csdn.train.config import TrainConfig
+from csdn.train.console import bars_wanted, emit, epoch_line, summary_table
 from csdn.train.data import TrainImages, resolve_train_set
 from csdn.train.imagecheck import check_training_images
 from csdn.train.initialise import Init, initial_model
@@ -35,7 +36,7 @@ from csdn.train.rundir import (
     save_epoch,
     truncate_log,
 )
-from csdn.train.runlog import RunLog
+from csdn.train.runlog import RunLog, epoch_table, read_log
 from csdn.train.sampler import (
     IdentityBatch,
     IdentitySampler,
@@ -46,7 +47,7 @@ from csdn.train.sampler import (
     seed_torch_for_epoch,
     text_seed,
 )
-from csdn.train.schedule import apply_learning_rate
+from csdn.train.schedule import apply_learning_rate, stage_schedule
 from csdn.train.stages import (
     STAGE_NAMES,
     Losses,
@@ -58,6 +59,8 @@ from csdn.train.stages import (
 )
 
 Evaluator = Callable[[CSDN], Mapping[str, float]]
+EPOCH_TABLE = "epochs.csv"  # one row per epoch in the run folder (see csdn.train.runlog.epoch_table)
+EPOCH_FIELDS = ("lr", "seconds", "images_per_second")  # an epoch record's fields that are not loss terms
 
 
 @dataclass
@@ -119,6 +122,7 @@ class _Trainer:
         best_metric: str,
         num_workers: int,
         progress: bool,
+        echo: bool,
         resumed: bool,
     ):
         self.model, self.train_set, self.config, self.world, self.device = model, train_set, config, world, device
@@ -127,7 +131,8 @@ class _Trainer:
         self.frozen = {id(p) for name, p in model.named_parameters() if name in frozen}
         self.evaluate, self.validate = evaluate, validate
         self.eval_every, self.best_metric = eval_every, best_metric
-        self.num_workers, self.progress = num_workers, progress and world.is_main
+        self.num_workers, self.progress = num_workers, bars_wanted(progress) and world.is_main
+        self.echo = echo and world.is_main
         self.augment = TrainAugment(model.config, config)
         self.autocast = autocast_factory(config.precision, device)
         self.log = RunLog(output / "log.jsonl", enabled=world.is_main, append=resumed)
@@ -135,6 +140,9 @@ class _Trainer:
         self.best_is_new = False
         self.text: torch.Tensor | None = None  # stage 3's fixed classifier
         self.epoch_means: dict[int, dict[str, float]] = {}
+        self.last_metrics: dict[str, dict[str, float]] = {}
+        self.position: tuple[int, int] | None = None  # (stage, epochs done) of the last checkpoint written here
+        self.tensorboard: Any = None
         self._features: dict[int, FeatureSet] = {}  # the current stage's fixed image projections
 
     # ------------------------------------------------------------------ fixed features
@@ -273,9 +281,13 @@ class _Trainer:
             num_workers=self.num_workers,
         )
 
+        text = self.text
+        if text is None:
+            raise RuntimeError("stage 3 started without its fixed text classifier")
+
         def compute(batch):
             batch = {key: value.to(dev, non_blocking=True) for key, value in batch.items()}
-            return image_step(self.model, batch, self.text, cfg, self.autocast)
+            return image_step(self.model, batch, text, cfg, self.autocast)
 
         return items, compute, len(plan), 3 * cfg.ids_per_batch * cfg.images_per_id
 
@@ -288,6 +300,7 @@ class _Trainer:
 
     # ------------------------------------------------------------------ training
     def _epoch(self, stage: int, epoch: int, optimizer: torch.optim.Optimizer, scaler) -> dict[str, float]:
+        """Train one epoch; return its record: lr, seconds, images/s and the mean of every loss term."""
         cfg = self.config
         lr = apply_learning_rate(optimizer, stage, epoch, cfg)
         seed_torch_for_epoch(cfg.seed, stage, epoch, self.world.rank)
@@ -330,16 +343,24 @@ class _Trainer:
         seconds = time.perf_counter() - started
         means = {name: total / max(steps, 1) for name, total in totals.items()}
         images_per_second = steps * per_step * self.world.size / max(seconds, 1e-9)
-        self.log.write(
-            "epoch",
-            stage=stage,
-            epoch=epoch,
-            lr=lr,
-            seconds=round(seconds, 3),
-            images_per_second=round(images_per_second, 2),
-            **means,
-        )
-        return means
+        record = {"lr": lr, "seconds": round(seconds, 3), "images_per_second": round(images_per_second, 2), **means}
+        self.log.write("epoch", stage=stage, epoch=epoch, **record)
+        return record
+
+    def _report_epoch(self, stage: int, epoch: int, record: dict[str, float], metrics: dict) -> None:
+        """The plain epoch line on stderr and the run folder's epochs.csv (rebuilt from the log)."""
+        if not self.echo:
+            return
+        emit(epoch_line(stage, STAGE_NAMES[stage], epoch, self.config.epochs(stage), record, metrics))
+        atomic_write_text(self.output / EPOCH_TABLE, epoch_table(read_log(self.log.path)))
+        if self.tensorboard is not None:
+            step = sum(self.config.epochs(s) for s in range(1, stage)) + epoch + 1
+            for name, value in record.items():
+                self.tensorboard.add_scalar(f"stage{stage}/{name}", value, step)
+            for event, values in metrics.items():
+                for name, value in values.items():
+                    self.tensorboard.add_scalar(f"{event}/{name}", value, step)
+            self.tensorboard.flush()
 
     def _measure(self, event: str, judge: Evaluator, stage: int, epoch: int) -> dict[str, float]:
         with torch.no_grad():
@@ -347,19 +368,23 @@ class _Trainer:
         self.log.write(event, stage=stage, epoch=epoch, **metrics)
         return metrics
 
-    def _maybe_evaluate(self, stage: int, epoch: int) -> None:
-        """Run ``evaluate`` (logged only) and ``validate`` (logged, and the best kept) when due."""
+    def _maybe_evaluate(self, stage: int, epoch: int) -> dict[str, dict[str, float]]:
+        """Run ``evaluate`` (logged only) and ``validate`` (logged, and the best kept) when due; their metrics."""
         last = epoch + 1 == self.config.epochs(stage)
         due = stage == 3 and (last or (epoch + 1) % self.eval_every == 0)
+        measured: dict[str, dict[str, float]] = {}
         if not due or (self.evaluate is None and self.validate is None):
-            return
+            return measured
         if self.world.is_main:
             self.model.eval()
             if self.evaluate is not None:
-                self._measure("eval", self.evaluate, stage, epoch)
+                measured["eval"] = self._measure("eval", self.evaluate, stage, epoch)
             if self.validate is not None:
-                self._keep_best(self._measure("validation", self.validate, stage, epoch), stage, epoch)
+                measured["validation"] = self._measure("validation", self.validate, stage, epoch)
+                self._keep_best(measured["validation"], stage, epoch)
+            self.last_metrics = measured
         ddp.barrier(self.world)
+        return measured
 
     def _keep_best(self, metrics: dict[str, float], stage: int, epoch: int) -> None:
         if self.best_metric not in metrics:
@@ -420,13 +445,27 @@ class _Trainer:
                     scaler.load_state_dict(resumed["scaler"])
             if current == 3:
                 self.text = self.fused_text()
-            self.log.write("stage", stage=current, name=STAGE_NAMES[current], start_epoch=start, epochs=epochs)
+            schedule = stage_schedule(current, self.config)
+            self.log.write(
+                "stage",
+                stage=current,
+                name=STAGE_NAMES[current],
+                start_epoch=start,
+                epochs=epochs,
+                warmup_epochs=schedule.warmup_epochs,
+                milestones=list(schedule.milestones),
+                schedule_scaled=schedule.scaled,
+            )
+            if self.echo:
+                emit(schedule.describe(current, self.config))
             for epoch in range(start, epochs):
                 if stop_after is not None and trained >= stop_after:
                     return False
-                self.epoch_means[current] = self._epoch(current, epoch, optimizer, scaler)
-                self._maybe_evaluate(current, epoch)
+                record = self._epoch(current, epoch, optimizer, scaler)
+                self.epoch_means[current] = {k: v for k, v in record.items() if k not in EPOCH_FIELDS}
+                self._report_epoch(current, epoch, record, self._maybe_evaluate(current, epoch))
                 self._checkpoint(current, epoch + 1, optimizer, scaler)
+                self.position = (current, epoch + 1)
                 trained += 1
         return True
 
@@ -457,6 +496,8 @@ def fit(
     stop_after: int | None = None,
     dataset_options: Mapping[str, Any] | None = None,
     on_error: str = "raise",
+    echo: bool = True,
+    tensorboard: bool = False,
 ) -> CSDN:
     """Train CSDN's three stages (prompts, SII fusion, image model) and return the model.
 
@@ -484,6 +525,12 @@ def fit(
     with the same weights as an uninterrupted run. ``stop_after`` trains at most
     that many epochs in this call (for time-limited jobs).
 
+    ``echo`` prints one plain line per stage and per epoch to stderr (losses, lr, images/s,
+    evaluation results in percent) and a closing summary, with or without ``progress`` bars
+    (shown only when stderr is a terminal); each epoch also refreshes ``epochs.csv`` in the run
+    folder. ``tensorboard=True`` writes the same values to ``output_dir/tensorboard`` (needs the
+    ``tensorboard`` extra).
+
     Every image file is opened before training starts: unreadable ones are listed
     together in one ``ImageDecodeError``, or with ``on_error="skip"`` left out (listed in a
     :class:`csdn.errors.SkippedImagesWarning`).
@@ -498,7 +545,7 @@ def fit(
     world = ddp.current_world()
     device = _resolve_device(device, world)
     train_set = resolve_train_set(data, root, **dict(dataset_options or {}))
-    train_set = check_training_images(train_set, on_error, progress=progress and world.is_main)
+    train_set = check_training_images(train_set, on_error, progress=bars_wanted(progress) and world.is_main)
     output = Path(output_dir)
     last = checkpoint_dir(output) / LAST
     checkpoint = None
@@ -509,7 +556,7 @@ def fit(
                 "to continue it or choose another output directory"
             )
         checkpoint = load_checkpoint(last)
-        config = config or TrainConfig.from_dict(checkpoint["train_config"])
+        config = config or TrainConfig.from_checkpoint(checkpoint["train_config"])
         check_resume(checkpoint, config, train_set, world, last)
     config = config or TrainConfig()
     check_before_writing(
@@ -518,7 +565,9 @@ def fit(
 
     torch.manual_seed(config.seed)  # identical random parts (heads, prompts, fusion) on every rank
     if checkpoint is None:
-        model = initial_model(init, train_set.num_classes, image_size=image_size, progress=progress and world.is_main)
+        model = initial_model(
+            init, train_set.num_classes, image_size=image_size, progress=bars_wanted(progress) and world.is_main
+        )
         frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
         stage, done, best = 1, 0, None
     else:
@@ -548,9 +597,12 @@ def fit(
         best_metric=best_metric,
         num_workers=num_workers,
         progress=progress,
+        echo=echo,
         resumed=checkpoint is not None,
     )
     trainer.best = best
+    if tensorboard and world.is_main:
+        trainer.tensorboard = _tensorboard_writer(output)
     started = time.perf_counter()
     if world.is_main:
         output.mkdir(parents=True, exist_ok=True)
@@ -565,15 +617,21 @@ def fit(
     )
     try:
         finished = trainer.run(stage, done, checkpoint, stop_after)
+    except KeyboardInterrupt:
+        if trainer.echo:
+            emit(_interrupted_message(output, trainer.position or (stage, done)))
+        raise
     finally:
         for name, param in model.named_parameters():
             param.requires_grad_(name not in frozen)
         model.eval()
+        if trainer.tensorboard is not None:
+            trainer.tensorboard.close()
     summary = _summary(trainer, finished, time.perf_counter() - started)
     trainer.log.write("summary", **summary)
     trainer.log.close()
     if world.is_main:
-        _finish(model, output, summary, finished, progress)
+        _finish(model, output, summary, finished, trainer)
     ddp.barrier(world)
     return model
 
@@ -590,13 +648,40 @@ def _summary(trainer: _Trainer, finished: bool, seconds: float) -> dict[str, Any
     }
 
 
-def _finish(model: CSDN, output: Path, summary: dict[str, Any], finished: bool, progress: bool) -> None:
+def _tensorboard_writer(output: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ImportError(
+            "tensorboard=True (--tensorboard) needs the tensorboard package: pip install 'csdn-reid[tensorboard]'"
+        ) from None
+    return SummaryWriter(log_dir=str(output / "tensorboard"))
+
+
+def _interrupted_message(output: Path, position: tuple[int, int]) -> str:
+    stage, done = position
+    return (
+        f"CSDN training interrupted; the last checkpoint in {checkpoint_dir(output) / LAST} holds stage {stage} "
+        f"after {done} epoch(s): run the same command with --resume (resume=True) to continue"
+    )
+
+
+def _finish(model: CSDN, output: Path, summary: dict[str, Any], finished: bool, trainer: _Trainer) -> None:
     atomic_write_text(output / "summary.json", json.dumps(summary, indent=2) + "\n")
     if finished:
         provenance = {key: summary[key] for key in ("epochs", "num_classes", "best")}
         model.save_pretrained(output / "model", extra_meta={"training": provenance})
-    if progress:
-        state = "finished" if finished else "stopped (resume with resume=True)"
+    if trainer.echo:
+        if finished:
+            state = "finished"
+        else:
+            stage, done = trainer.position or (0, 0)
+            state = (
+                f"stopped after stage {stage} epoch {done}/{trainer.config.epochs(stage)} "
+                "(--stop-after); the same command with --resume (resume=True) continues it"
+                if stage
+                else "stopped before training an epoch; --resume (resume=True) continues it"
+            )
         lines = [f"CSDN training {state} in {summary['seconds']:.0f}s; output in {output}"]
         for name, means in summary["final_losses"].items():
             lines.append(f"  {name}: " + ", ".join(f"{k}={v:.4f}" for k, v in means.items()))
@@ -605,4 +690,10 @@ def _finish(model: CSDN, output: Path, summary: dict[str, Any], finished: bool, 
             lines.append(
                 f"  best {best['metric']}={best['value']:.4f} (stage {best['stage']} epoch {best['epoch'] + 1})"
             )
-        tqdm.write("\n".join(lines))
+        for event, metrics in trainer.last_metrics.items():
+            table = summary_table(
+                metrics, f"last {event} (stage 3 epoch {trainer.position[1] if trainer.position else '?'})"
+            )
+            if table:
+                lines.append(table)
+        emit("\n".join(lines))
