@@ -24,7 +24,7 @@ def _named_error(err: OSError, target: Path) -> OSError:
     else:
         reason = os.strerror(err.errno) if err.errno else (err.strerror or str(err))
         retold = type(err)(f"cannot write {target}: {reason}")
-    retold.errno, retold.filename = err.errno, str(target)
+    retold.errno = err.errno  # not .filename: OSError's text would then show it instead of the message
     return retold
 
 
