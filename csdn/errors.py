@@ -112,6 +112,10 @@ class ImageTensorError(CSDNError, ValueError):
     """Preprocessed image tensors of the wrong size, of mixed sizes, or holding NaN/infinite values."""
 
 
+class NonFiniteEmbeddingError(CSDNError, ValueError):
+    """Embeddings that came out NaN or infinite from finite images (huge input values, or corrupted weights)."""
+
+
 class UnsupportedInputError(CSDNError, TypeError):
     """An input of a type that cannot be read as an image."""
 

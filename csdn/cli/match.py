@@ -45,8 +45,11 @@ def _side(path: str, modality: str, args: argparse.Namespace, cache: dict[str, A
 
 
 def _check_outputs(outputs: dict[str, Path], args: argparse.Namespace) -> None:
-    """No output may be an input (or an input's manifest), even with --overwrite; none may exist without it."""
-    from csdn.system.fileio import refuse_existing
+    """No output may be an input (an input file, its manifest, an image of an input folder), even with
+    --overwrite; none may exist without it, and each must be writable: all checked before any work."""
+    from csdn.images.files import images_in
+    from csdn.retrieval.visualize import refuse_drawn_image
+    from csdn.system.fileio import check_writable, refuse_existing
 
     inputs: dict[Path, str] = {}
     for name in (args.query, args.gallery):
@@ -62,16 +65,22 @@ def _check_outputs(outputs: dict[str, Path], args: argparse.Namespace) -> None:
                 f"{flag} {path} is {clash}, an input of this run; write the output "
                 "under another name (--overwrite never replaces an input)"
             )
+    if "--visualize" in outputs:
+        for name in (args.query, args.gallery):
+            if Path(name).is_dir():
+                refuse_drawn_image(outputs["--visualize"], images_in(Path(name)))
     if len(set(p.resolve() for p in outputs.values())) < len(outputs):
         raise ValueError(f"--output and --visualize name the same file {outputs['--output']}; give two names")
     if not args.overwrite:
         refuse_existing(outputs.values())
+    check_writable(outputs.values())
 
 
 def run_match(args: argparse.Namespace) -> int:
     from csdn.cli.sharded import torchrun_world
     from csdn.retrieval.sharded import match_on_ranks
-    from csdn.system.fileio import atomic_write_text
+    from csdn.retrieval.visualize import refuse_drawn_image
+    from csdn.system.fileio import atomic_write_all
 
     output = Path(args.output)
     _check_suffix(output, RANKING_SUFFIXES, "--output")
@@ -92,6 +101,12 @@ def run_match(args: argparse.Namespace) -> int:
             f"query embeddings are {query.dim}-d but gallery embeddings {gallery.dim}-d: embed both "
             "with the same model and the same --no-flip setting"
         )
+    if args.visualize:  # the images a manifest lists are inputs too; all must exist to be drawn
+        refuse_drawn_image(args.visualize, [*query.paths, *gallery.paths])
+        _check_images(query.paths[: args.visualize_queries], "query")
+        _check_images(gallery.paths, "gallery")
+        if args.ids_from_folders:
+            _folder_ids(query.paths[: args.visualize_queries] + gallery.paths)
     models = {side.model for side in (query, gallery)} - {None}
     if len(models) > 1:
         print(
@@ -105,13 +120,26 @@ def run_match(args: argparse.Namespace) -> int:
     rows = [
         (query.paths[q], rank, gallery.paths[int(index)], float(score))
         for q, (indices, scores) in enumerate(result)
-        for rank, (index, score) in enumerate(zip(indices.tolist(), scores.tolist()), start=1)
+        for rank, (index, score) in enumerate(zip(indices.tolist(), scores.tolist(), strict=True), start=1)
     ]
-    output.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output, _ranking_text(output, rows, args.topk))
+    # the ranking in the bytes of the file names themselves (surrogateescape: names that are not UTF-8)
+    ranking = _ranking_text(output, rows, args.topk).encode("utf-8", "surrogateescape")
+    writes = {output: lambda temp: temp.write_bytes(ranking)}
+    if args.visualize:  # drawn before anything is written: a failed picture leaves no ranking behind
+        sheet = _visualize(query.paths, gallery.paths, result, args)
+        writes[Path(args.visualize)] = lambda temp: sheet.save(temp, format="PNG")
+    for path in writes:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_all(writes)
     print(f"wrote {output}: top {result.indices.shape[1]} of {gallery.count} gallery items for {query.count} queries")
     if args.visualize:
-        _visualize(Path(args.visualize), query.paths, gallery.paths, result, args)
+        count = min(args.visualize_queries, query.count)
+        colours = (
+            "green: same folder identity, red: another" if args.ids_from_folders else "grey borders: identities unknown"
+        )
+        print(
+            f"wrote {args.visualize}: the first {count} queries and their top {result.indices.shape[1]} matches ({colours})"
+        )
     return 0
 
 
@@ -126,36 +154,37 @@ def _check_images(paths: list[str], side: str) -> None:
         )
 
 
-def _folder_id(path: str) -> int | str:
-    """The identity an image's parent folder names (``.../0007/x.jpg`` -> 7), as in SYSU-MM01 and LLCM."""
-    name = Path(path).parent.name
-    return int(name) if name.isdigit() else name
+def _folder_ids(paths: list[str]) -> list[int]:
+    """The identity each image's parent folder names (``.../0007/x.jpg`` -> 7), as in SYSU-MM01 and LLCM.
+
+    A folder whose name is not a number names no identity: refused, rather than coloured by guesswork.
+    """
+    names = [Path(p).parent.name for p in paths]
+    bad = [p for p, name in zip(paths, names, strict=True) if not (name.isascii() and name.isdigit())]
+    if bad:
+        raise ValueError(
+            f"--ids-from-folders reads identities from numbered folders (.../0007/x.jpg -> 7), but {len(bad)} "
+            f"images are in folders without a number (first: {bad[0]!r}); drop --ids-from-folders"
+        )
+    return [int(name) for name in names]
 
 
-def _visualize(
-    picture: Path, query_paths: list[str], gallery_paths: list[str], result: Any, args: argparse.Namespace
-) -> None:
-    """Draw the first ``--visualize-queries`` queries with their ranked gallery images."""
+def _visualize(query_paths: list[str], gallery_paths: list[str], result: Any, args: argparse.Namespace):
+    """The picture of the first ``--visualize-queries`` queries with their ranked gallery images."""
     from csdn.retrieval.visualize import draw_ranking
 
-    count = min(args.visualize_queries, len(query_paths))
-    queries = query_paths[:count]
-    _check_images(queries, "query")
-    _check_images(gallery_paths, "gallery")
+    queries = query_paths[: args.visualize_queries]
     ids = {}
     if args.ids_from_folders:
-        ids = {"query_ids": [_folder_id(p) for p in queries], "gallery_ids": [_folder_id(p) for p in gallery_paths]}
-    draw_ranking(
+        ids = {"query_ids": _folder_ids(queries), "gallery_ids": _folder_ids(gallery_paths)}
+    return draw_ranking(
         queries,
         gallery_paths,
-        result.indices[:count],
-        scores=result.scores[:count],
+        result.indices[: len(queries)],
+        scores=result.scores[: len(queries)],
         topk=args.topk,
-        output=picture,
         **ids,
     )
-    colours = "green: same folder identity, red: another" if ids else "grey borders: identities unknown"
-    print(f"wrote {picture}: the first {count} queries and their top {result.indices.shape[1]} matches ({colours})")
 
 
 def _ranking_text(output: Path, rows: list[tuple[str, int, str, float]], topk: int) -> str:

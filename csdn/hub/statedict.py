@@ -22,8 +22,14 @@ def mismatch_report(
     return lines
 
 
+# No trained weight or statistic comes near this magnitude; one flipped exponent bit in a stored
+# float32 (0.18 -> 6.3e37) jumps far past it, and such a weight turns every embedding into NaN.
+ABSURD_WEIGHT = 1e8
+
+
 def nonfinite_tensor(state: Mapping[str, torch.Tensor]) -> str | None:
-    """``"tensor 'name' holds N NaN or infinite value(s)"`` for the first float tensor that does, else None.
+    """``"tensor 'name' holds N NaN or infinite value(s)"`` for the first float tensor that does (or, failing
+    that, holds values beyond :data:`ABSURD_WEIGHT` in magnitude), else None.
 
     Such weights give NaN, or silently wrong, embeddings: corrupted files and diverged training runs.
     """
@@ -32,4 +38,8 @@ def nonfinite_tensor(state: Mapping[str, torch.Tensor]) -> str | None:
             bad = int((~torch.isfinite(tensor)).sum())
             if bad:
                 return f"tensor {name!r} holds {bad} NaN or infinite value(s)"
+            huge = int((tensor.abs() > ABSURD_WEIGHT).sum())
+            if huge:
+                largest = float(tensor.abs().max())
+                return f"tensor {name!r} holds {huge} absurdly large value(s) (up to {largest:.3g}; no trained weight exceeds {ABSURD_WEIGHT:.0e})"
     return None

@@ -14,7 +14,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from csdn.errors import ImageDecodeError, describe_skipped
+from csdn.errors import (
+    ImageDecodeError,
+    NonFiniteEmbeddingError,
+    SettingError,
+    describe_skipped,
+    list_positions,
+    setting_name,
+)
 from csdn.images.decode import load_image
 
 ON_ERROR = ("raise", "skip")
@@ -57,6 +64,22 @@ def is_one_image(images: Any) -> bool | None:
     if isinstance(images, (list, tuple)):
         return False
     return None
+
+
+def check_batch_size(batch_size: Any) -> int:
+    """A whole number of images per forward pass, at least 1 (``1.5`` or ``True`` are refused by name)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise SettingError(
+            f"{setting_name('batch_size')} must be a whole number of images, at least 1; got {batch_size!r}"
+        )
+    return int(batch_size)
+
+
+def check_flip(flip: Any) -> bool:
+    """``flip`` is True or False: a string such as ``"no"`` would otherwise count as true."""
+    if not isinstance(flip, (bool, np.bool_)):
+        raise SettingError(f"flip must be True or False, got {flip!r}")
+    return bool(flip)
 
 
 def check_on_error(on_error: str) -> str:
@@ -106,3 +129,22 @@ def refuse_all_skipped(skipped: Sequence[SkippedImage], total: int) -> None:
     """Skipping is for a few bad images among good ones: none readable at all is an error listing them."""
     if skipped and len(skipped) == total:
         raise ImageDecodeError(f"none of the {total} images could be read:\n{describe_skipped(skipped)}")
+
+
+def refuse_nonfinite_rows(finite: Sequence[bool], sources: Sequence[Any], kept: Sequence[int]) -> None:
+    """A model's output is checked like its input: NaN or infinite embeddings are an error naming their images.
+
+    ``finite[r]`` says whether embedding row ``r`` is finite; row ``r`` embeds ``sources[kept[r]]``.
+    Finite images can still give non-finite embeddings: values far outside the normalised range
+    (a tensor scaled by 1e15) overflow float32 inside the network, and so do corrupted weights.
+    """
+    bad = [kept[row] for row, ok in enumerate(finite) if not ok]
+    if not bad:
+        return
+    names = ", ".join(_label(sources[index], index) for index in bad[:3]) + (", ..." if len(bad) > 3 else "")
+    raise NonFiniteEmbeddingError(
+        f"the model gave NaN or infinite embeddings for {len(bad)} of {len(kept)} image(s): {names} (image "
+        f"{list_positions(bad)} of this call, counting from 0). Either the input values are far outside an "
+        "image's range (preprocessed tensors must be normalised images, not scaled by huge factors), or the "
+        "model's weights are corrupted: check the inputs, and load the model again"
+    )

@@ -23,11 +23,14 @@ from tqdm.auto import tqdm
 from csdn.errors import ImageTensorError, SkippedImagesWarning, UnsupportedInputError, list_positions
 from csdn.images.batches import (
     SkippedImage,
+    check_batch_size,
+    check_flip,
     check_on_error,
     decoded_batches,
     is_file_like,
     is_one_image,
     refuse_all_skipped,
+    refuse_nonfinite_rows,
 )
 from csdn.images.files import expand_folders
 from csdn.images.transforms import ACCEPTED_IMAGE_INPUTS, TestTransform, check_bit_depth, nonfinite_rows
@@ -57,8 +60,14 @@ class EmbeddingReport:
     single: bool  # the call passed one image (not a folder, list or batch)
 
 
+def _refuse_meta(tensor: torch.Tensor, what: str) -> None:
+    if tensor.is_meta:
+        raise ImageTensorError(f"{what} is on the 'meta' device: it has a shape but no values; pass real image tensors")
+
+
 def _is_single_image(images: Any) -> bool:
     if isinstance(images, torch.Tensor):
+        _refuse_meta(images, "the image tensor")
         if images.dim() == 3:
             return True
         if images.dim() == 4:
@@ -78,6 +87,7 @@ def _check_items(images: Sequence[Any]) -> None:
     nonfinite: list[int] = []
     for index, item in enumerate(images):
         if isinstance(item, torch.Tensor):
+            _refuse_meta(item, f"item {index} of the list")
             if item.dim() != 3:
                 raise ImageTensorError(
                     f"a preprocessed image tensor in a list must be [3,H,W], got {list(item.shape)} at item {index}"
@@ -194,8 +204,7 @@ def embed_with_report(
     row ``r`` belongs to ``report.sources[report.kept[r]]``.
     """
     modality = normalize_modality(modality)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    batch_size, flip = check_batch_size(batch_size), check_flip(flip)
     check_on_error(on_error)
     bit_depth = check_bit_depth(bit_depth)
     items, single = _prepare(images, model)
@@ -231,10 +240,13 @@ def embed_with_report(
     refuse_all_skipped(skipped, total)
     dropped = {s.index for s in skipped}
     sources = items if isinstance(items, list) else list(range(total))
+    embeddings = torch.cat(outputs) if outputs else torch.empty(0, dim)
+    kept = [index for index in range(total) if index not in dropped]
+    refuse_nonfinite_rows(torch.isfinite(embeddings).all(dim=1).tolist(), sources, kept)
     return EmbeddingReport(
-        embeddings=torch.cat(outputs) if outputs else torch.empty(0, dim),
+        embeddings=embeddings,
         sources=sources,
-        kept=[index for index in range(total) if index not in dropped],
+        kept=kept,
         skipped=skipped,
         single=single,
     )

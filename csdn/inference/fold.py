@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from csdn.errors import WeightsError
+
 Shape = list[int]
 
 
@@ -61,6 +63,12 @@ class FoldedConv(nn.Module):
         bias = bn.bias.double() - bn.running_mean.double() * scale
         if conv.bias is not None:
             bias = bias + conv.bias.double() * scale
+        if not (bool(torch.isfinite(weight).all()) and bool(torch.isfinite(bias).all())):
+            # oneDNN's fused ReLU turns NaN into 0, so such weights would give finite, meaningless embeddings
+            raise WeightsError(
+                "a convolution and its BatchNorm fold to NaN or infinite weights (a negative or NaN running "
+                "variance, or a non-finite weight): the model's weights are corrupted; load or train them again"
+            )
         self.weight = weight.to(dtype).contiguous(memory_format=torch.channels_last)
         self.bias = bias.to(dtype)
         self.stride: list[int] = [int(v) for v in conv.stride]

@@ -70,6 +70,8 @@ def check_array(array: Any, name: str, ndims: tuple[int, ...]) -> None:
             f"{name} must be a torch.Tensor or numpy array, got {type(array).__name__}; "
             "convert it with torch.as_tensor(...) or np.asarray(...)"
         )
+    if isinstance(array, torch.Tensor) and array.is_meta:
+        raise TypeError(f"{name} is a tensor on the 'meta' device: it has a shape but no values; pass real embeddings")
     floating = array.is_floating_point() if isinstance(array, torch.Tensor) else array.dtype.kind == "f"
     if not floating:
         raise TypeError(f"{name} must hold floating-point embeddings, got dtype {array.dtype}")

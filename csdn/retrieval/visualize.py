@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from csdn.errors import OutputExistsError
 from csdn.images.transforms import load_image
 from csdn.system.fileio import atomic_write
 
@@ -47,13 +48,33 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, font: Any, width: int) -> str:
     return "..." + text
 
 
+def printable(text: str) -> str:
+    """``text`` with every character PIL cannot lay out on one line (newlines, undecodable bytes) as ``?``."""
+    return "".join(char if char.isprintable() else "?" for char in text)
+
+
 def query_caption(query: Any, identity: Any | None) -> str:
     """What is written under a query: its identity when known, else its file name when it has one."""
     if identity is not None:
-        return f"query {identity}"
+        return printable(f"query {identity}")
     if isinstance(query, (str, os.PathLike)):
-        return Path(query).name
+        return printable(Path(query).name)
     return "query"
+
+
+def refuse_drawn_image(output: str | os.PathLike, images: Sequence[Any], what: str = "--visualize") -> None:
+    """:class:`csdn.errors.OutputExistsError` if ``output`` is (or links to) one of the image files drawn.
+
+    The picture must never replace a user's photo, whatever ``overwrite`` says: the images a
+    ranking shows are inputs of the run.
+    """
+    target = Path(output).resolve()
+    for image in images:
+        if isinstance(image, (str, os.PathLike)) and Path(image).resolve() == target:
+            raise OutputExistsError(
+                f"{what} {output} is one of the images drawn ({image}), an input image of this run; "
+                "write the picture under another name (--overwrite never replaces an input)"
+            )
 
 
 def draw_ranking(
@@ -79,6 +100,8 @@ def draw_ranking(
         cell: (width, height) of each thumbnail.
         output: optional PNG path; written atomically.
     """
+    if output is not None:
+        refuse_drawn_image(output, [*queries, *gallery], "output")
     indices = np.asarray(indices)
     if indices.ndim != 2 or indices.shape[0] != len(queries):
         raise ValueError(f"indices must be [num_queries={len(queries)}, k], got shape {tuple(indices.shape)}")

@@ -22,11 +22,14 @@ from tqdm.auto import tqdm
 from csdn.errors import ArtifactError, ImageTensorError, SkippedImagesWarning, UnsupportedInputError, list_positions
 from csdn.images.batches import (
     SkippedImage,
+    check_batch_size,
+    check_flip,
     check_on_error,
     decoded_batches,
     is_file_like,
     is_one_image,
     refuse_all_skipped,
+    refuse_nonfinite_rows,
 )
 from csdn.images.decode import ACCEPTED_IMAGE_INPUTS, Preprocessing, check_bit_depth
 from csdn.images.files import expand_folders
@@ -57,7 +60,7 @@ class ExportedGraph:
                 f"preprocessed images for {self.path.name} must be a float32 array [N,3,{height},{width}], got "
                 f"{shape}; pass raw images (paths, PIL images, HxWxC arrays) to have them resized and normalised"
             )
-        finite = np.isfinite(batch).reshape(len(batch), -1).all(axis=1)
+        finite = np.isfinite(batch).all(axis=(1, 2, 3))
         if not finite.all():
             rows = np.flatnonzero(~finite)
             raise ImageTensorError(
@@ -75,8 +78,9 @@ class ExportedGraph:
         features = self.run(batch)
         if flip:
             features = np.concatenate([features[:count], features[count:]], axis=1)
-        norms = np.linalg.norm(features, axis=1, keepdims=True)
-        return (features / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite rows are refused by the caller, by name
+            norms = np.linalg.norm(features, axis=1, keepdims=True)
+            return (features / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
 
 
 def find_artifacts(path: str | os.PathLike) -> list[Path]:
@@ -171,8 +175,7 @@ class ExportedEmbedder:
         :class:`csdn.errors.SkippedImagesWarning`, as the PyTorch path does.
         """
         graph = self.graph(modality)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        batch_size, flip = check_batch_size(batch_size), check_flip(flip)
         bit_depth = check_bit_depth(bit_depth)
         skipped: list[SkippedImage] | None = [] if check_on_error(on_error) == "skip" else None
         single, items = _as_items(images)
@@ -184,8 +187,12 @@ class ExportedEmbedder:
                 bar.update(consumed)
         if skipped:
             refuse_all_skipped(skipped, len(items))
-            warnings.warn(SkippedImagesWarning(skipped), stacklevel=2)
         result = np.concatenate(outputs) if outputs else np.empty((0, graph.meta.embedding_dim(flip)), np.float32)
+        dropped = {s.index for s in skipped or ()}
+        kept = [index for index in range(len(items)) if index not in dropped]
+        refuse_nonfinite_rows(np.isfinite(result).all(axis=1).tolist(), items, kept)
+        if skipped:
+            warnings.warn(SkippedImagesWarning(skipped), stacklevel=2)
         return result[0] if single else result
 
     def embed_preprocessed(
@@ -193,9 +200,12 @@ class ExportedEmbedder:
     ) -> np.ndarray:
         """Embeddings ``[N, D]`` of images already preprocessed to float32 ``[N,3,H,W]``."""
         graph = self.graph(modality)
+        batch_size, flip = check_batch_size(batch_size), check_flip(flip)
         graph.check_batch(batch)
         parts = [graph.embed(batch[i : i + batch_size], flip) for i in range(0, len(batch), batch_size)]
-        return np.concatenate(parts) if parts else np.empty((0, graph.meta.embedding_dim(flip)), np.float32)
+        result = np.concatenate(parts) if parts else np.empty((0, graph.meta.embedding_dim(flip)), np.float32)
+        refuse_nonfinite_rows(np.isfinite(result).all(axis=1).tolist(), range(len(result)), range(len(result)))
+        return result
 
 
 def _as_items(images: Any) -> tuple[bool, list[Any]]:

@@ -6,7 +6,7 @@ import errno
 import hashlib
 import os
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from csdn.errors import DiskFullError, OutputExistsError
@@ -14,32 +14,51 @@ from csdn.errors import DiskFullError, OutputExistsError
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-def atomic_write(target: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(temp_path)`` and move the result onto ``target`` in one step.
-
-    The temporary file sits in the target's folder (so ``os.replace`` is atomic) and
-    is flushed to disk first: a crash or a full disk never leaves a half-written
-    file under the real name, and a failed write leaves the old file untouched.
-    A full disk raises :class:`csdn.errors.DiskFullError` naming ``target``.
-    """
-    target = Path(target)
-    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(temp)
-        with open(temp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temp, target)
-    except OSError as err:
-        if err.errno not in _DISK_FULL or isinstance(err, DiskFullError):
-            raise
-        full = DiskFullError(
+def _named_error(err: OSError, target: Path) -> OSError:
+    """``err`` retold about ``target``, the user's file, instead of the temporary file beside it."""
+    if err.errno in _DISK_FULL:
+        retold: OSError = DiskFullError(
             f"cannot write {target}: no space left on its disk ({os.strerror(err.errno)}); "
             "free space there (or write somewhere else) and run again"
         )
-        full.errno = err.errno
-        raise full from err
+    else:
+        reason = os.strerror(err.errno) if err.errno else (err.strerror or str(err))
+        retold = type(err)(f"cannot write {target}: {reason}")
+    retold.errno = err.errno  # not .filename: OSError's text would then show it instead of the message
+    return retold
+
+
+def atomic_write_all(writes: Mapping[Path, Callable[[Path], None]]) -> None:
+    """Write several outputs so that either all of them appear or none does.
+
+    Each ``write(temp_path)`` fills a temporary file in its target's folder (so ``os.replace``
+    is atomic); only when every one has been written and flushed to disk are they moved onto
+    their names. A crash or a full disk never leaves a half-written file under a real name, and
+    a failed write leaves every old file untouched. Errors name the user's file, never the
+    temporary one; a full disk raises :class:`csdn.errors.DiskFullError`.
+    """
+    temps = {Path(t): Path(t).with_name(f".{Path(t).name}.{uuid.uuid4().hex[:8]}.tmp") for t in writes}
+    target = Path()
+    try:
+        for target, write in zip(temps, writes.values(), strict=True):
+            write(temps[target])
+            with open(temps[target], "rb+") as handle:
+                os.fsync(handle.fileno())
+        for target, temp in temps.items():
+            os.replace(temp, target)
+    except OSError as err:
+        if isinstance(err, DiskFullError) or (err.filename is not None and Path(err.filename) != temps[target]):
+            raise  # about another file, or already told
+        raise _named_error(err, target) from err
     finally:
-        temp.unlink(missing_ok=True)
+        for temp in temps.values():
+            temp.unlink(missing_ok=True)
+
+
+def atomic_write(target: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(temp_path)`` and move the result onto ``target`` in one step (see :func:`atomic_write_all`)."""
+    target = Path(target)
+    atomic_write_all({target: write})
     return target
 
 
@@ -68,4 +87,19 @@ def refuse_existing(paths: Iterable[str | Path], flag: str = "--overwrite") -> N
         if path.exists() or path.is_symlink():
             raise OutputExistsError(
                 f"{path} already exists; pass {flag} to replace it, or choose another name (nothing was written)"
+            )
+
+
+def check_writable(paths: Iterable[str | Path]) -> None:
+    """``PermissionError`` naming the first of ``paths`` whose folder (or nearest existing parent) cannot be
+    written, checked before any work so that an hour of matching never ends in it."""
+    for path in paths:
+        folder = Path(path).absolute().parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(
+                errno.EACCES,
+                f"cannot write {path}: its folder {folder} is not writable (read-only or not yours)",
+                str(path),
             )
