@@ -79,6 +79,12 @@ def register(commands: Any) -> list[argparse.ArgumentParser]:
         "the final model is the last one, never picked on test data (0: never)",
     )
     parser.add_argument(
+        "--no-pixel-cache",
+        action="store_true",
+        help="decode every stage-3 image file at every step instead of once into OUTPUT/pixel-cache/ "
+        "(same batches; slower)",
+    )
+    parser.add_argument(
         "--tensorboard",
         action="store_true",
         help="also write the epoch values to OUTPUT/tensorboard (needs: pip install 'csdn-reid[tensorboard]')",
@@ -160,6 +166,7 @@ def run_train(args: argparse.Namespace) -> int:
             dataset_options=options,
             on_error="skip" if args.skip_bad_images else "raise",
             tensorboard=args.tensorboard,
+            pixel_cache=not args.no_pixel_cache,
         )
     finally:
         distributed.shutdown()

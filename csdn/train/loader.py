@@ -7,7 +7,7 @@ any worker, in any order: data loading needs no checkpointed RNG state.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,9 +32,18 @@ class _Stage3Steps(Dataset):
         seed: int,
         epoch: int,
         rank: int,
+        pixels: Mapping[str, Any] | None = None,
     ):
         self.train_set, self.batches, self.augment = train_set, batches, augment
         self.key = (seed, _AUGMENT_STREAM, epoch, rank)
+        self.pixels = dict(pixels or {})  # modality -> resized uint8 images by index (a PixelCache)
+
+    def _resized(self, modality: str, index: int) -> np.ndarray:
+        cache = self.pixels.get(modality)
+        if cache is not None:
+            return cache[index]
+        images = self.train_set.visible_images if modality == "visible" else self.train_set.infrared_images
+        return self.augment.resized(images[index])
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -44,11 +53,11 @@ class _Stage3Steps(Dataset):
         count = len(batch.labels)
         views: dict[str, list[torch.Tensor]] = {"visible": [], "exchange": [], "infrared": []}
         for slot in range(count):
-            pixels = self.augment.resized(self.train_set.visible_images[batch.visible[slot]])
+            pixels = self._resized("visible", batch.visible[slot])
             for offset, view in ((0, "visible"), (count, "exchange")):
                 rng = np.random.default_rng([*self.key, step, slot + offset])
                 views[view].append(self.augment(pixels, view, rng))
-            pixels = self.augment.resized(self.train_set.infrared_images[batch.infrared[slot]])
+            pixels = self._resized("infrared", batch.infrared[slot])
             rng = np.random.default_rng([*self.key, step, slot + 2 * count])
             views["infrared"].append(self.augment(pixels, "infrared", rng))
         out = {name: torch.stack(tensors) for name, tensors in views.items()}
@@ -76,12 +85,18 @@ def stage3_batches(
     epoch: int,
     rank: int = 0,
     num_workers: int = 0,
+    pixels: Mapping[str, Any] | None = None,
+    pin_memory: bool = False,
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Iterate this rank's augmented stage-3 batches of ``epoch`` in step order."""
-    steps = _Stage3Steps(train_set, batches, augment, seed, epoch, rank)
+    """Iterate this rank's augmented stage-3 batches of ``epoch`` in step order.
+
+    ``pixels`` maps a modality to its pre-resized images (:mod:`csdn.train.pixelcache`): the
+    same batches, without decoding a file per step.
+    """
+    steps = _Stage3Steps(train_set, batches, augment, seed, epoch, rank, pixels)
     if num_workers <= 0:
         return (steps[i] for i in range(len(steps)))
-    return iter(_loader(steps, None, num_workers))
+    return iter(_loader(steps, None, num_workers, pin_memory=pin_memory))
 
 
 def plain_view_batches(
@@ -91,7 +106,14 @@ def plain_view_batches(
     return _loader(_PlainViews(images, augment), batch_size, num_workers)
 
 
-def _loader(dataset: Dataset, batch_size: int | None, num_workers: int) -> DataLoader:
+def loader_options(num_workers: int, pin_memory: bool) -> dict[str, Any]:
+    """DataLoader settings: workers kept alive across an epoch's iterations when there are any, and
+    page-locked batches (for asynchronous host-to-GPU copies) only when asked, i.e. on CUDA."""
+    workers = max(0, num_workers)
+    return {"num_workers": workers, "persistent_workers": workers > 0, "pin_memory": bool(pin_memory)}
+
+
+def _loader(dataset: Dataset, batch_size: int | None, num_workers: int, pin_memory: bool = False) -> DataLoader:
     """An in-order DataLoader with its own generator.
 
     Starting a DataLoader draws a worker base seed; from torch's global generator
@@ -103,6 +125,6 @@ def _loader(dataset: Dataset, batch_size: int | None, num_workers: int) -> DataL
         dataset,
         batch_size=batch_size,
         shuffle=False,
-        num_workers=max(0, num_workers),
         generator=torch.Generator().manual_seed(0),
+        **loader_options(num_workers, pin_memory),
     )
