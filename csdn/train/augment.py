@@ -93,6 +93,11 @@ class TrainAugment:
         self.test = TestTransform(model_config)  # resize filter + normalisation statistics
         self.pad, self.flip_prob = config.pad, config.flip_prob
         self.erasing_prob, self.gray_prob = config.erasing_prob, config.gray_prob
+        # every uint8 value of each channel normalised once, by the very float32 operations a whole image
+        # would go through ((v / 255 - mean) / std), so a table lookup gives the same values bit for bit
+        levels = torch.arange(256, dtype=torch.float32).expand(3, 1, 256).div(255.0)
+        self._table = ((levels - self.test.mean) / self.test.std).reshape(3, 256).numpy()
+        self._last: tuple[np.ndarray, np.ndarray] | None = None  # (pixels, their padded normalised form)
 
     def resized(self, source: Any) -> np.ndarray:
         """The image (a path or pixels) as uint8 [H,W,3] at the model's input size."""
@@ -108,21 +113,37 @@ class TrainAugment:
             raise ValueError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
         height, width, _ = pixels.shape
         pad = self.pad
-        padded = np.zeros((height + 2 * pad, width + 2 * pad, 3), dtype=np.uint8)
-        padded[pad : pad + height, pad : pad + width] = pixels
+        padded = self._normalised_padded(pixels)
         top = int(rng.integers(0, 2 * pad + 1))
         left = int(rng.integers(0, 2 * pad + 1))
-        crop = padded[top : top + height, left : left + width]
+        crop = padded[:, top : top + height, left : left + width]
         if rng.random() < self.flip_prob:
-            crop = crop[:, ::-1]
-        tensor = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).float().div_(255.0)
-        tensor = (tensor - self.test.mean) / self.test.std
+            crop = crop[:, :, ::-1]
+        tensor = torch.from_numpy(np.ascontiguousarray(crop))
         tensor = channel_random_erasing(tensor, rng, self.erasing_prob)
         if view == "exchange":
             tensor = channel_exchange(tensor, rng)
         elif view == "infrared":
             tensor = channel_adaptive_gray(tensor, rng, self.gray_prob)
         return tensor
+
+    def _normalised_padded(self, pixels: np.ndarray) -> np.ndarray:
+        """``pixels`` zero-padded by ``pad`` and normalised, float32 ``[3, H+2p, W+2p]``.
+
+        Normalising before cropping gives the same values as after (each value depends only on
+        its byte and channel); the two views drawn from one visible image share this work.
+        """
+        if self._last is not None and self._last[0] is pixels:
+            return self._last[1]
+        height, width, _ = pixels.shape
+        pad = self.pad
+        out = np.empty((3, height + 2 * pad, width + 2 * pad), dtype=np.float32)
+        for channel in range(3):
+            table = self._table[channel]
+            out[channel] = table[0]  # the zero padding, normalised
+            out[channel, pad : pad + height, pad : pad + width] = table[pixels[:, :, channel]]
+        self._last = (pixels, out)
+        return out
 
     def plain_view(self, source: Any) -> torch.Tensor:
         """The un-augmented test transform of an image (stage 1/2 feature extraction)."""
