@@ -66,7 +66,9 @@ def _model() -> CSDN:
 def _batch(device: torch.device) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """One stage-3 identity batch and the text classifier, drawn on the CPU and moved to ``device``."""
     generator = torch.Generator().manual_seed(1)
-    batch = {key: torch.randn(IDS * PER_ID, 3, 64, 32, generator=generator) for key in ("visible", "exchange", "infrared")}
+    batch = {
+        key: torch.randn(IDS * PER_ID, 3, 64, 32, generator=generator) for key in ("visible", "exchange", "infrared")
+    }
     batch["labels"] = torch.tensor([4, 1, 2]).repeat_interleave(PER_ID)
     text = torch.randn(CLASSES, CSDNConfig.tiny(num_classes=CLASSES).embed_dim, generator=generator)
     return {key: value.to(device) for key, value in batch.items()}, text.to(device)
@@ -181,17 +183,18 @@ TRAIN_OPTIONS = [
 ]
 
 
-@needs_cuda
 @pytest.mark.skipif(
-    not torch.distributed.is_available() or not torch.distributed.is_nccl_available(),
-    reason="this torch build has no NCCL (torch.distributed.is_nccl_available() is False)",
+    not torch.cuda.is_available() or not torch.distributed.is_nccl_available(),
+    reason=NO_CUDA if not torch.cuda.is_available() else "this torch build has no NCCL (is_nccl_available() is False)",
 )
 def test_a_one_process_nccl_torchrun_training_run_completes(tmp_path):
     root = write_identities(tmp_path / "data", range(8), per_modality=4)
     output = tmp_path / "run"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m", "csdn"]
     command += ["train", *TRAIN_OPTIONS, "--root", str(root), "--output", str(output)]
-    result = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     records = read_log(output / "log.jsonl")
     start = [r for r in records if r["event"] == "start"]
@@ -214,8 +217,7 @@ def test_the_exported_model_runs_on_onnx_runtimes_cuda_provider(tiny_model, tmp_
     import onnxruntime as ort
 
     from csdn.export import export_model
-    from csdn.runtime import ExportedEmbedder
-    from csdn.runtime import backends
+    from csdn.runtime import ExportedEmbedder, backends
 
     def cuda_backend(path: Path, threads: int | None = None):
         session = ort.InferenceSession(str(path), providers=["CUDAExecutionProvider"])
@@ -238,7 +240,11 @@ def test_the_exported_model_runs_on_onnx_runtimes_cuda_provider(tiny_model, tmp_
 def test_gpu_check_refuses_a_machine_without_cuda_in_one_line():
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(REPO)}
     result = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "gpu_check.py")], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, str(REPO / "benchmarks" / "gpu_check.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2
     assert result.stdout == ""
