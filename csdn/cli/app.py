@@ -12,6 +12,7 @@ import errno
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import NoReturn
 
 from csdn.cli import demo, embed, export, match, models, publish, synth, train
 from csdn.cli import eval as evaluate
@@ -28,9 +29,37 @@ _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 DEBUG_HELP = "on an error, show the Python traceback instead of the one-line message"
 
 
+def one_line(message: str) -> str:
+    """A message of several lines as one: a command on an indented line of its own becomes `quoted`,
+    and a line that ends without punctuation before a sentence gets a full stop (or ``;``)."""
+    parts: list[str] = []
+    command = False
+    for raw in message.strip().splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        was_command, command = command, raw[:1].isspace() and not line.startswith(("-", "*"))
+        if command:
+            line = f"`{line}`"
+        elif parts and not was_command and not parts[-1].endswith((":", ".", ";", ",", "(")):
+            parts[-1] += "." if line[:1].isupper() else ";"
+        parts.append(line)
+    return " ".join(parts)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose usage errors follow the one-line policy: ``csdn: error: <cmd>: <problem> (see csdn <cmd>
+    --help)`` and exit status 2; the usage itself stays one ``--help`` away."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("csdn").strip()
+        where = f"{command}: " if command else ""
+        self.exit(2, f"csdn: error: {where}{one_line(message)} (see {self.prog} --help)\n")
+
+
 def error_message(error: Exception) -> str:
-    """The text after ``csdn: error: `` for ``error``."""
-    message = str(error).strip()
+    """The text after ``csdn: error: `` for ``error``, on one line."""
+    message = one_line(str(error))
     if isinstance(error, OSError) and not isinstance(error, CSDNError) and error.errno in _DISK_FULL:
         where = f" writing {error.filename}" if error.filename else ""
         return f"no space left on the disk{where}: free space there (or write somewhere else) and run again"
@@ -42,9 +71,7 @@ def error_message(error: Exception) -> str:
 def build_parser() -> argparse.ArgumentParser:
     from csdn.version import __version__
 
-    parser = argparse.ArgumentParser(
-        prog="csdn", description="CSDN models for visible-infrared person re-identification."
-    )
+    parser = Parser(prog="csdn", description="CSDN models for visible-infrared person re-identification.")
     parser.add_argument("--version", action="version", version=f"csdn-reid {__version__}")
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
@@ -52,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         for command in module.register(commands):
             # SUPPRESS: absent after the command, it leaves the value given before it
             command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
-            command.set_defaults(flags=_flags(command))
+            command.set_defaults(flags=_flags(command), command_parser=command)
     return parser
 
 
@@ -77,7 +104,9 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``csdn`` with ``argv`` (default: the process's arguments); returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # told by the command's own parser, so the message names the command
+        getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if not hasattr(args, "func"):
         parser.print_help(sys.stderr)
         return 2

@@ -123,8 +123,8 @@ def run_match(args: argparse.Namespace) -> int:
         for rank, (index, score) in enumerate(zip(indices.tolist(), scores.tolist(), strict=True), start=1)
     ]
     # the ranking in the bytes of the file names themselves (surrogateescape: names that are not UTF-8)
-    ranking = _ranking_text(output, rows, args.topk).encode("utf-8", "surrogateescape")
-    writes = {output: lambda temp: temp.write_bytes(ranking)}
+    ranking = _ranking_text(output, rows, args.topk)
+    writes = {output: lambda temp: temp.write_text(ranking, encoding="utf-8", errors="surrogateescape")}
     if args.visualize:  # drawn before anything is written: a failed picture leaves no ranking behind
         sheet = _visualize(query.paths, gallery.paths, result, args)
         writes[Path(args.visualize)] = lambda temp: sheet.save(temp, format="PNG")

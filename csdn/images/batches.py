@@ -141,10 +141,11 @@ def refuse_nonfinite_rows(finite: Sequence[bool], sources: Sequence[Any], kept: 
     bad = [kept[row] for row, ok in enumerate(finite) if not ok]
     if not bad:
         return
-    names = ", ".join(_label(sources[index], index) for index in bad[:3]) + (", ..." if len(bad) > 3 else "")
+    files = [str(sources[index]) for index in bad if isinstance(sources[index], (str, os.PathLike))]
+    named = f"{', '.join(files[:3])}{', ...' if len(files) > 3 else ''}; " if files else ""
     raise NonFiniteEmbeddingError(
-        f"the model gave NaN or infinite embeddings for {len(bad)} of {len(kept)} image(s): {names} (image "
-        f"{list_positions(bad)} of this call, counting from 0). Either the input values are far outside an "
+        f"the model gave NaN or infinite embeddings for {len(bad)} of {len(kept)} image(s): {named}image "
+        f"{list_positions(bad)} of this call, counting from 0. Either the input values are far outside an "
         "image's range (preprocessed tensors must be normalised images, not scaled by huge factors), or the "
         "model's weights are corrupted: check the inputs, and load the model again"
     )

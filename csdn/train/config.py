@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import dataclasses
 import json
 from dataclasses import dataclass
@@ -154,8 +156,8 @@ class TrainConfig:
             "visible_i2t_weight",
             "infrared_i2t_weight",
         ):
-            if float(getattr(self, name)) < 0:
-                raise ValueError(f"{setting_name(name)} must be >= 0, got {getattr(self, name)}")
+            if not float(getattr(self, name)) >= 0 or math.isinf(float(getattr(self, name))):  # NaN fails >= 0
+                raise ValueError(f"{setting_name(name)} must be a finite number >= 0, got {getattr(self, name)}")
         for name in ("flip_prob", "erasing_prob", "gray_prob", "label_smoothing"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise ValueError(f"{setting_name(name)} must lie in [0, 1], got {getattr(self, name)}")
