@@ -154,6 +154,7 @@ def run_publish(args: argparse.Namespace) -> int:
         repo_id=args.repo_id, evaluation=results, extra_meta=card_provenance(model, args.dataset, args.license)
     )
     if args.dry_run:
+        assert output is not None  # _check names one for a dry run
         save_pretrained(model, output, **release)
         print(
             f"dry run: wrote {output}/ (model.safetensors, config.json, README.md with the model-index); "

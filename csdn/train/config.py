@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
