@@ -23,6 +23,7 @@ from csdn.version import __version__
 _LAZY_ATTRIBUTES = {
     "CSDN": "csdn.model",
     "load": "csdn.hub",
+    "create_model": "csdn.hub.factory",
     "DEFAULT_MODEL": "csdn.hub.registry",
     "list_models": "csdn.hub",
     "save_pretrained": "csdn.hub",

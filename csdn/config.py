@@ -16,12 +16,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from csdn.errors import SettingError
+from csdn.system.resources import weights_dir
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PROMPT_TEMPLATE = "A photo of a X X X X person."
 
 CONFIG_FORMAT_VERSION = 1
+PRESET_FORMAT_VERSION = 1
+PRESETS_FOLDER = "architectures"  # inside weights/ (csdn.weights): one <architecture>.json per preset
 
 
 def reject_unknown_fields(data: Mapping[str, Any], schema: type, problem: str, *, exclude: Iterable[str] = ()) -> None:
@@ -34,6 +37,38 @@ def reject_unknown_fields(data: Mapping[str, Any], schema: type, problem: str, *
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"{problem}: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+
+
+def architecture_names() -> list[str]:
+    """The architectures with a preset file, sorted (``["csdn_rn50", "csdn_tiny"]`` as installed)."""
+    return sorted(path.stem for path in (weights_dir() / PRESETS_FOLDER).glob("*.json"))
+
+
+def read_preset(architecture: str) -> dict[str, Any]:
+    """The parsed preset file of ``architecture``; ``ValueError`` naming the known ones if it has none."""
+    path = weights_dir() / PRESETS_FOLDER / f"{architecture}.json"
+    if not path.is_file():
+        raise ValueError(
+            f"unknown architecture {architecture!r}; known: {', '.join(architecture_names()) or 'none'} "
+            f"(each is a preset file in {path.parent})"
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"architecture preset {path} is not valid JSON: {err}") from err
+    if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+        raise ValueError(f"architecture preset {path} must be an object with a 'config' object")
+    version = data.get("format_version", PRESET_FORMAT_VERSION)
+    if version != PRESET_FORMAT_VERSION:
+        raise ValueError(
+            f"architecture preset {path} has format_version {version}; this csdn-reid reads version "
+            f"{PRESET_FORMAT_VERSION} (upgrade with `pip install -U csdn-reid`)"
+        )
+    if data.get("architecture", architecture) != architecture:
+        raise ValueError(
+            f"architecture preset {path} names architecture {data['architecture']!r}, not {architecture!r}"
+        )
+    return data
 
 
 @dataclass
@@ -154,27 +189,26 @@ class CSDNConfig:
 
     # ------------------------------------------------------------------ presets
     @classmethod
+    def preset(cls, architecture: str, **overrides: Any) -> CSDNConfig:
+        """The config of a named architecture (``weights/architectures/<name>.json``), with ``overrides``.
+
+        Presets are data, so adding an architecture's sizes touches no code; see
+        :func:`architecture_names` for the installed ones.
+        """
+        settings = dict(read_preset(architecture)["config"])
+        settings.update(overrides)
+        reject_unknown_fields(settings, cls, f"unknown CSDN config field(s) for the {architecture!r} preset")
+        return cls(**settings)
+
+    @classmethod
     def rn50(cls, num_classes: int = 395, **overrides: Any) -> CSDNConfig:
-        """The paper's CLIP-RN50 model."""
-        return cls(num_classes=num_classes, **overrides)
+        """The paper's CLIP-RN50 model (the ``csdn_rn50`` preset)."""
+        return cls.preset("csdn_rn50", num_classes=num_classes, **overrides)
 
     @classmethod
     def tiny(cls, num_classes: int = 8, **overrides: Any) -> CSDNConfig:
-        """A few-hundred-kilobyte model with the same structure, for tests and demos."""
-        settings: dict[str, Any] = dict(
-            image_size=(64, 32),
-            vision_layers=(1, 1, 1, 1),
-            vision_width=8,
-            vision_heads=2,
-            embed_dim=32,
-            vocab_size=49408,
-            text_width=32,
-            text_heads=2,
-            text_layers=1,
-            num_classes=num_classes,
-        )
-        settings.update(overrides)
-        return cls(**settings)
+        """A few-hundred-kilobyte model with the same structure, for tests and demos (the ``csdn_tiny`` preset)."""
+        return cls.preset("csdn_tiny", num_classes=num_classes, **overrides)
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:

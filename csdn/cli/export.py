@@ -58,7 +58,7 @@ def weights_sha256(name: str) -> str | None:
     if path.is_file():
         return sha256_file(path)
     registry = open_registry()
-    return registry.get(name).sha256 if name in registry.entries else None
+    return registry.get(name).sha256 if name in registry else None
 
 
 def summary(artifact) -> str:

@@ -34,7 +34,7 @@ def run_info(args: argparse.Namespace) -> int:
 
     registry = open_registry()
     name = args.model
-    registered = name in registry.entries and not Path(name).exists()
+    registered = name in registry and not Path(name).exists()
     if registered:
         for key, value in registry.get(name).to_dict().items():
             print(f"{key}: {'-' if value is None else value}")

@@ -104,20 +104,22 @@ def _convert_instructions(entry: RegistryEntry) -> str:
     return (
         f"To get working weights now, convert the authors' checkpoint: download {checkpoint} for "
         f"{entry.dataset} from the CSDN authors' release (linked from {AUTHORS_RELEASE}), then run\n"
-        f"    csdn convert {checkpoint} out/ --dataset {entry.name}\n"
+        f"    csdn convert {checkpoint} out/ --dataset {entry.tag}\n"
         f'and load the result with csdn.load("out/") (or `--model out/` on the command line).'
     )
 
 
-def _registry_weights(registry: Registry, entry: RegistryEntry, revision: str | None, **download: Any) -> WeightsFile:
+def _registry_weights(registry: Registry, name: str, revision: str | None, **download: Any) -> WeightsFile:
+    """The weights of the registered ``name`` (or alias), named in messages as the user wrote it."""
+    entry = registry.get(name)
     source = f"the registry entry {entry.name!r}"
     if entry.bundled is not None:
         if revision is not None:
-            raise ValueError(f"{entry.name!r} is bundled with csdn-reid and has no revisions; drop revision=")
+            raise ValueError(f"{name!r} is bundled with csdn-reid and has no revisions; drop revision=")
         folder = registry.bundled_dir(entry)
         if not folder.is_dir():
             raise WeightsNotAvailableError(
-                f"the bundled model {entry.name!r} is missing from {folder}; reinstall csdn-reid "
+                f"the bundled model {name!r} is missing from {folder}; reinstall csdn-reid "
                 "(pip install --force-reinstall csdn-reid)"
             )
         fix = "Reinstall csdn-reid (pip install --force-reinstall csdn-reid) to restore it."
@@ -128,7 +130,7 @@ def _registry_weights(registry: Registry, entry: RegistryEntry, revision: str | 
 
     def unavailable(reason: str) -> str:
         return (
-            f"the pretrained weights {entry.name!r} ({entry.repo_id}, revision {revision}) are not available: "
+            f"the pretrained weights {name!r} ({entry.repo_id}, revision {revision}) are not available: "
             f"{reason}.\n{_convert_instructions(entry)}"
         )
 
@@ -182,8 +184,8 @@ def _locate(
             raise ValueError(f"revision= applies to Hub models, not to the local path {path}")
         return _local_weights(path)
     opened = open_registry(registry)
-    if text in opened.entries:
-        return _registry_weights(opened, opened.get(text), revision, **download)
+    if text in opened:
+        return _registry_weights(opened, text, revision, **download)
     if "/" in text or os.sep in text or path.suffix:
         hint = f"; for a Hub repository write 'hf-hub:{text}'" if text.count("/") == 1 and not path.suffix else ""
         raise FileNotFoundError(f"no such file or directory: {path}{hint}")

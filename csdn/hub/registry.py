@@ -1,4 +1,5 @@
-"""The model registry: the short names users type (``"sysu"``) and where their weights live.
+"""The model registry: the zoo's two axes, architecture and weights (``"csdn_rn50.sysu"``, as timm's
+``arch.tag``), the short names users type (``"sysu"``) as aliases of them, and where the weights live.
 
 The registry is a data file, ``weights/registry.json`` at the repository's top level, installed with the package
 as ``csdn.weights``, so adding or re-pinning a model never touches code. Each entry
@@ -7,6 +8,10 @@ names a Hugging Face Hub file (repo, filename, pinned revision, SHA-256) and/or 
 loads without network. A second table, ``clip``, pins the CLIP weights that
 ``csdn.from_clip`` starts from (e.g. ``"RN50"``) to a Hub file the same way. ``$CSDN_REGISTRY`` (or the ``registry=`` argument of the
 functions here) points at another registry file, e.g. an organisation's mirror.
+
+Format version 2 names every entry ``<architecture>.<tag>``, gives it an ``architecture`` (a preset in
+``weights/architectures/``) and keeps a table of ``aliases``; version 1 files (short names, no
+architecture) are still read.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ REGISTRY_ENV = "CSDN_REGISTRY"
 # package (trained on synthetic images), so a fresh install works offline.
 DEFAULT_MODEL = "synthetic-tiny"
 REGISTRY_FILENAME = "registry.json"
-REGISTRY_FORMAT_VERSION = 1
+REGISTRY_FORMAT_VERSION = 2
+READABLE_REGISTRY_VERSIONS = (1, 2)
 
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")  # a lowercase hex SHA-256 digest
 REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # a Hugging Face Hub "org/name"
@@ -54,6 +60,12 @@ class RegistryEntry:
     sha256: str | None = None
     bundled: str | None = None
     official_checkpoint: str | None = None
+    architecture: str | None = None  # required from format_version 2 on; the name is "<architecture>.<tag>"
+
+    @property
+    def tag(self) -> str:
+        """The weights' name within their architecture: ``"sysu"`` for ``"csdn_rn50.sysu"``."""
+        return self.name.removeprefix(f"{self.architecture}.") if self.architecture else self.name
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -95,13 +107,14 @@ class Registry:
             raise ValueError(f"model registry {self.path} is not valid JSON: {err}") from err
         if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
             raise ValueError(f"model registry {self.path} must be an object with a 'models' object")
-        version = data.get("format_version", REGISTRY_FORMAT_VERSION)
-        if version != REGISTRY_FORMAT_VERSION:
+        self.format_version = data.get("format_version", 1)
+        if self.format_version not in READABLE_REGISTRY_VERSIONS:
             raise ValueError(
-                f"model registry {self.path} has format_version {version}; this csdn-reid reads "
-                f"version {REGISTRY_FORMAT_VERSION} (upgrade with `pip install -U csdn-reid`)"
+                f"model registry {self.path} has format_version {self.format_version}; this csdn-reid reads "
+                f"versions {', '.join(map(str, READABLE_REGISTRY_VERSIONS))} (upgrade with `pip install -U csdn-reid`)"
             )
         self.entries = {name: self._entry(name, fields) for name, fields in data["models"].items()}
+        self.aliases = self._aliases(data.get("aliases", {}))
         clip = data.get("clip", {})
         if not isinstance(clip, dict):
             raise ValueError(f"model registry {self.path}: 'clip' must be an object of CLIP weights entries")
@@ -110,6 +123,14 @@ class Registry:
     def _entry(self, name: str, fields: Any) -> RegistryEntry:
         where = f"model registry {self.path}, entry {name!r}"
         entry = _build(RegistryEntry, name, fields, where)
+        if self.format_version >= 2:
+            if entry.architecture is None:
+                raise ValueError(f"{where}: needs an 'architecture' (format_version 2 names every entry's)")
+            if not name.startswith(f"{entry.architecture}.") or name == f"{entry.architecture}.":
+                raise ValueError(
+                    f"{where}: must be named '{entry.architecture}.<tag>' after its architecture "
+                    f"{entry.architecture!r}; short names belong in 'aliases'"
+                )
         if entry.repo_id is None and entry.bundled is None:
             raise ValueError(f"{where}: needs a 'repo_id' (Hub) or a 'bundled' folder")
         if entry.repo_id is not None and not REPO_ID.fullmatch(entry.repo_id):
@@ -119,6 +140,19 @@ class Registry:
         if entry.bundled is not None and (Path(entry.bundled).is_absolute() or ".." in Path(entry.bundled).parts):
             raise ValueError(f"{where}: 'bundled' must be a folder inside {self.path.parent}")
         return entry
+
+    def _aliases(self, aliases: Any) -> dict[str, str]:
+        where = f"model registry {self.path}, 'aliases'"
+        if not isinstance(aliases, dict) or not all(isinstance(v, str) for v in aliases.values()):
+            raise ValueError(f"{where}: must be an object of short name -> registered name")
+        if aliases and self.format_version < 2:
+            raise ValueError(f"{where}: aliases need format_version 2")
+        for alias, target in aliases.items():
+            if target not in self.entries:
+                raise ValueError(f"{where}: {alias!r} points at {target!r}, which is not a registered model")
+            if alias in self.entries:
+                raise ValueError(f"{where}: {alias!r} is both an alias and a registered model")
+        return dict(aliases)
 
     def _clip_entry(self, name: str, fields: Any) -> ClipWeightsEntry:
         where = f"model registry {self.path}, CLIP entry {name!r}"
@@ -140,9 +174,15 @@ class Registry:
         return self.clip_entries[name]
 
     def names(self) -> list[str]:
-        return sorted(self.entries)
+        """Every name ``get`` accepts: the registered ``<architecture>.<tag>`` names and their aliases."""
+        return sorted([*self.entries, *self.aliases])
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.entries or name in self.aliases
 
     def get(self, name: str) -> RegistryEntry:
+        """The entry of a registered name or alias (``KeyError`` if neither)."""
+        name = self.aliases.get(name, name)
         if name not in self.entries:
             raise KeyError(name)
         return self.entries[name]
