@@ -79,6 +79,7 @@ def _assert_close_gradients(ours: torch.nn.Module, reference: torch.nn.Module) -
         if expected.grad is None:
             assert param.grad is None, name
             continue
+        assert param.grad is not None, name
         error = (param.grad.cpu() - expected.grad).norm()
         assert error <= GRAD_RTOL * expected.grad.norm() + 1e-7, f"{name}: {error} vs {expected.grad.norm()}"
 
