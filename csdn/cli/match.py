@@ -174,16 +174,16 @@ def _visualize(query_paths: list[str], gallery_paths: list[str], result: Any, ar
     from csdn.retrieval.visualize import draw_ranking
 
     queries = query_paths[: args.visualize_queries]
-    ids = {}
-    if args.ids_from_folders:
-        ids = {"query_ids": _folder_ids(queries), "gallery_ids": _folder_ids(gallery_paths)}
+    query_ids = _folder_ids(queries) if args.ids_from_folders else None
+    gallery_ids = _folder_ids(gallery_paths) if args.ids_from_folders else None
     return draw_ranking(
         queries,
         gallery_paths,
         result.indices[: len(queries)],
         scores=result.scores[: len(queries)],
         topk=args.topk,
-        **ids,
+        query_ids=query_ids,
+        gallery_ids=gallery_ids,
     )
 
 
