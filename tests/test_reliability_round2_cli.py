@@ -79,3 +79,21 @@ def test_one_line_joins_sentences_and_quotes_commands():
     assert one_line("none could be read:\n  a.png: broken\n  b.png: empty") == (
         "none could be read: `a.png: broken` `b.png: empty`"
     )
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["convert", "model.pth", "out", "--dataset", "x"], "argument --dataset: invalid choice: 'x'"),
+        (["publish", "model", "acme/m", "--dataset", "sysu", "--root", "r", "--license", "!!"], "is not a licence id"),
+    ],
+)
+def test_convert_dataset_and_publish_license_are_checked(capsys, argv, says):
+    assert says in _fails_in_one_line(capsys, argv)
+
+
+def test_load_none_is_a_clear_type_error():
+    import csdn
+
+    with pytest.raises(TypeError, match="name_or_path must be a registry name, an 'hf-hub:org/name' id or a local"):
+        csdn.load(None)

@@ -107,7 +107,7 @@ def run_match(args: argparse.Namespace) -> int:
         _check_images(gallery.paths, "gallery")
         if args.ids_from_folders:
             _folder_ids(query.paths[: args.visualize_queries] + gallery.paths)
-    models = {side.model for side in (query, gallery) if side.model is not None}
+    models = {side.model for side in (query, gallery)} - {None}
     if len(models) > 1:
         print(
             f"csdn: warning: query and gallery were embedded with different models ({', '.join(sorted(models))})",
@@ -174,16 +174,16 @@ def _visualize(query_paths: list[str], gallery_paths: list[str], result: Any, ar
     from csdn.retrieval.visualize import draw_ranking
 
     queries = query_paths[: args.visualize_queries]
-    ids: dict[str, Any] = {}
-    if args.ids_from_folders:
-        ids = {"query_ids": _folder_ids(queries), "gallery_ids": _folder_ids(gallery_paths)}
+    query_ids = _folder_ids(queries) if args.ids_from_folders else None
+    gallery_ids = _folder_ids(gallery_paths) if args.ids_from_folders else None
     return draw_ranking(
         queries,
         gallery_paths,
         result.indices[: len(queries)],
         scores=result.scores[: len(queries)],
         topk=args.topk,
-        **ids,
+        query_ids=query_ids,
+        gallery_ids=gallery_ids,
     )
 
 

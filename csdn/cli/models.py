@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from csdn.cli.embed import add_overwrite_option
+from csdn.data.registry import DATASET_NAMES
 
 
 def run_models(args: argparse.Namespace) -> int:
@@ -88,7 +89,9 @@ def register(commands) -> list[argparse.ArgumentParser]:
     convert = commands.add_parser("convert", help="convert the authors' checkpoint (model_119.pth) to a csdn model")
     convert.add_argument("checkpoint", help="the authors' .pth checkpoint")
     convert.add_argument("output", help="folder to write model.safetensors, config.json and README.md into")
-    convert.add_argument("--dataset", help="training set, recorded in the model card (e.g. sysu)")
+    convert.add_argument(
+        "--dataset", choices=DATASET_NAMES, help="training set, recorded in the model card (e.g. sysu)"
+    )
     convert.add_argument(
         "--image-size",
         type=int,

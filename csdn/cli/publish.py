@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,15 @@ PROTOCOLS: dict[str, list[dict[str, Any]]] = {
     "llcm": [{"shots": 1}],  # both directions, 10 trials
 }
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")
+
+
+def license_id(text: str) -> str:
+    """An SPDX-style licence id (``apache-2.0``, ``cc-by-nc-4.0``, ``other``): the Hub's card field takes no more."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.+-]{0,63}", text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a licence id: give an SPDX id such as apache-2.0 or mit, or 'other'"
+        )
+    return text
 
 
 def register(commands) -> list[argparse.ArgumentParser]:
@@ -53,6 +63,7 @@ def register(commands) -> list[argparse.ArgumentParser]:
     parser.add_argument(
         "--license",
         default=None,
+        type=license_id,
         help="license of the weights, an SPDX id or 'other' (default: the model's recorded one, else 'other')",
     )
     parser.add_argument("--dry-run", action="store_true", help="write the folder (--output) only; push nothing")

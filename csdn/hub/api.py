@@ -165,6 +165,11 @@ def _locate(
     **download: Any,
 ) -> WeightsFile:
     """Resolve a Hub id, an existing local path or a registry name (in that order) to a file on disk."""
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(
+            f"name_or_path must be a registry name, an 'hf-hub:org/name' id or a local path, "
+            f"got {type(name_or_path).__name__}; call csdn.load() without it for the default model"
+        )
     text = os.fspath(name_or_path)
     if text.startswith(HUB_PREFIX):
         repo_id, revision = _parse_hub_id(text, revision)

@@ -7,7 +7,7 @@ runtime (:mod:`csdn.runtime`) read inputs, name bad images and honour ``on_error
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,7 +131,7 @@ def refuse_all_skipped(skipped: Sequence[SkippedImage], total: int) -> None:
         raise ImageDecodeError(f"none of the {total} images could be read:\n{describe_skipped(skipped)}")
 
 
-def refuse_nonfinite_rows(finite: Sequence[bool], sources: Sequence[Any], kept: Sequence[int]) -> None:
+def refuse_nonfinite_rows(finite: Iterable[Any], sources: Sequence[Any], kept: Sequence[int]) -> None:
     """A model's output is checked like its input: NaN or infinite embeddings are an error naming their images.
 
     ``finite[r]`` says whether embedding row ``r`` is finite; row ``r`` embeds ``sources[kept[r]]``.

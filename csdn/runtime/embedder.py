@@ -13,7 +13,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -190,7 +190,7 @@ class ExportedEmbedder:
         result = np.concatenate(outputs) if outputs else np.empty((0, graph.meta.embedding_dim(flip)), np.float32)
         dropped = {s.index for s in skipped or ()}
         kept = [index for index in range(len(items)) if index not in dropped]
-        refuse_nonfinite_rows(_finite_rows(result), items, kept)
+        refuse_nonfinite_rows(np.isfinite(result).all(axis=1).reshape(-1), items, kept)
         if skipped:
             warnings.warn(SkippedImagesWarning(skipped), stacklevel=2)
         return result[0] if single else result
@@ -204,12 +204,8 @@ class ExportedEmbedder:
         graph.check_batch(batch)
         parts = [graph.embed(batch[i : i + batch_size], flip) for i in range(0, len(batch), batch_size)]
         result = np.concatenate(parts) if parts else np.empty((0, graph.meta.embedding_dim(flip)), np.float32)
-        refuse_nonfinite_rows(_finite_rows(result), range(len(result)), range(len(result)))
+        refuse_nonfinite_rows(np.isfinite(result).all(axis=1).reshape(-1), range(len(result)), range(len(result)))
         return result
-
-
-def _finite_rows(embeddings: np.ndarray) -> list[bool]:
-    return cast(list[bool], np.isfinite(embeddings).all(axis=1).tolist())
 
 
 def _as_items(images: Any) -> tuple[bool, list[Any]]:
