@@ -107,7 +107,7 @@ def run_match(args: argparse.Namespace) -> int:
         _check_images(gallery.paths, "gallery")
         if args.ids_from_folders:
             _folder_ids(query.paths[: args.visualize_queries] + gallery.paths)
-    models = {side.model for side in (query, gallery)} - {None}
+    models = {side.model for side in (query, gallery) if side.model is not None}
     if len(models) > 1:
         print(
             f"csdn: warning: query and gallery were embedded with different models ({', '.join(sorted(models))})",

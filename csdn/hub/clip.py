@@ -24,6 +24,7 @@ import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -221,7 +222,7 @@ def config_from_clip(state: Mapping[str, torch.Tensor], **overrides) -> CSDNConf
     )
     width = state["visual.layer1.0.conv1.weight"].shape[0]
     text_width = state["ln_final.weight"].shape[0]
-    settings = dict(
+    settings: dict[str, Any] = dict(
         vision_layers=layers,
         vision_width=width,
         vision_heads=width * 32 // 64,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -112,7 +113,7 @@ def config_from_official(state: Mapping[str, torch.Tensor], image_size: tuple[in
     num_classes, num_tokens, _ = state["prompt_learner1.cls_ctx"].shape
     config = CSDNConfig(
         image_size=image_size,
-        vision_layers=layers,
+        vision_layers=cast("tuple[int, int, int, int]", layers),
         vision_width=width,
         vision_heads=width * 32 // 64,
         embed_dim=state["attnpool.c_proj.weight"].shape[0],

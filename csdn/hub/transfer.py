@@ -111,7 +111,8 @@ class _Collect(logging.Filter):
 
     def __init__(self, thread: threading.Thread) -> None:
         super().__init__()
-        self.thread, self.messages = thread, []
+        self.thread = thread
+        self.messages: list[str] = []
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.thread != self.thread.ident:
@@ -177,7 +178,7 @@ def hub_content_hash(path: Path) -> str | None:
     return None
 
 
-def _unavailable_reason(err: Exception, filename: str) -> str:
+def _unavailable_reason(err: BaseException, filename: str) -> str:
     if isinstance(err, RepositoryNotFoundError):
         return "the repository does not exist on the Hub (or is private and no valid token was given)"
     if isinstance(err, RevisionNotFoundError):
@@ -264,9 +265,16 @@ def hub_download(
             etag_timeout=min(10.0, deadline),
         )
 
+    failures: tuple[type[BaseException], ...] = (
+        HfHubHTTPError,
+        EntryNotFoundError,
+        OfflineModeIsEnabled,
+        FileMetadataError,
+        *_transfer_errors(),
+    )
     try:
         return Path(_within(deadline, call, where))
-    except (HfHubHTTPError, EntryNotFoundError, OfflineModeIsEnabled, FileMetadataError, *_transfer_errors()) as err:
+    except failures as err:
         not_hub = _not_a_hub(err)
         if not_hub is not None:
             raise WeightsNotAvailableError(f"{where}: {not_hub}") from None
@@ -311,10 +319,12 @@ def upload_folder(
     api = HfApi(token=token)
     where = f"cannot upload to the Hub repository {repo_id}"
 
+    failures: tuple[type[BaseException], ...] = (HfHubHTTPError, OfflineModeIsEnabled, *_transfer_errors())
+
     def bounded(call: Callable[[], Any]) -> Any:
         try:
             return _within(deadline, call, where, unreachable=HubError)
-        except (HfHubHTTPError, OfflineModeIsEnabled, *_transfer_errors()) as err:
+        except failures as err:
             if isinstance(err, OfflineModeIsEnabled):
                 reason = "offline mode is on (HF_HUB_OFFLINE); unset it to upload"
             else:

@@ -13,8 +13,6 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
 from csdn.config import CSDNConfig
 from csdn.io.card import EVALUATION_KEY, evaluation_records, merge_records, render_model_card
 from csdn.io.safetensors import write_safetensors
@@ -37,7 +35,7 @@ def package_version() -> str:
 
 
 def save_pretrained(
-    model: nn.Module,
+    model: Any,  # an nn.Module with a CSDNConfig as .config
     directory: str | Path,
     *,
     model_card: bool = True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -112,7 +113,7 @@ class CSDN(SavePretrainedMixin, nn.Module):
         for name, param in self.trunk.named_parameters():
             if name.endswith("bn3.weight"):
                 nn.init.zeros_(param)
-        pool = self.attnpool
+        pool: Any = self.attnpool  # CLIP's untyped AttentionPool2d
         std = pool.c_proj.in_features**-0.5
         nn.init.normal_(pool.positional_embedding, std=std)
         for proj in (pool.q_proj, pool.k_proj, pool.v_proj, pool.c_proj):
