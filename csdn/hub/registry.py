@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from csdn.config import reject_unknown_fields
+from csdn.io.card import AUTHORS_RELEASE as AUTHORS_RELEASE  # re-exported: where the authors publish code and weights
 from csdn.system.resources import weights_dir
 
 REGISTRY_ENV = "CSDN_REGISTRY"

@@ -1,0 +1,77 @@
+"""A model csdn train made knows its dataset and RegDB trial: its card says so, csdn eval scores that
+trial by default, and a trial whose test identities it was trained on is refused unless --allow-overlap."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from vireid_trees import make_regdb
+
+import csdn
+from csdn import cli
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+TINY_RUN = [
+    "--init", "tiny", "--epochs-stage1", "1", "--epochs-stage2", "1", "--epochs-stage3", "1",
+    "--steps-per-epoch", "1", "--ids-per-batch", "2", "--images-per-id", "2",
+    "--stage1-batch-size", "4", "--stage2-batch-size", "4", "--no-progress",
+]  # fmt: skip
+
+
+def _identities(root: Path, split: str, trial: int) -> set[str]:
+    lines = (root / "idx" / f"{split}_visible_{trial}.txt").read_text().split("\n")
+    return {Path(line.split()[0]).parent.name for line in lines if line.strip()}
+
+
+@pytest.fixture(scope="module")
+def regdb_run(tmp_path_factory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("regdb")
+    root = make_regdb(base / "RegDB", trials=3, ids=8, images=3)
+    out = base / "run"
+    assert (
+        cli.main(["train", "--dataset", "regdb", "--root", str(root), "--trial", "2", "--output", str(out), *TINY_RUN])
+        == 0
+    )
+    return root, out
+
+
+def test_the_saved_model_and_its_card_name_dataset_trial_and_origin(regdb_run):
+    _, out = regdb_run
+    meta = json.loads((out / "model" / "config.json").read_text())["meta"]
+    assert (meta["dataset"], meta["trial"], meta["weights"]) == ("regdb", 2, "self-trained")
+    card = (out / "model" / "README.md").read_text()
+    assert "Trained on: **RegDB** (trial 2)" in card
+    assert "unspecified" not in card
+    assert "Self-trained" in card
+
+
+def test_eval_defaults_to_the_models_own_trial(regdb_run, capsys):
+    root, out = regdb_run
+    result = csdn.evaluate(csdn.load(out / "model"), "regdb", root, progress=False)
+    assert result.settings["trials"] == [2]
+    assert cli.main(["eval", "--dataset", "regdb", "--root", str(root), "--model", str(out / "model"), "--quiet"]) == 0
+
+
+def test_a_trial_overlapping_the_training_identities_is_refused_naming_the_overlap(regdb_run, capsys):
+    root, out = regdb_run
+    leaked = [t for t in (1, 3) if _identities(root, "train", 2) & _identities(root, "test", t)]
+    assert leaked, "the synthetic tree should share identities between trials"
+    trial = leaked[0]
+    shared = sorted(_identities(root, "train", 2) & _identities(root, "test", trial), key=int)
+    argv = ["eval", "--dataset", "regdb", "--root", str(root), "--model", str(out / "model"), "--quiet"]
+    assert cli.main([*argv, "--trials", str(trial)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("csdn: error: ") and err.count("\n") == 1
+    assert f"{len(shared)} of trial {trial}'s" in err and ", ".join(shared) in err and "--allow-overlap" in err
+    assert cli.main([*argv, "--trials", str(trial), "--allow-overlap"]) == 0
+
+
+def test_a_converted_models_card_says_converted(tiny_model):
+    from csdn.io.card import render_model_card
+
+    tiny_model.config.meta.update(weights="converted", dataset="sysu")
+    card = render_model_card(tiny_model.config, 1)
+    assert "converted from the authors' release" in card and "Self-trained" not in card
