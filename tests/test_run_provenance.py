@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from vireid_trees import make_regdb
 
 import csdn
@@ -75,3 +76,41 @@ def test_a_converted_models_card_says_converted(tiny_model):
     tiny_model.config.meta.update(weights="converted", dataset="sysu")
     card = render_model_card(tiny_model.config, 1)
     assert "converted from the authors' release" in card and "Self-trained" not in card
+
+
+# ---------------------------------------------------------------------------- experiment file
+def test_a_run_folder_records_how_it_was_made_and_repeats_from_its_experiment_file(regdb_run, tmp_path):
+    import tomllib
+
+    from safetensors.torch import load_file
+
+    root, out = regdb_run
+    experiment = tomllib.loads((out / "experiment.toml").read_text())
+    assert experiment["data"] == {"dataset": "regdb", "root": str(root.resolve()), "trial": 2}
+    assert experiment["model"]["init"] == "tiny" and experiment["train"]["stage3_epochs"] == 1
+    record = json.loads((out / "run.json").read_text())
+    assert record["csdn_version"] == csdn.__version__ and "--trial" in record["command"]
+    again = tmp_path / "again"
+    assert cli.main(["train", "--config", str(out / "experiment.toml"), "--output", str(again), "--no-progress"]) == 0
+    first, second = load_file(out / "model" / "model.safetensors"), load_file(again / "model" / "model.safetensors")
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)  # the same computation, repeated
+    assert tomllib.loads((again / "experiment.toml").read_text())["train"] == experiment["train"]
+
+
+def test_options_override_the_experiment_file_and_unknown_fields_are_named(tmp_path, capsys):
+    from csdn.cli.app import build_parser
+    from csdn.cli.train import config_from_args, resolve_settings
+    from csdn.train.experiment import experiment_text
+
+    path = tmp_path / "x.toml"
+    path.write_text(
+        experiment_text({"data": {"dataset": "sysu", "root": "/d"}, "run": {"output": "o"}, "train": {"seed": 3}})
+    )
+    args = build_parser().parse_args(["train", "--config", str(path), "--output", "elsewhere", "--seed", "5"])
+    settings = resolve_settings(args)
+    assert (settings["dataset"], settings["root"], settings["output"]) == ("sysu", "/d", "elsewhere")
+    assert config_from_args(args, settings["train"]).seed == 5
+    path.write_text('[data]\ndataset = "sysu"\nroots = "/d"\n')
+    assert cli.main(["train", "--config", str(path)]) == 2
+    assert "[data] has unknown field(s) roots" in capsys.readouterr().err

@@ -78,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``csdn`` with ``argv`` (default: the process's arguments); returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for the run records that keep it
     if not hasattr(args, "func"):
         parser.print_help(sys.stderr)
         return 2
