@@ -114,3 +114,13 @@ def test_options_override_the_experiment_file_and_unknown_fields_are_named(tmp_p
     path.write_text('[data]\ndataset = "sysu"\nroots = "/d"\n')
     assert cli.main(["train", "--config", str(path)]) == 2
     assert "[data] has unknown field(s) roots" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["sysu", "regdb", "llcm"])
+def test_the_shipped_experiment_files_hold_the_authors_settings(name):
+    from csdn.train import TrainConfig
+    from csdn.train.experiment import read_experiment
+
+    tables = read_experiment(Path(__file__).parents[1] / "examples" / f"{name}.toml")
+    assert tables["data"]["dataset"] == name and tables["model"]["init"] == "RN50"
+    assert TrainConfig.from_dict(tables["train"]) == TrainConfig()  # the paper's defaults, spelled out
