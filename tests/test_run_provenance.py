@@ -81,7 +81,6 @@ def test_a_converted_models_card_says_converted(tiny_model):
 # ---------------------------------------------------------------------------- experiment file
 def test_a_run_folder_records_how_it_was_made_and_repeats_from_its_experiment_file(regdb_run, tmp_path):
     import tomllib
-
     from safetensors.torch import load_file
 
     root, out = regdb_run
@@ -124,3 +123,30 @@ def test_the_shipped_experiment_files_hold_the_authors_settings(name):
     tables = read_experiment(Path(__file__).parents[1] / "examples" / f"{name}.toml")
     assert tables["data"]["dataset"] == name and tables["model"]["init"] == "RN50"
     assert TrainConfig.from_dict(tables["train"]) == TrainConfig()  # the paper's defaults, spelled out
+
+
+# ---------------------------------------------------------------------------- offline start
+def test_an_init_that_cannot_be_had_names_every_way_to_initialise(tmp_path, capsys, hub_offline, monkeypatch):
+    from _train_synthetic import write_identities
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("HUGGINGFACE_HUB_CACHE", str(tmp_path / "empty-cache" / "hub"))
+    root = write_identities(tmp_path / "data", range(4), per_modality=4)
+    argv = [
+        "train",
+        "--dataset",
+        "folder",
+        "--root",
+        str(root),
+        "--output",
+        str(tmp_path / "run"),
+        "--no-progress",
+        "--ids-per-batch",
+        "2",
+    ]
+    for init in ("RN50", str(tmp_path / "missing.pt")):
+        assert cli.main([*argv, "--init", init]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1, err
+        for way in ("--init /path/to/RN50.pt", "open_clip or timm", "HF_HUB_OFFLINE=1", "--init tiny"):
+            assert way in err
