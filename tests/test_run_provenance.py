@@ -150,3 +150,32 @@ def test_an_init_that_cannot_be_had_names_every_way_to_initialise(tmp_path, caps
         assert err.count("\n") == 1, err
         for way in ("--init /path/to/RN50.pt", "open_clip or timm", "HF_HUB_OFFLINE=1", "--init tiny"):
             assert way in err
+
+
+# ---------------------------------------------------------------------------- logs
+def test_epoch_lines_under_no_progress_with_metrics_in_percent_a_csv_and_the_stop_note(regdb_run, tmp_path, capsys):
+    import csv
+
+    root, _ = regdb_run
+    out = tmp_path / "run"
+    argv = ["train", "--dataset", "regdb", "--root", str(root), "--trial", "2", "--output", str(out), *TINY_RUN]
+    argv[argv.index("--epochs-stage3") + 1] = "2"
+    capsys.readouterr()
+    assert cli.main([*argv, "--eval-every", "1", "--stop-after", "3"]) == 0  # stages 1, 2 and one stage-3 epoch
+    err = capsys.readouterr().err
+    assert "\r" not in err  # stderr is no terminal here: no bars
+    lines = [line for line in err.splitlines() if line.startswith("stage ")]
+    assert [line.split("  ")[0] for line in lines] == [
+        "stage 1 (prompts) epoch 1/1",
+        "stage 2 (fusion) epoch 1/1",
+        "stage 3 (image) epoch 1/2",
+    ]
+    assert "lr " in lines[2] and "img/s" in lines[2] and "loss " in lines[2]
+    assert "rank-1 " in lines[2] and "mAP " in lines[2] and "mINP " in lines[2] and lines[2].endswith("%")
+    assert "stopped after 3 epochs; --resume continues" in err
+    rows = list(csv.DictReader((out / "epochs.csv").open()))
+    assert [(r["stage"], r["epoch"]) for r in rows] == [("1", "1"), ("2", "1"), ("3", "1")]
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    evaluated = next(r for r in log if r["event"] == "eval")
+    assert float(rows[2]["rank1"]) == pytest.approx(100 * evaluated["rank1"], abs=1e-3)
+    assert f"rank-1 {100 * evaluated['rank1']:.2f}%" in lines[2]

@@ -29,6 +29,7 @@ from csdn.train.imagecheck import check_training_images
 from csdn.train.initialise import Init, initial_model
 from csdn.train.loader import plain_view_batches, stage3_batches
 from csdn.train.preflight import check_before_writing, check_resume
+from csdn.train.report import EPOCH_CSV, bars_enabled, epoch_line, say, summary_table, write_epoch_csv
 from csdn.train.rundir import (
     CHECKPOINT_EVENT,
     checkpoint_dir,
@@ -37,7 +38,7 @@ from csdn.train.rundir import (
     save_epoch,
     truncate_log,
 )
-from csdn.train.runlog import RunLog
+from csdn.train.runlog import RunLog, read_log
 from csdn.train.sampler import (
     IdentityBatch,
     IdentitySampler,
@@ -137,6 +138,10 @@ class _Trainer:
         self.best_is_new = False
         self.text: torch.Tensor | None = None  # stage 3's fixed classifier
         self.epoch_means: dict[int, dict[str, float]] = {}
+        self.last_epoch: dict[str, Any] = {}
+        self.last_metrics: dict[str, float] | None = None
+        self.final_metrics: dict[str, float] | None = None  # the last evaluation of the run
+        self.trained = 0  # epochs trained in this call
         self._features: dict[int, FeatureSet] = {}  # the current stage's fixed image projections
 
     # ------------------------------------------------------------------ fixed features
@@ -161,7 +166,9 @@ class _Trainer:
         out = {m: torch.zeros(len(sample.labels), dim, device=self.device) for m in ("visible", "infrared")}
         self.model.train(train_mode)
         done = 0
-        bar = tqdm(total=len(rows), desc="extracting image features", disable=not self.progress, leave=False)
+        bar = tqdm(
+            total=len(rows), desc="extracting image features", disable=not bars_enabled(self.progress), leave=False
+        )
         for visible, infrared in zip(*loaders):
             for modality, batch in (("visible", visible), ("infrared", infrared)):
                 with self.autocast():
@@ -302,7 +309,7 @@ class _Trainer:
         bar = tqdm(
             total=steps,
             desc=f"stage {stage} ({STAGE_NAMES[stage]}) epoch {epoch + 1}/{cfg.epochs(stage)}",
-            disable=not self.progress,
+            disable=not bars_enabled(self.progress),
             unit="step",
         )
         for step, item in enumerate(items):
@@ -332,21 +339,23 @@ class _Trainer:
         seconds = time.perf_counter() - started
         means = {name: total / max(steps, 1) for name, total in totals.items()}
         images_per_second = steps * per_step * self.world.size / max(seconds, 1e-9)
-        self.log.write(
-            "epoch",
-            stage=stage,
-            epoch=epoch,
-            lr=lr,
-            seconds=round(seconds, 3),
-            images_per_second=round(images_per_second, 2),
+        self.last_epoch = {
+            "stage": stage,
+            "epoch": epoch,
+            "lr": lr,
+            "seconds": round(seconds, 3),
+            "images_per_second": round(images_per_second, 2),
             **means,
-        )
+        }
+        self.log.write("epoch", **self.last_epoch)
         return means
 
     def _measure(self, event: str, judge: Evaluator, stage: int, epoch: int) -> dict[str, float]:
         with torch.no_grad():
             metrics = {name: float(value) for name, value in dict(judge(self.model)).items()}
         self.log.write(event, stage=stage, epoch=epoch, **metrics)
+        if event == "eval":
+            self.last_metrics = self.final_metrics = metrics
         return metrics
 
     def _maybe_evaluate(self, stage: int, epoch: int) -> None:
@@ -427,9 +436,13 @@ class _Trainer:
                 if stop_after is not None and trained >= stop_after:
                     return False
                 self.epoch_means[current] = self._epoch(current, epoch, optimizer, scaler)
+                self.last_metrics = None
                 self._maybe_evaluate(current, epoch)
+                if self.world.is_main:
+                    say(epoch_line(STAGE_NAMES[current], self.last_epoch, epochs, self.last_metrics))
                 self._checkpoint(current, epoch + 1, optimizer, scaler)
                 trained += 1
+                self.trained = trained
         return True
 
 
@@ -587,7 +600,7 @@ def fit(
     trainer.log.write("summary", **summary)
     trainer.log.close()
     if world.is_main:
-        _finish(model, output, summary, finished, progress)
+        _finish(trainer, output, summary, finished, progress)
     ddp.barrier(world)
     return model
 
@@ -604,13 +617,21 @@ def _summary(trainer: _Trainer, finished: bool, seconds: float) -> dict[str, Any
     }
 
 
-def _finish(model: CSDN, output: Path, summary: dict[str, Any], finished: bool, progress: bool) -> None:
+def _finish(trainer: _Trainer, output: Path, summary: dict[str, Any], finished: bool, progress: bool) -> None:
+    model = trainer.model
     atomic_write_text(output / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_epoch_csv(output / EPOCH_CSV, read_log(output / "log.jsonl"))
     if finished:
         provenance = {key: summary[key] for key in ("epochs", "num_classes", "best")}
         model.save_pretrained(output / "model", extra_meta={"training": provenance})
+    if trainer.final_metrics:
+        say(
+            f"last evaluation (stage 3, {trainer.config.stage3_epochs} epochs):\n{summary_table(trainer.final_metrics)}"
+        )
+    if not finished:  # printed under --no-progress too: the user has to know the run is not done
+        say(f"stopped after {trainer.trained} epochs; --resume continues the run in {output} (fit(..., resume=True))")
     if progress:
-        state = "finished" if finished else "stopped (resume with resume=True)"
+        state = "finished" if finished else "stopped"
         lines = [f"CSDN training {state} in {summary['seconds']:.0f}s; output in {output}"]
         for name, means in summary["final_losses"].items():
             lines.append(f"  {name}: " + ", ".join(f"{k}={v:.4f}" for k, v in means.items()))
@@ -619,4 +640,4 @@ def _finish(model: CSDN, output: Path, summary: dict[str, Any], finished: bool, 
             lines.append(
                 f"  best {best['metric']}={best['value']:.4f} (stage {best['stage']} epoch {best['epoch'] + 1})"
             )
-        tqdm.write("\n".join(lines))
+        say("\n".join(lines))
