@@ -92,3 +92,26 @@ def test_train_config_round_trip_and_validation():
             TrainConfig(**bad)
     with pytest.raises(ValueError, match="unknown TrainConfig field"):
         TrainConfig.from_dict({"lr": 1.0})
+
+
+def test_a_shortened_stage3_scales_warmup_and_milestones_and_reaches_its_base_rate():
+    from csdn.train.schedule import schedule_note
+
+    config = TrainConfig(stage3_epochs=12)  # a tenth of the paper's 120: warm-up 1, drops at 4 and 7
+    rates = [learning_rate(3, e, config) for e in range(12)]
+    assert rates[1] == pytest.approx(3e-4) and rates[4] == pytest.approx(3e-5) and rates[7] == pytest.approx(3e-6)
+    assert "warm-up 10 -> 1 epochs" in schedule_note(3, config) and "[40, 70] -> [4, 7]" in schedule_note(3, config)
+    full = TrainConfig()
+    assert schedule_note(3, full) is None and learning_rate(3, 40, full) == pytest.approx(
+        3e-5
+    )  # absolute at full length
+    assert (
+        learning_rate(3, 1, TrainConfig(stage3_epochs=12, scale_schedule=False)) < 3e-4
+    )  # the old behaviour, asked for
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_a_shortened_stage1_or_2_scales_its_warmup(stage):
+    config = TrainConfig(**{f"stage{stage}_epochs": 6})  # 5 of 60 warm-up epochs -> 1 of 6 (rounded, at least 1)
+    assert learning_rate(stage, 0, config) == pytest.approx(1e-5)
+    assert learning_rate(stage, 1, config) == pytest.approx(1e-6 + 0.5 * (3e-4 - 1e-6) * (1 + math.cos(math.pi / 6)))

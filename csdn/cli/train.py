@@ -21,13 +21,23 @@ from csdn.train.config import AUTOCAST_PRECISIONS, RECIPES, TrainConfig
 _ALIASES = {"stage1_epochs": "--epochs-stage1", "stage2_epochs": "--epochs-stage2", "stage3_epochs": "--epochs-stage3"}
 
 
+def _boolean(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes", "on"):
+        return True
+    if text.lower() in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def _config_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("hyper-parameters (default: the paper's)")
     for field in dataclasses.fields(TrainConfig):
         flags = [f"--{field.name.replace('_', '-')}"] + ([_ALIASES[field.name]] if field.name in _ALIASES else [])
         default = field.default
         kwargs: dict[str, Any] = {"dest": field.name, "default": None, "help": f"default: {default}"}
-        if isinstance(default, tuple):
+        if isinstance(default, bool):
+            kwargs.update(type=_boolean, metavar="true|false")
+        elif isinstance(default, tuple):
             kwargs.update(nargs="*", type=int)
         elif field.name == "precision":
             kwargs.update(choices=AUTOCAST_PRECISIONS)

@@ -11,6 +11,7 @@ from csdn.config import reject_unknown_fields
 from csdn.errors import setting_name
 
 AUTOCAST_PRECISIONS = ("fp32", "bf16", "fp16")  # TrainConfig.precision: autocast during training
+FULL_EPOCHS = (60, 60, 120)  # the paper's stage lengths, for which warm-up and milestones are set
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,8 @@ class TrainConfig:
     stage3_warmup_factor: float = 0.01
     milestones: tuple[int, ...] = (40, 70)
     gamma: float = 0.1
+    # a stage shorter than FULL_EPOCHS runs its warm-up and milestones scaled to its length (csdn.train.schedule)
+    scale_schedule: bool = True
     # stage 3 loss weights (0 disables a term)
     id_weight: float = 1.0
     msel_weight: float = 0.0  # the paper's MSEL term; the authors' training code leaves it out

@@ -12,14 +12,50 @@ import math
 
 from torch.optim import Optimizer
 
-from csdn.train.config import TrainConfig
+from csdn.train.config import FULL_EPOCHS, TrainConfig
 
 
-def _cosine_with_warmup(peak: float, epoch: int, epochs: int, config: TrainConfig) -> float:
-    """Linear warm-up from ``warmup_lr`` over ``warmup_epochs``, then one cosine cycle of
-    ``epochs`` epochs (counted from epoch 0) from ``peak`` to ``min_lr``; ``min_lr`` after it."""
-    if epoch < config.warmup_epochs:
-        return config.warmup_lr + epoch * (peak - config.warmup_lr) / config.warmup_epochs
+def _scale(epochs_at_full: int, stage: int, config: TrainConfig) -> int:
+    """An epoch count set for the full-length stage, scaled to the stage's length (never a warm-up of 0 from >0)."""
+    length, full = config.epochs(stage), FULL_EPOCHS[stage - 1]
+    if not config.scale_schedule or length >= full or epochs_at_full == 0:
+        return epochs_at_full
+    return max(1, round(epochs_at_full * length / full))
+
+
+def stage_warmup(stage: int, config: TrainConfig) -> int:
+    """Warm-up epochs of ``stage`` as run (scaled when the stage is shortened)."""
+    return _scale(config.stage3_warmup_epochs if stage == 3 else config.warmup_epochs, stage, config)
+
+
+def stage3_milestones(config: TrainConfig) -> tuple[int, ...]:
+    """Stage 3's learning-rate drops as run (scaled when the stage is shortened)."""
+    return tuple(_scale(m, 3, config) for m in config.milestones)
+
+
+def schedule_note(stage: int, config: TrainConfig) -> str | None:
+    """What scaling did to a shortened stage, for the log; None when nothing changed."""
+    warmup = config.stage3_warmup_epochs if stage == 3 else config.warmup_epochs
+    changes = []
+    if stage_warmup(stage, config) != warmup:
+        changes.append(f"warm-up {warmup} -> {stage_warmup(stage, config)} epochs")
+    if stage == 3 and stage3_milestones(config) != config.milestones:
+        changes.append(f"milestones {list(config.milestones)} -> {list(stage3_milestones(config))}")
+    if not changes:
+        return None
+    return (
+        f"stage {stage} runs {config.epochs(stage)} of the paper's {FULL_EPOCHS[stage - 1]} epochs: "
+        + ", ".join(changes)
+        + " (scaled to its length; --scale-schedule false keeps the absolute values)"
+    )
+
+
+def _cosine_with_warmup(peak: float, epoch: int, stage: int, config: TrainConfig) -> float:
+    """Linear warm-up from ``warmup_lr`` over the stage's warm-up, then one cosine cycle of the
+    stage's epochs (counted from epoch 0) from ``peak`` to ``min_lr``; ``min_lr`` after it."""
+    warmup, epochs = stage_warmup(stage, config), config.epochs(stage)
+    if epoch < warmup:
+        return config.warmup_lr + epoch * (peak - config.warmup_lr) / warmup
     if epochs <= 0 or epoch >= epochs:
         return config.min_lr
     return config.min_lr + 0.5 * (peak - config.min_lr) * (1.0 + math.cos(math.pi * epoch / epochs))
@@ -28,10 +64,11 @@ def _cosine_with_warmup(peak: float, epoch: int, epochs: int, config: TrainConfi
 def _warmup_multistep(epoch: int, config: TrainConfig) -> float:
     """Linear warm-up from ``stage3_warmup_factor`` x lr, then x ``gamma`` at each milestone."""
     factor = 1.0
-    if epoch < config.stage3_warmup_epochs:
-        alpha = epoch / config.stage3_warmup_epochs
+    warmup = stage_warmup(3, config)
+    if epoch < warmup:
+        alpha = epoch / warmup
         factor = config.stage3_warmup_factor * (1.0 - alpha) + alpha
-    return config.stage3_lr * factor * config.gamma ** bisect.bisect_right(config.milestones, epoch)
+    return config.stage3_lr * factor * config.gamma ** bisect.bisect_right(stage3_milestones(config), epoch)
 
 
 def learning_rate(stage: int, epoch: int, config: TrainConfig | None = None) -> float:
@@ -44,9 +81,9 @@ def learning_rate(stage: int, epoch: int, config: TrainConfig | None = None) -> 
     if epoch < 0:
         raise ValueError(f"epoch must be >= 0, got {epoch}")
     if stage == 1:
-        return _cosine_with_warmup(config.stage1_lr, epoch, config.stage1_epochs, config)
+        return _cosine_with_warmup(config.stage1_lr, epoch, 1, config)
     if stage == 2:
-        return _cosine_with_warmup(config.stage2_lr, epoch, config.stage2_epochs, config)
+        return _cosine_with_warmup(config.stage2_lr, epoch, 2, config)
     if stage == 3:
         return _warmup_multistep(epoch, config)
     raise ValueError(f"stage must be 1, 2 or 3, got {stage!r}")

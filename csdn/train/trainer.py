@@ -49,7 +49,7 @@ from csdn.train.sampler import (
     seed_torch_for_epoch,
     text_seed,
 )
-from csdn.train.schedule import apply_learning_rate
+from csdn.train.schedule import apply_learning_rate, schedule_note, stage3_milestones, stage_warmup
 from csdn.train.stages import (
     STAGE_NAMES,
     Losses,
@@ -431,7 +431,19 @@ class _Trainer:
                     scaler.load_state_dict(resumed["scaler"])
             if current == 3:
                 self.text = self.fused_text()
-            self.log.write("stage", stage=current, name=STAGE_NAMES[current], start_epoch=start, epochs=epochs)
+            note = schedule_note(current, self.config)
+            self.log.write(
+                "stage",
+                stage=current,
+                name=STAGE_NAMES[current],
+                start_epoch=start,
+                epochs=epochs,
+                warmup_epochs=stage_warmup(current, self.config),
+                milestones=list(stage3_milestones(self.config)) if current == 3 else None,
+                schedule_note=note,
+            )
+            if note and self.world.is_main:
+                say(note)
             for epoch in range(start, epochs):
                 if stop_after is not None and trained >= stop_after:
                     return False
