@@ -115,3 +115,9 @@ def test_a_shortened_stage1_or_2_scales_its_warmup(stage):
     config = TrainConfig(**{f"stage{stage}_epochs": 6})  # 5 of 60 warm-up epochs -> 1 of 6 (rounded, at least 1)
     assert learning_rate(stage, 0, config) == pytest.approx(1e-5)
     assert learning_rate(stage, 1, config) == pytest.approx(1e-6 + 0.5 * (3e-4 - 1e-6) * (1 + math.cos(math.pi / 6)))
+
+
+def test_a_very_short_stage_still_trains_at_its_base_rate():
+    two = TrainConfig(stage3_epochs=2)  # warm-up 1 epoch, both drops after the end
+    assert [learning_rate(3, e, two) for e in range(2)] == pytest.approx([3e-6, 3e-4])
+    assert learning_rate(1, 0, TrainConfig(stage1_epochs=1)) == pytest.approx(3e-4)  # no room for a warm-up

@@ -15,22 +15,28 @@ from torch.optim import Optimizer
 from csdn.train.config import FULL_EPOCHS, TrainConfig
 
 
-def _scale(epochs_at_full: int, stage: int, config: TrainConfig) -> int:
-    """An epoch count set for the full-length stage, scaled to the stage's length (never a warm-up of 0 from >0)."""
-    length, full = config.epochs(stage), FULL_EPOCHS[stage - 1]
-    if not config.scale_schedule or length >= full or epochs_at_full == 0:
-        return epochs_at_full
-    return max(1, round(epochs_at_full * length / full))
+def _shortened(stage: int, config: TrainConfig) -> bool:
+    return config.scale_schedule and config.epochs(stage) < FULL_EPOCHS[stage - 1]
+
+
+def _scaled(epochs_at_full: int, stage: int, config: TrainConfig) -> int:
+    return round(epochs_at_full * config.epochs(stage) / FULL_EPOCHS[stage - 1])
 
 
 def stage_warmup(stage: int, config: TrainConfig) -> int:
-    """Warm-up epochs of ``stage`` as run (scaled when the stage is shortened)."""
-    return _scale(config.stage3_warmup_epochs if stage == 3 else config.warmup_epochs, stage, config)
+    """Warm-up epochs of ``stage`` as run: in a shortened stage scaled to its length, at least 1 when
+    set, and always leaving one epoch at the base rate."""
+    warmup = config.stage3_warmup_epochs if stage == 3 else config.warmup_epochs
+    if not _shortened(stage, config) or warmup == 0:
+        return warmup
+    return min(max(1, _scaled(warmup, stage, config)), config.epochs(stage) - 1)
 
 
 def stage3_milestones(config: TrainConfig) -> tuple[int, ...]:
-    """Stage 3's learning-rate drops as run (scaled when the stage is shortened)."""
-    return tuple(_scale(m, 3, config) for m in config.milestones)
+    """Stage 3's learning-rate drops as run: in a shortened stage scaled to its length, after the warm-up."""
+    if not _shortened(3, config):
+        return config.milestones
+    return tuple(max(_scaled(m, 3, config), stage_warmup(3, config) + 1) for m in config.milestones)
 
 
 def schedule_note(stage: int, config: TrainConfig) -> str | None:
