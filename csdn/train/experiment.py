@@ -23,6 +23,7 @@ import math
 import os
 import platform
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,17 +44,18 @@ TABLES: dict[str, tuple[str, ...]] = {
 
 
 def _toml_reader() -> Any:
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        try:
-            import tomli as tomllib  # type: ignore[no-redef]
-        except ModuleNotFoundError:
-            raise SettingError(
-                "reading a TOML experiment file on Python 3.10 needs the tomli package (pip install tomli); "
-                "Python 3.11+ reads it without one"
-            ) from None
-    return tomllib
+
+        return tomllib
+    try:  # Python 3.10
+        import tomli  # type: ignore[import-not-found]
+    except ModuleNotFoundError:
+        raise SettingError(
+            "reading a TOML experiment file on Python 3.10 needs the tomli package (pip install tomli); "
+            "Python 3.11+ reads it without one"
+        ) from None
+    return tomli
 
 
 def read_experiment(path: str | os.PathLike) -> dict[str, dict[str, Any]]:

@@ -45,7 +45,8 @@ def epoch_line(stage_name: str, record: Mapping[str, Any], epochs: int, metrics:
         *(f"{name} {value:.4f}" for name, value in losses.items()),
         f"{record['images_per_second']:.1f} img/s",
     ]
-    parts += [f"{label} {100 * metrics[key]:.2f}%" for key, label in METRIC_LABELS.items() if key in (metrics or {})]
+    measured = metrics or {}
+    parts += [f"{label} {100 * measured[key]:.2f}%" for key, label in METRIC_LABELS.items() if key in measured]
     return "  ".join(parts)
 
 
