@@ -164,7 +164,7 @@ def test_epoch_lines_under_no_progress_with_metrics_in_percent_a_csv_and_the_sto
     assert cli.main([*argv, "--eval-every", "1", "--stop-after", "3"]) == 0  # stages 1, 2 and one stage-3 epoch
     err = capsys.readouterr().err
     assert "\r" not in err  # stderr is no terminal here: no bars
-    lines = [line for line in err.splitlines() if line.startswith("stage ")]
+    lines = [line for line in err.splitlines() if line.startswith("stage ") and " epoch " in line.split("  ")[0]]
     assert [line.split("  ")[0] for line in lines] == [
         "stage 1 (prompts) epoch 1/1",
         "stage 2 (fusion) epoch 1/1",
@@ -173,6 +173,7 @@ def test_epoch_lines_under_no_progress_with_metrics_in_percent_a_csv_and_the_sto
     assert "lr " in lines[2] and "img/s" in lines[2] and "loss " in lines[2]
     assert "rank-1 " in lines[2] and "mAP " in lines[2] and "mINP " in lines[2] and lines[2].endswith("%")
     assert "stopped after 3 epochs; --resume continues" in err
+    assert "stage 3 runs 2 of the paper's 120 epochs: warm-up 10 -> 1 epochs" in err  # the scaling, stated
     rows = list(csv.DictReader((out / "epochs.csv").open()))
     assert [(r["stage"], r["epoch"]) for r in rows] == [("1", "1"), ("2", "1"), ("3", "1")]
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
