@@ -107,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # told by the command's own parser, so the message names the command
         getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for the run records that keep it
     if not hasattr(args, "func"):
         parser.print_help(sys.stderr)
         return 2

@@ -45,7 +45,13 @@ def register(commands) -> list[argparse.ArgumentParser]:
         type=int,
         nargs="+",
         metavar="T",
-        help="trials to score (default: sysu/llcm 0-9; regdb 1, the split a RegDB model is trained on)",
+        help="trials to score (default: sysu/llcm 0-9; regdb: the trial the model was trained on, "
+        "as its saved metadata records, else 1)",
+    )
+    parser.add_argument(
+        "--allow-overlap",
+        action="store_true",
+        help="regdb: score trials whose test identities the model was trained on (refused by default)",
     )
     parser.add_argument(
         "--direction",
@@ -96,6 +102,7 @@ def run_eval(args: argparse.Namespace) -> int:
         flip=not args.no_flip,
         progress=not args.quiet,
         cache_dir=args.cache_dir,
+        allow_overlap=args.allow_overlap,
     )
     print(result)
     if args.json:

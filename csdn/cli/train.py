@@ -55,14 +55,15 @@ def register(commands: Any) -> list[argparse.ArgumentParser]:
     )
     parser.add_argument(
         "--dataset",
-        required=True,
         choices=DATASET_NAMES,
-        help="benchmark reader, or 'folder' for ROOT/visible/<pid>/ + ROOT/infrared/<pid>/",
+        help="benchmark reader, or 'folder' for ROOT/visible/<pid>/ + ROOT/infrared/<pid>/ (or [data] in --config)",
     )
-    parser.add_argument("--root", required=True, help="dataset directory")
-    parser.add_argument("--output", required=True, help="run directory (checkpoints, log.jsonl, final model)")
+    parser.add_argument("--root", help="dataset directory (or [data] root in --config)")
+    parser.add_argument("--output", help="run directory (checkpoints, logs, final model; or [run] output in --config)")
     parser.add_argument(
-        "--init", default="RN50", help="RN50 (OpenAI CLIP), a local CLIP weight file, 'tiny', or a saved CSDN model"
+        "--init",
+        default=None,
+        help="RN50 (OpenAI CLIP, default), a local CLIP weight file, 'tiny', or a saved CSDN model",
     )
     parser.add_argument("--trial", type=int, default=None, help="RegDB split (1-10)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
@@ -89,7 +90,14 @@ def register(commands: Any) -> list[argparse.ArgumentParser]:
         action="store_true",
         help="also write the epoch values to OUTPUT/tensorboard (needs: pip install 'csdn-reid[tensorboard]')",
     )
-    parser.add_argument("--config", default=None, help="JSON file of TrainConfig fields (options override it)")
+    parser.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="experiment file (.toml: [data] dataset/root/trial, [model] init, [train] hyper-parameters, "
+        "[run] output/device; a run folder's experiment.toml repeats that run) or a .json of hyper-parameters; "
+        "options override it",
+    )
     parser.add_argument(
         "--skip-bad-images",
         action="store_true",
@@ -102,14 +110,43 @@ def register(commands: Any) -> list[argparse.ArgumentParser]:
     return [parser]
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig | None:
-    """The TrainConfig the options describe; None when none is given (paper defaults, or a resumed run's own)."""
-    values: dict[str, Any] = {}
-    if args.config:
-        try:
-            values.update(json.loads(Path(args.config).read_text(encoding="utf-8")))
-        except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as err:
-            raise ValueError(f"--config {args.config} is not a JSON object of TrainConfig fields ({err})") from None
+def _experiment_tables(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The ``--config`` file's tables (a ``.json`` file is a bare ``[train]`` table)."""
+    from csdn.train.experiment import TABLES, read_experiment
+
+    empty: dict[str, dict[str, Any]] = {name: {} for name in (*TABLES, "train")}
+    if not args.config:
+        return empty
+    if Path(args.config).suffix.lower() != ".json":
+        return read_experiment(args.config)
+    try:
+        values = json.loads(Path(args.config).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as err:
+        raise ValueError(f"--config {args.config} is not a JSON object of TrainConfig fields ({err})") from None
+    return {**empty, "train": values}
+
+
+def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Data, init, output and device from the options, else the experiment file; the file's [train] table."""
+    tables = _experiment_tables(args)
+    file_values = {**tables["data"], **tables["model"], **tables["run"]}
+    settings = {
+        key: getattr(args, key) if getattr(args, key) is not None else file_values.get(key)
+        for key in ("dataset", "root", "trial", "init", "output", "device")
+    }
+    for key in ("dataset", "root", "output"):
+        if settings[key] is None:
+            raise ValueError(f"--{key} is required (or give {key} in the --config experiment file)")
+    if settings["dataset"] not in DATASET_NAMES:
+        raise ValueError(f"--config: dataset {settings['dataset']!r} is none of {', '.join(DATASET_NAMES)}")
+    settings["init"] = settings["init"] or "RN50"
+    settings["train"] = tables["train"]
+    return settings
+
+
+def config_from_args(args: argparse.Namespace, file_values: Mapping[str, Any] | None = None) -> TrainConfig | None:
+    """The TrainConfig the options describe over ``file_values``; None when neither gives any field."""
+    values: dict[str, Any] = dict(file_values if file_values is not None else _experiment_tables(args)["train"])
     for field in dataclasses.fields(TrainConfig):
         value = getattr(args, field.name)
         if value is not None:
@@ -138,27 +175,45 @@ def _protocol_evaluator(dataset: str, root: str, options: Mapping[str, Any]) -> 
 def run_train(args: argparse.Namespace) -> int:
     from csdn.system.device import resolve_device
     from csdn.train import ddp as distributed
+    from csdn.train.experiment import resolved_experiment, run_record, write_run_files
     from csdn.train.trainer import fit
 
-    if args.device is not None:
-        resolve_device(args.device)  # before any process group or data: "cuda" on a CPU build says so now
+    settings = resolve_settings(args)
+    device = settings["device"]
+    if device is not None and device != "auto":
+        resolve_device(device)  # before any process group or data: "cuda" on a CPU build says so now
+    device = None if device == "auto" else device
     if args.eval_every < 0:
         raise ValueError(f"--eval-every must be 0 (never) or a number of epochs, got {args.eval_every}")
-    config = config_from_args(args)
-    options = {"trial": args.trial} if args.trial is not None else {}
-    protocol = {"trials": [args.trial]} if args.trial is not None else {}
-    evaluate = _protocol_evaluator(args.dataset, args.root, protocol) if args.eval_every > 0 else None
-    distributed.init_from_environment(args.device)
+    config = config_from_args(args, settings["train"])
+    trial = settings["trial"]
+    options = {"trial": trial} if trial is not None else {}
+    protocol = {"trials": [trial]} if trial is not None else {}
+    evaluate = _protocol_evaluator(settings["dataset"], settings["root"], protocol) if args.eval_every > 0 else None
+    world = distributed.init_from_environment(device)
+    output = Path(settings["output"])
+    if world.is_main and not (output / "checkpoints" / "last.pt").is_file():
+        # a folder that holds a run keeps the files of its first call (fit() refuses it unless --resume)
+        tables = resolved_experiment(
+            settings["dataset"],
+            settings["root"],
+            trial,
+            settings["init"],
+            str(output),
+            device or "auto",
+            config or TrainConfig(),
+        )
+        write_run_files(output, tables, run_record(settings["init"], device or "auto", getattr(args, "argv", [])))
     try:
         fit(
-            args.dataset,
+            settings["dataset"],
             config,
-            root=args.root,
-            output_dir=args.output,
-            init=args.init,
+            root=settings["root"],
+            output_dir=output,
+            init=settings["init"],
             evaluate=evaluate,
             eval_every=max(1, args.eval_every),
-            device=args.device,
+            device=device,
             resume=args.resume,
             num_workers=args.num_workers,
             progress=not args.no_progress,

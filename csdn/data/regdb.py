@@ -76,6 +76,16 @@ class RegDB:
     def gallery(self, direction: str = VISIBLE_TO_INFRARED, trial: int | None = None) -> list[Sample]:
         return self._list("test", split_direction(direction)[1], self.trial if trial is None else trial)
 
+    def identities(self, split: str, trial: int) -> set[str]:
+        """The people of one half (``"train"`` / ``"test"``) of a trial, by their image folder.
+
+        Training lists relabel identities 0..n-1 per trial while test lists keep the raw
+        numbers, so labels cannot be compared across trials; the folder names can.
+        """
+        return {
+            Path(s.path).parent.name for modality in ("visible", "infrared") for s in self._list(split, modality, trial)
+        }
+
     def search(self, direction: str, trial: int) -> tuple[list[Sample], list[Sample]]:
         """``(query, gallery)`` of one trial and direction."""
         return self.query(direction, trial), self.gallery(direction, trial)

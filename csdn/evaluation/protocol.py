@@ -25,6 +25,7 @@ from csdn.data.registry import DATASET_NAMES, reader_for
 from csdn.data.samples import Sample, sample_arrays
 from csdn.evaluation.metrics import METRICS
 from csdn.evaluation.results import EvaluationResult, SearchResult, TrialResult
+from csdn.io.provenance import check_trial_overlap, trained_on
 from csdn.retrieval.reranking import rerank_embeddings
 
 __all__ = ["evaluate", "EmbeddingTable", "weights_fingerprint"]
@@ -212,6 +213,7 @@ def evaluate(
     flip: bool = True,
     progress: bool = True,
     cache_dir: str | os.PathLike | None = None,
+    allow_overlap: bool = False,
 ) -> EvaluationResult:
     """Score ``model`` on a benchmark's standard protocol and return an :class:`EvaluationResult`.
 
@@ -241,13 +243,20 @@ def evaluate(
         rerank: apply k-reciprocal re-ranking (:mod:`csdn.retrieval.reranking`); not the paper's protocol.
         flip: flip test-time augmentation (the paper's protocol).
         cache_dir: keep embeddings on disk here, keyed by the model's weights and ``flip``.
+        allow_overlap: score a RegDB trial whose test identities the model was trained on
+            (its saved ``meta`` names its trial; by default that is refused, and with
+            ``trials=None`` the model's own trial is scored).
 
     Distances are ``-(probes @ gallery.T)`` of the unit-norm embeddings (ranking by cosine
     similarity); ``num_query`` / ``num_gallery`` of each trial count probes / gallery images.
     """
     trials = None if trials is None else list(trials)
-    reader = _reader(dataset, root, trials)
     model = _model(model)
+    origin = trained_on(getattr(getattr(model, "config", None), "meta", None))
+    named = reader_for(dataset) if isinstance(dataset, str) else None
+    if trials is None and origin.trial is not None and origin.dataset == getattr(named, "name", None):
+        trials = [origin.trial]  # a RegDB model is scored on its own split
+    reader = _reader(dataset, root, trials)
     options: dict[str, Any] = {k: v for k, v in (("mode", mode), ("shots", shots)) if v is not None}
     extra = sorted(set(options) - set(reader.settings))
     if extra:
@@ -258,6 +267,8 @@ def evaluate(
     if not trials:
         raise ValueError("trials is empty; pass None for the protocol's default trials")
     directions = _directions(reader, direction)
+    if origin.trial is not None and getattr(reader, "trial_bound", False) and origin.dataset == reader.name:
+        check_trial_overlap(reader, origin.trial, trials, allow_overlap)
 
     plan = [(d, t, *reader.search(d, t, **options)) for d in directions for t in trials]
     table = EmbeddingTable(model, batch_size=batch_size, flip=flip, progress=progress, cache_dir=cache_dir)

@@ -19,6 +19,7 @@ import torch
 from csdn.config import CSDNConfig
 from csdn.errors import CheckpointError, setting_name
 from csdn.hub.statedict import mismatch_report, nonfinite_tensor
+from csdn.io.provenance import CONVERTED, WEIGHTS_KEY
 from csdn.model.network import CSDN
 from csdn.system.fileio import sha256_file
 
@@ -175,6 +176,7 @@ def from_official(
     state = read_official(path)
     config = config_from_official(state, image_size)
     config.meta.update(source=Path(path).name, source_sha256=sha256_file(path), init="official checkpoint")
+    config.meta[WEIGHTS_KEY] = CONVERTED
     if dataset:
         config.meta["dataset"] = dataset
     model = CSDN(config)

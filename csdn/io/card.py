@@ -17,6 +17,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCardData
 
 from csdn.config import CSDNConfig
+from csdn.io.provenance import CONVERTED, SELF_TRAINED, TRIAL_KEY, WEIGHTS_KEY
 
 AUTHORS_RELEASE = "https://github.com/nengdong96/CSDN"
 LIBRARY_NAME = "csdn-reid"
@@ -262,6 +263,20 @@ def _evaluation_section(records: Sequence[Mapping[str, Any]]) -> list[str]:
     ]
 
 
+def _trial_note(meta: dict[str, Any]) -> str:
+    return f" (trial {meta[TRIAL_KEY]})" if meta.get(TRIAL_KEY) is not None else ""
+
+
+def _weights_note(meta: dict[str, Any]) -> str:
+    """Whose weights these are: trained with csdn train, or converted from the authors' release."""
+    origin = meta.get(WEIGHTS_KEY)
+    if origin == SELF_TRAINED:
+        return "Self-trained with `csdn train` (not the authors' released weights). "
+    if origin == CONVERTED:
+        return f"Weights converted from the authors' release ({AUTHORS_RELEASE}). "
+    return ""
+
+
 def render_model_card(config: CSDNConfig, num_parameters: int, *, repo_id: str | None = None) -> str:
     """The ``README.md`` of a saved model: what it is, how it was made, how to use and cite it."""
     meta = dict(config.meta)
@@ -281,7 +296,7 @@ def render_model_card(config: CSDNConfig, num_parameters: int, *, repo_id: str |
         ),
         f"# CSDN for visible-infrared person re-identification ({dataset_title(dataset)})",
         "",
-        f"Trained on: **{dataset_title(dataset)}**. Maps visible (RGB) and infrared person crops into one "
+        f"Trained on: **{dataset_title(dataset)}**{_trial_note(meta)}. {_weights_note(meta)}Maps visible (RGB) and infrared person crops into one "
         "embedding space, so the same person is close whatever the camera's modality.",
         "",
         "## Architecture",

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from csdn.config import CSDNConfig
-from csdn.errors import cli_flag, setting_name
+from csdn.errors import WeightsNotAvailableError, cli_flag, setting_name
 from csdn.model.network import CSDN
 
 Init = str | os.PathLike | CSDN | None
@@ -46,9 +46,12 @@ def initial_model(
         from csdn.hub.clip import from_clip
 
         weights = "RN50" if init is None or str(init).upper() == "RN50" else init
-        return from_clip(
-            os.fspath(weights), num_classes=num_classes, image_size=image_size or (288, 144), progress=progress
-        )
+        try:
+            return from_clip(
+                os.fspath(weights), num_classes=num_classes, image_size=image_size or (288, 144), progress=progress
+            )
+        except (WeightsNotAvailableError, OSError) as err:  # not downloadable here, or no such file
+            raise WeightsNotAvailableError(f"{err}; {ways_to_initialise()}") from err
     if model.config.num_classes != num_classes:
         raise ValueError(
             f"the initial model classifies {model.config.num_classes} identities but the training set has "
@@ -61,6 +64,16 @@ def initial_model(
             f"{model.config.image_size}"
         )
     return model
+
+
+def ways_to_initialise() -> str:
+    """Every way to start training, for an error that could not start it the default way (one line)."""
+    return (
+        f"ways to initialise: {_naming('init', '/path/to/RN50.pt')} (OpenAI's CLIP file, downloaded elsewhere), "
+        f"{_naming('init', '/path/to/model.safetensors')} (an open_clip or timm CLIP RN50), "
+        f"HF_HUB_OFFLINE=1 with a Hugging Face cache that already holds RN50, "
+        f"or {_naming('init', 'tiny')} (a small random model: a smoke test, no download)"
+    )
 
 
 def _naming(setting: str, value: str) -> str:

@@ -15,6 +15,8 @@ import torch
 from tqdm.auto import tqdm
 
 from csdn.config import CSDNConfig
+from csdn.data.registry import reader_for
+from csdn.io.provenance import training_data
 from csdn.model.network import CSDN
 from csdn.system.device import resolve_device
 from csdn.system.fileio import atomic_write_text
@@ -504,6 +506,17 @@ def _restore_model(init: Init, checkpoint: dict[str, Any]) -> CSDN:
     return model
 
 
+def _data_record(data: Any, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The dataset and (RegDB) trial a run trains on, as :func:`csdn.io.provenance.training_data` records them."""
+    kind = reader_for(data) if isinstance(data, str) else None
+    if kind is not None:
+        trial = dict(options or {}).get("trial", 1) if kind.trial_bound else None  # RegDB reads trial 1 by default
+        return training_data(kind.name, trial)
+    name = getattr(data, "name", None)
+    trial = getattr(data, "trial", None) if getattr(data, "trial_bound", False) else None
+    return training_data(name if isinstance(name, str) else None, trial)
+
+
 def fit(
     data: Any,
     config: TrainConfig | None = None,
@@ -607,6 +620,7 @@ def fit(
         model = _restore_model(init, checkpoint)
         frozen = set(checkpoint["frozen"])
         stage, done, best = checkpoint["stage"], checkpoint["epoch"], checkpoint["best"]
+    model.config.meta.update(_data_record(data, dataset_options))  # saved with every model of the run
     model.to(device)
     ddp.broadcast_state(model, world)
 
