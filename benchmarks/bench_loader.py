@@ -18,8 +18,8 @@ The last line reads ``ratio <cached images/s / decode images/s>``.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,15 +36,8 @@ from csdn.train.loader import stage3_batches
 from csdn.train.pixelcache import open_or_build
 from csdn.train.sampler import IdentitySampler
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_train import cpu_name  # noqa: E402  (the same CPU report as the training benchmark)
 
 
 def write_crops(folder: Path, count: int, seed: int) -> list[Path]:
