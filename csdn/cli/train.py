@@ -190,20 +190,19 @@ def run_train(args: argparse.Namespace) -> int:
     options = {"trial": trial} if trial is not None else {}
     protocol = {"trials": [trial]} if trial is not None else {}
     evaluate = _protocol_evaluator(settings["dataset"], settings["root"], protocol) if args.eval_every > 0 else None
-    world = distributed.init_from_environment(device)
+    distributed.init_from_environment(device)
     output = Path(settings["output"])
-    if world.is_main and not (output / "checkpoints" / "last.pt").is_file():
-        # a folder that holds a run keeps the files of its first call (fit() refuses it unless --resume)
-        tables = resolved_experiment(
-            settings["dataset"],
-            settings["root"],
-            trial,
-            settings["init"],
-            str(output),
-            device or "auto",
-            config or TrainConfig(),
-        )
-        write_run_files(output, tables, run_record(settings["init"], device or "auto", getattr(args, "argv", [])))
+    # written by fit() when a new run starts, after its checks: a refused run leaves no folder
+    tables = resolved_experiment(
+        settings["dataset"],
+        settings["root"],
+        trial,
+        settings["init"],
+        str(output),
+        device or "auto",
+        config or TrainConfig(),
+    )
+    record = run_record(settings["init"], device or "auto", getattr(args, "argv", []))
     try:
         fit(
             settings["dataset"],
@@ -222,6 +221,7 @@ def run_train(args: argparse.Namespace) -> int:
             on_error="skip" if args.skip_bad_images else "raise",
             tensorboard=args.tensorboard,
             pixel_cache=not args.no_pixel_cache,
+            on_start=lambda folder: write_run_files(folder, tables, record),
         )
     finally:
         distributed.shutdown()

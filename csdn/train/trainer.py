@@ -539,6 +539,7 @@ def fit(
     echo: bool = True,
     tensorboard: bool = False,
     pixel_cache: bool = True,
+    on_start: Callable[[Path], None] | None = None,
 ) -> CSDN:
     """Train CSDN's three stages (prompts, SII fusion, image model) and return the model.
 
@@ -565,6 +566,9 @@ def fit(
     ``config`` is None; a fresh start if there is no checkpoint yet) and ends
     with the same weights as an uninterrupted run. ``stop_after`` trains at most
     that many epochs in this call (for time-limited jobs).
+
+    ``on_start(output_dir)`` runs on rank 0 when a new run starts, after every check passed (the
+    CLI writes its experiment records there, so a refused run leaves no folder).
 
     ``echo`` prints one plain line per stage and per epoch to stderr (losses, lr, images/s,
     evaluation results in percent) and a closing summary, with or without ``progress`` bars
@@ -655,6 +659,8 @@ def fit(
     if world.is_main:
         output.mkdir(parents=True, exist_ok=True)
         atomic_write_text(output / "train_config.json", config.to_json() + "\n")
+        if on_start is not None and checkpoint is None:  # e.g. the CLI's experiment records, after every check
+            on_start(output)
     trainer.log.write(
         "start",
         resumed_from={"stage": stage, "epoch": done} if checkpoint else None,
