@@ -3,6 +3,7 @@ a small synthetic SYSU-MM01 tree, and a local stand-in for the Hugging Face Hub.
 
 from __future__ import annotations
 
+import huggingface_hub
 import huggingface_hub.constants as hf_constants
 import pytest
 import torch
@@ -45,6 +46,9 @@ def fake_hub(monkeypatch, tmp_path):
     beside its cache (e.g. the agent-harness list it fetches from the endpoint) go to
     ``tmp_path`` too, never to the real home folder.
     """
+    # huggingface_hub keeps one HTTP client with pooled keep-alive connections for the process: a
+    # connection to an earlier test's server (whose port the new one may reuse) must not be picked up
+    huggingface_hub.close_session()
     hub = FakeHub()
     cache = tmp_path / "hf-cache"
     monkeypatch.setattr(hf_constants, "AGENT_HARNESSES_PATH", str(tmp_path / "hf-home" / ".agent_harnesses.json"))
@@ -61,6 +65,7 @@ def fake_hub(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     yield hub
     hub.close()
+    huggingface_hub.close_session()
 
 
 @pytest.fixture
