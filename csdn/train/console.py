@@ -12,6 +12,8 @@ from collections.abc import Mapping
 
 from tqdm.auto import tqdm
 
+from csdn.train.runlog import EPOCH_TABLE_FIRST
+
 PERCENT_METRICS = ("rank1", "mAP", "mINP")  # evaluation results, reported as fractions, printed in percent
 _LABELS = {"rank1": "rank-1"}
 
@@ -43,11 +45,7 @@ def epoch_line(
     metrics: Mapping[str, Mapping[str, float]],
 ) -> str:
     """One epoch: stage, epoch (1-based), lr, every loss term, images/s, time, and evaluations if run."""
-    losses = "  ".join(
-        f"{name} {value:.4f}"
-        for name, value in record.items()
-        if name not in ("lr", "seconds", "images_per_second", "stage", "epoch")
-    )
+    losses = "  ".join(f"{name} {value:.4f}" for name, value in record.items() if name not in EPOCH_TABLE_FIRST)
     text = (
         f"stage {stage} ({stage_name}) epoch {epoch + 1}/{epochs}  lr {record['lr']:.2e}  {losses}  "
         f"{record['images_per_second']:.1f} img/s  {record['seconds']:.0f} s"

@@ -54,7 +54,7 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-EPOCH_TABLE_FIRST = ("stage", "epoch", "lr", "seconds", "images_per_second")
+EPOCH_TABLE_FIRST = ("stage", "epoch", "lr", "seconds", "images_per_second")  # every other field is a loss term
 
 
 def epoch_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -39,7 +39,7 @@ from csdn.train.rundir import (
     save_epoch,
     truncate_log,
 )
-from csdn.train.runlog import RunLog, epoch_table, read_log
+from csdn.train.runlog import EPOCH_TABLE_FIRST, RunLog, epoch_table, read_log
 from csdn.train.sampler import (
     IdentityBatch,
     IdentitySampler,
@@ -63,7 +63,6 @@ from csdn.train.stages import (
 
 Evaluator = Callable[[CSDN], Mapping[str, float]]
 EPOCH_TABLE = "epochs.csv"  # one row per epoch in the run folder (see csdn.train.runlog.epoch_table)
-EPOCH_FIELDS = ("lr", "seconds", "images_per_second")  # an epoch record's fields that are not loss terms
 
 
 @dataclass
@@ -491,7 +490,7 @@ class _Trainer:
                 if stop_after is not None and trained >= stop_after:
                     return False
                 record = self._epoch(current, epoch, optimizer, scaler)
-                self.epoch_means[current] = {k: v for k, v in record.items() if k not in EPOCH_FIELDS}
+                self.epoch_means[current] = {k: v for k, v in record.items() if k not in EPOCH_TABLE_FIRST}
                 self._report_epoch(current, epoch, record, self._maybe_evaluate(current, epoch))
                 self._checkpoint(current, epoch + 1, optimizer, scaler)
                 self.position = (current, epoch + 1)
