@@ -262,7 +262,9 @@ def hub_download(
             library_name="csdn-reid",
             library_version=package_version(),
             tqdm_class=None if progress else silent_tqdm,
-            etag_timeout=min(10.0, deadline),
+            # past the whole-call deadline, so a hung server ends by that deadline (a timeout), never by
+            # the client's own per-request timeout racing it (which surfaced as a transport error)
+            etag_timeout=min(10.0, deadline + 1.0),
         )
 
     failures: tuple[type[BaseException], ...] = (
