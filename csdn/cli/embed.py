@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -14,12 +15,27 @@ from csdn.images.transforms import SENSOR_BIT_DEPTHS
 from csdn.inference.fast import COMPUTE_DTYPES
 from csdn.retrieval.embeddings import STORAGE_DTYPES, Embeddings, check_embeddings_path, manifest_path, save_embeddings
 
+MODEL_HELP = (
+    "registry name, hf-hub:org/repo, a local folder / .safetensors file, a csdn train run folder "
+    "(its model/), or one of its checkpoints/*.pt"
+)
+
+
+def chosen_device(requested: str) -> str:
+    """``--device`` resolved (``auto``: CUDA when available), said once on stderr (by rank 0 under torchrun)."""
+    from csdn.system.device import device_note, resolve_device
+
+    device = resolve_device(requested)
+    if os.environ.get("RANK", "0") == "0":
+        print(f"csdn: {device_note(requested, device)}", file=sys.stderr)
+    return str(device)
+
 
 def load_model(args: argparse.Namespace):
-    """The model ``--model`` names, on ``--device``."""
-    from csdn.hub.api import load
+    """The model ``--model`` names (see :mod:`csdn.train.runmodel`), on ``--device``."""
+    from csdn.train.runmodel import load_model as load_named
 
-    return load(args.model, device=args.device, progress=not args.quiet)
+    return load_named(args.model, device=chosen_device(args.device), progress=not args.quiet)
 
 
 def embed_images(model: Any, inputs: Sequence[str], modality: str, args: argparse.Namespace) -> Embeddings:
@@ -62,13 +78,16 @@ def embed_images(model: Any, inputs: Sequence[str], modality: str, args: argpars
 
 def run_embed(args: argparse.Namespace) -> int:
     from csdn.cli.sharded import embed_on_ranks, torchrun_world
+    from csdn.system.device import resolve_device
     from csdn.system.fileio import refuse_existing
 
     output = check_embeddings_path(args.output)
     if not args.overwrite:  # before any work: an hour of embedding must not end in this error
         refuse_existing([output, manifest_path(output)])
 
-    with torchrun_world(args.device) as world:  # under torchrun: each rank embeds a share, rank 0 writes
+    with torchrun_world(
+        str(resolve_device(args.device))
+    ) as world:  # under torchrun: each rank embeds a share, rank 0 writes
         model = load_model(args)
         embeddings = embed_on_ranks(lambda images: embed_images(model, images, args.modality, args), args.images, world)
     if embeddings is None:
@@ -85,7 +104,7 @@ def add_embedding_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision", choices=tuple(COMPUTE_DTYPES), default="fp32", help="compute precision (default fp32)"
     )
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    add_device_option(parser)
     parser.add_argument(
         "--bit-depth",
         type=int,
@@ -104,6 +123,13 @@ def add_embedding_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    """``--device``, whose default ``auto`` is the same in every command: CUDA when available, else the CPU."""
+    parser.add_argument(
+        "--device", default="auto", help="auto (CUDA when available, else cpu; the default), cpu, cuda, cuda:1 ..."
+    )
+
+
 def add_overwrite_option(parser: argparse.ArgumentParser, what: str) -> None:
     """``--overwrite``: without it, a command refuses to replace any output that already exists."""
     parser.add_argument("--overwrite", action="store_true", help=f"{what} (default: refuse)")
@@ -113,7 +139,7 @@ def register(commands) -> list[argparse.ArgumentParser]:
     """Add ``embed`` to an ``argparse`` sub-command collection."""
     embed = commands.add_parser("embed", help="embed images into an embeddings file (+ a NAME.ext.json manifest)")
     embed.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
-    embed.add_argument("--model", required=True, help="registry name, hf-hub:org/repo, or a local model")
+    embed.add_argument("--model", required=True, help=MODEL_HELP)
     embed.add_argument("--modality", required=True, help="visible (rgb, vis) or infrared (ir, thermal, nir)")
     embed.add_argument(
         "--output",

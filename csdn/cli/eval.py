@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from csdn.cli.embed import add_overwrite_option
+from csdn.cli.embed import MODEL_HELP, add_device_option, add_overwrite_option, load_model
 from csdn.data.registry import DATASET_NAMES
 
 
@@ -30,9 +30,7 @@ def register(commands) -> list[argparse.ArgumentParser]:
         required=True,
         help="the dataset folder, in its distributed layout (folder: visible/<pid>/ and infrared/<pid>/)",
     )
-    parser.add_argument(
-        "--model", required=True, help="registry name, hf-hub:org/repo, or a local folder / .safetensors file"
-    )
+    parser.add_argument("--model", required=True, help=MODEL_HELP)
     parser.add_argument("--mode", choices=("all", "indoor"), help="sysu: all-search (default) or indoor-search")
     parser.add_argument(
         "--shots",
@@ -68,7 +66,7 @@ def register(commands) -> list[argparse.ArgumentParser]:
     parser.add_argument(
         "--no-flip", action="store_true", help="no flip test-time augmentation (the paper's protocol uses it)"
     )
-    parser.add_argument("--device", default="cpu", help="torch device for the model (default cpu)")
+    add_device_option(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run_eval)
     return [parser]
@@ -77,7 +75,6 @@ def register(commands) -> list[argparse.ArgumentParser]:
 def run_eval(args: argparse.Namespace) -> int:
     """Handler for ``csdn eval``; returns the process exit code."""
     from csdn.evaluation.protocol import evaluate
-    from csdn.hub.api import load
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -88,7 +85,7 @@ def run_eval(args: argparse.Namespace) -> int:
             raise ValueError(f"--json {args.json} must end in .json")
         if not args.overwrite:  # before the evaluation, which may take an hour
             refuse_existing([args.json])
-    model = load(args.model, device=args.device, progress=not args.quiet)
+    model = load_model(args)
     result = evaluate(
         model,
         args.dataset,

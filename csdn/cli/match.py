@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from csdn.cli.embed import add_embedding_options, add_overwrite_option, embed_images, load_model
+from csdn.cli.embed import MODEL_HELP, add_embedding_options, add_overwrite_option, embed_images, load_model
 from csdn.errors import OutputExistsError
 from csdn.retrieval.embeddings import (
     EMBEDDINGS_SUFFIXES,
@@ -207,7 +207,7 @@ def register(commands) -> list[argparse.ArgumentParser]:
     match = commands.add_parser("match", help="rank a gallery for each query (embeddings files or image folders)")
     match.add_argument("query", help="embeddings file from `csdn embed`, or a folder of query images")
     match.add_argument("gallery", help="embeddings file from `csdn embed`, or a folder of gallery images")
-    match.add_argument("--model", help="model to embed image folders with")
+    match.add_argument("--model", help=f"model to embed image folders with: {MODEL_HELP}")
     match.add_argument("--query-modality", default="infrared", help="modality of query images (default infrared)")
     match.add_argument("--gallery-modality", default="visible", help="modality of gallery images (default visible)")
     match.add_argument("--topk", type=int, default=10, help="matches per query (default 10)")

@@ -66,9 +66,27 @@ def register(commands: Any) -> list[argparse.ArgumentParser]:
         help="RN50 (OpenAI CLIP, default), a local CLIP weight file, 'tiny', or a saved CSDN model",
     )
     parser.add_argument("--trial", type=int, default=None, help="RegDB split (1-10)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument(
+        "--device", default=None, help="auto (CUDA when available, else cpu; the default), cpu, cuda, cuda:1 ..."
+    )
     parser.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
     parser.add_argument("--stop-after", type=int, default=None, help="train at most N (>= 1) epochs in this call")
+    parser.add_argument(
+        "--save-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help="also keep checkpoints/stage<S>_epoch_<N>.pt after every N-th epoch of each stage "
+        "(loadable with csdn eval --model; or [run] save_every in --config; default 0: only last.pt)",
+    )
+    parser.add_argument(
+        "--keep",
+        type=int,
+        default=None,
+        metavar="K",
+        help="with --save-every: keep the newest K snapshots, removing older ones (last.pt is always kept; "
+        "or [run] keep; default: all)",
+    )
     parser.add_argument(
         "--workers", dest="num_workers", type=int, default=0, help="data-loading worker processes (default: 0)"
     )
@@ -95,7 +113,8 @@ def register(commands: Any) -> list[argparse.ArgumentParser]:
         default=None,
         metavar="FILE",
         help="experiment file (.toml: [data] dataset/root/trial, [model] init, [train] hyper-parameters, "
-        "[run] output/device; a run folder's experiment.toml repeats that run) or a .json of hyper-parameters; "
+        "[run] output/device/save_every/keep; a run folder's experiment.toml repeats that run) or a .json of "
+        "hyper-parameters; "
         "options override it",
     )
     parser.add_argument(
@@ -132,7 +151,7 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     file_values = {**tables["data"], **tables["model"], **tables["run"]}
     settings = {
         key: getattr(args, key) if getattr(args, key) is not None else file_values.get(key)
-        for key in ("dataset", "root", "trial", "init", "output", "device")
+        for key in ("dataset", "root", "trial", "init", "output", "device", "save_every", "keep")
     }
     for key in ("dataset", "root", "output"):
         if settings[key] is None:
@@ -173,16 +192,16 @@ def _protocol_evaluator(dataset: str, root: str, options: Mapping[str, Any]) -> 
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from csdn.system.device import resolve_device
+    from csdn.cli.embed import chosen_device
     from csdn.train import ddp as distributed
     from csdn.train.experiment import resolved_experiment, run_record, write_run_files
     from csdn.train.trainer import fit
 
     settings = resolve_settings(args)
-    device = settings["device"]
-    if device is not None and device != "auto":
-        resolve_device(device)  # before any process group or data: "cuda" on a CPU build says so now
-    device = None if device == "auto" else device
+    requested = settings["device"] or "auto"
+    # before any process group or data: "cuda" on a CPU build says so now; said once on stderr
+    device = chosen_device(requested)
+    snapshots = {"save_every": settings["save_every"] or 0, "keep": settings["keep"]}
     if args.eval_every < 0:
         raise ValueError(f"--eval-every must be 0 (never) or a number of epochs, got {args.eval_every}")
     config = config_from_args(args, settings["train"])
@@ -190,7 +209,7 @@ def run_train(args: argparse.Namespace) -> int:
     options = {"trial": trial} if trial is not None else {}
     protocol = {"trials": [trial]} if trial is not None else {}
     evaluate = _protocol_evaluator(settings["dataset"], settings["root"], protocol) if args.eval_every > 0 else None
-    distributed.init_from_environment(device)
+    distributed.init_from_environment(device)  # resolved: "auto" on a GPU machine is "cuda" (NCCL) here
     output = Path(settings["output"])
     # written by fit() when a new run starts, after its checks: a refused run leaves no folder
     tables = resolved_experiment(
@@ -199,10 +218,11 @@ def run_train(args: argparse.Namespace) -> int:
         trial,
         settings["init"],
         str(output),
-        device or "auto",
+        requested,
         config or TrainConfig(),
+        snapshots,
     )
-    record = run_record(settings["init"], device or "auto", getattr(args, "argv", []))
+    record = run_record(settings["init"], device, getattr(args, "argv", []))
     try:
         fit(
             settings["dataset"],
@@ -212,7 +232,7 @@ def run_train(args: argparse.Namespace) -> int:
             init=settings["init"],
             evaluate=evaluate,
             eval_every=max(1, args.eval_every),
-            device=device,
+            device=device,  # "cuda" without an index: fit puts each torchrun rank on its own GPU
             resume=args.resume,
             num_workers=args.num_workers,
             progress=not args.no_progress,
@@ -222,6 +242,7 @@ def run_train(args: argparse.Namespace) -> int:
             tensorboard=args.tensorboard,
             pixel_cache=not args.no_pixel_cache,
             on_start=lambda folder: write_run_files(folder, tables, record),
+            **snapshots,
         )
     finally:
         distributed.shutdown()

@@ -84,14 +84,17 @@ def _local_weights(
     if path.is_dir():
         file = path / WEIGHTS_NAME
         if not file.is_file():
+            inner = path / "model" / WEIGHTS_NAME  # a csdn train run folder keeps its finished model there
+            hint = f"; it looks like a training run folder: load its model, {path / 'model'}" if inner.is_file() else ""
             raise FileNotFoundError(
-                f"{path} has no {WEIGHTS_NAME}: expected a folder written by save_pretrained() or `csdn convert`"
+                f"{path} has no {WEIGHTS_NAME}: expected a folder written by save_pretrained() or `csdn convert`{hint}"
             )
         return WeightsFile(file, fix, sha256, sha256_source, config_json=path / CONFIG_NAME)
     if path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
         raise ValueError(
             f"{path} looks like a PyTorch checkpoint, not a csdn model: convert the authors' checkpoint "
-            f"with `csdn convert {path} out/` (or csdn.hub.convert.from_official), then load out/"
+            f"with `csdn convert {path} out/` (or csdn.hub.convert.from_official), then load out/; "
+            "a csdn train checkpoint (RUN/checkpoints/*.pt) loads with csdn.train.load_model or --model"
         )
     sidecar = path.with_name(CONFIG_NAME) if path.name == WEIGHTS_NAME else None
     return WeightsFile(path, fix, sha256, sha256_source, config_json=sidecar)
@@ -205,7 +208,7 @@ def load(
     name_or_path: str | os.PathLike = DEFAULT_MODEL,
     *,
     revision: str | None = None,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "auto",
     local_files_only: bool | None = None,
     cache_dir: str | Path | None = None,
     force_download: bool = False,
@@ -234,7 +237,8 @@ def load(
             message says how to convert the authors' checkpoint instead); its subclass
             HubTimeoutError when the Hub did not answer within ``timeout``.
         WeightsError: the file is corrupted, truncated or does not fit its config.
-        DeviceError: ``device`` is not available (e.g. ``"cuda"`` on a CPU-only torch build).
+        DeviceError: ``device`` is not available (e.g. ``"cuda"`` on a CPU-only torch build);
+            the default ``"auto"`` is CUDA when available, else the CPU.
     """
     device = resolve_device(device)  # before any download
     weights = _locate(

@@ -30,13 +30,14 @@ import torch
 from tqdm.auto import tqdm
 
 from csdn.config import CSDNConfig
-from csdn.errors import CLIPWeightsError, cli_flag
+from csdn.errors import CheckpointError, CLIPWeightsError, cli_flag
 from csdn.hub.registry import RegistryLike, open_registry
 from csdn.hub.transfer import hub_content_hash, hub_download
 from csdn.model.clip_code import tokenize
 from csdn.model.layers import resize_positional_embedding
 from csdn.model.network import CSDN
 from csdn.system.fileio import atomic_write, sha256_file
+from csdn.system.torchfile import load_torch_file
 
 # OpenAI publishes each checkpoint under a URL whose second-to-last part is the file's SHA-256.
 OPENAI_URLS = {
@@ -177,9 +178,9 @@ def read_clip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             state = torch.jit.load(str(path), map_location="cpu").state_dict()
     else:
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # torch raises several types for non-checkpoint files
-            raise CLIPWeightsError(f"cannot read CLIP weights from {path}: {err}") from err
+            state = load_torch_file(path, "CLIP weights")
+        except CheckpointError as err:
+            raise CLIPWeightsError(str(err)) from None
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping):

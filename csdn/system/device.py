@@ -1,6 +1,7 @@
 """The torch device a user names, checked against this torch build and this machine before any work
-starts, so that ``--device cuda`` on a CPU-only build says what to use instead; and whether this
-CPU computes bfloat16 natively."""
+starts, so that ``--device cuda`` on a CPU-only build says what to use instead; ``"auto"``, the one
+default of training, evaluation, embedding, matching and ``csdn.load`` (CUDA when available, else
+the CPU); and whether this CPU computes bfloat16 natively."""
 
 from __future__ import annotations
 
@@ -8,12 +9,22 @@ import torch
 
 from csdn.errors import DeviceError
 
+AUTO = "auto"  # the default everywhere: CUDA when torch finds a GPU, else the CPU
 
-def resolve_device(device: str | torch.device) -> torch.device:
+
+def auto_device() -> torch.device:
+    """What ``"auto"`` means on this machine: ``cuda`` when torch finds a usable GPU, else ``cpu``."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_device(device: str | torch.device | None = AUTO) -> torch.device:
     """``torch.device(device)``, refused with :class:`DeviceError` when it cannot be used here.
 
-    Raises ``ValueError`` for a string that names no device at all ("gpu", "cuda:x").
+    ``"auto"`` (or None) is :func:`auto_device`. Raises ``ValueError`` for a string that names
+    no device at all ("gpu", "cuda:x").
     """
+    if device is None or device == AUTO:
+        return auto_device()
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as err:
@@ -39,6 +50,14 @@ def resolve_device(device: str | torch.device) -> torch.device:
             "(device='cpu' in Python)"
         )
     return resolved
+
+
+def device_note(requested: str | torch.device | None, resolved: torch.device) -> str:
+    """The line a command prints once about its device, saying why when ``auto`` chose it."""
+    if requested is None or requested == AUTO:
+        reason = "a CUDA GPU is available" if resolved.type == "cuda" else "torch finds no CUDA GPU"
+        return f"device {resolved} (--device auto: {reason})"
+    return f"device {resolved}"
 
 
 def cpu_has_bf16() -> bool:

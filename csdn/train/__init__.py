@@ -1,13 +1,15 @@
 """Training: the three-stage CSDN recipe (prompts, SII fusion, image model).
 
-``fit`` runs it end to end, ``TrainConfig`` holds the paper's hyper-parameters
-and ``learning_rate`` gives each stage's schedule in closed form. The default
+``fit`` runs it end to end, ``TrainConfig`` holds the paper's hyper-parameters,
+``learning_rate`` gives each stage's schedule in closed form and ``load_model`` reads
+what a run made (its folder, ``model/`` or a checkpoint). The default
 recipe reproduces the authors' training step at nengdong96/CSDN commit 2224959
 (MSEL included in stage 3).
 """
 
 from csdn.train.config import TrainConfig
+from csdn.train.runmodel import load_model
 from csdn.train.schedule import learning_rate
 from csdn.train.trainer import fit
 
-__all__ = ["TrainConfig", "fit", "learning_rate"]
+__all__ = ["TrainConfig", "fit", "learning_rate", "load_model"]

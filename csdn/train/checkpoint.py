@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from csdn.system.fileio import atomic_write
+from csdn.system.torchfile import load_torch_file
 
 CHECKPOINT_FORMAT = 1
 LAST, BEST = "last.pt", "best.pt"
@@ -35,10 +36,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no training checkpoint at {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for damaged or foreign files
-        raise ValueError(f"{path} is not a readable csdn training checkpoint: {err}") from err
+    state = load_torch_file(path, "a csdn training checkpoint")
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(
             f"{path} is not a csdn training checkpoint of format {CHECKPOINT_FORMAT} "

@@ -8,7 +8,8 @@ Tables:
 - ``[data]``: ``dataset``, ``root``, ``trial`` (RegDB);
 - ``[model]``: ``init`` (``RN50``, a local CLIP file, ``tiny``, a saved model);
 - ``[train]``: :class:`~csdn.train.config.TrainConfig` fields (hyper-parameters, ``precision``);
-- ``[run]``: ``output``, ``device``.
+- ``[run]``: ``output``, ``device`` (``auto``: CUDA when available), ``save_every`` and ``keep``
+  (epoch snapshots, see :class:`csdn.train.rundir.SnapshotPolicy`).
 
 Options given on the command line override the file. A run folder holds the
 resolved file as ``experiment.toml`` (every field, paper defaults included), so
@@ -39,7 +40,7 @@ RUN_RECORD = "run.json"
 TABLES: dict[str, tuple[str, ...]] = {
     "data": ("dataset", "root", "trial"),
     "model": ("init",),
-    "run": ("output", "device"),
+    "run": ("output", "device", "save_every", "keep"),
 }
 
 
@@ -107,14 +108,21 @@ def experiment_text(tables: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def resolved_experiment(
-    dataset: str, root: str, trial: int | None, init: str, output: str, device: str, config: TrainConfig
+    dataset: str,
+    root: str,
+    trial: int | None,
+    init: str,
+    output: str,
+    device: str,
+    config: TrainConfig,
+    snapshots: Mapping[str, int | None] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Every setting of a run, as the tables of its ``experiment.toml``."""
+    """Every setting of a run, as the tables of its ``experiment.toml`` (``snapshots``: save_every, keep)."""
     init_value = str(Path(init).resolve()) if Path(init).exists() else init
     return {
         "data": {"dataset": dataset, "root": str(Path(root).resolve()), "trial": trial},
         "model": {"init": init_value},
-        "run": {"output": str(Path(output).resolve()), "device": device},
+        "run": {"output": str(Path(output).resolve()), "device": device, **dict(snapshots or {})},
         "train": config.to_dict(),
     }
 

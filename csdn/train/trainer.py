@@ -33,6 +33,8 @@ from csdn.train.pixelcache import PixelCache, open_or_build
 from csdn.train.preflight import check_before_writing, check_resume
 from csdn.train.rundir import (
     CHECKPOINT_EVENT,
+    NO_SNAPSHOTS,
+    SnapshotPolicy,
     checkpoint_dir,
     reconcile_best,
     remove_orphan_temporaries,
@@ -97,9 +99,7 @@ def save_model_from_state(state: dict[str, Any], directory: Path) -> None:
 
 
 def _resolve_device(device: str | torch.device | None, world: ddp.World) -> torch.device:
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = resolve_device(device)
+    device = resolve_device(device)  # None or "auto": CUDA when available
     if device.type == "cuda" and world.active and device.index is None:
         device = torch.device("cuda", world.local_rank)
     return device
@@ -127,6 +127,7 @@ class _Trainer:
         echo: bool,
         resumed: bool,
         pixel_cache: bool = True,
+        snapshots: SnapshotPolicy = NO_SNAPSHOTS,
     ):
         self.model, self.train_set, self.config, self.world, self.device = model, train_set, config, world, device
         self.output = output
@@ -147,6 +148,7 @@ class _Trainer:
         self.position: tuple[int, int] | None = None  # (stage, epochs done) of the last checkpoint written here
         self.tensorboard: Any = None
         self.use_pixel_cache = pixel_cache
+        self.snapshots = snapshots
         self.pixels: dict[str, PixelCache] = {}
         self._features: dict[int, FeatureSet] = {}  # the current stage's fixed image projections
 
@@ -451,9 +453,9 @@ class _Trainer:
                 "frozen": sorted(self.frozen_names),
                 "best": self.best,
             }
-            save_epoch(self.output, state, self.best_is_new, save_model_from_state)
+            snapshot = save_epoch(self.output, state, self.best_is_new, save_model_from_state, self.snapshots)
             self.best_is_new = False
-            self.log.write(CHECKPOINT_EVENT, stage=stage, epoch=done)
+            self.log.write(CHECKPOINT_EVENT, stage=stage, epoch=done, snapshot=snapshot.name if snapshot else None)
         ddp.barrier(self.world)
 
     def run(self, stage: int, done: int, resumed: dict[str, Any] | None, stop_after: int | None) -> bool:
@@ -539,6 +541,8 @@ def fit(
     tensorboard: bool = False,
     pixel_cache: bool = True,
     on_start: Callable[[Path], None] | None = None,
+    save_every: int = 0,
+    keep: int | None = None,
 ) -> CSDN:
     """Train CSDN's three stages (prompts, SII fusion, image model) and return the model.
 
@@ -556,7 +560,9 @@ def fit(
     held out for the purpose: its best by ``best_metric`` is kept as
     ``checkpoints/best.pt`` and as a model in ``best/``.
 
-    Writes ``output_dir/checkpoints/last.pt`` after every epoch, ``log.jsonl``
+    Writes ``output_dir/checkpoints/last.pt`` after every epoch (and, with ``save_every=N``,
+    keeps a copy as ``checkpoints/stage<S>_epoch_<N>.pt`` after every N-th epoch of each stage,
+    at most ``keep`` of them, the oldest removed; ``csdn eval --model`` reads them), ``log.jsonl``
     (losses and learning rate per step, metrics per evaluation),
     ``train_config.json``, ``summary.json`` and the final model
     (``output_dir/model``, via ``save_pretrained``; load it with ``csdn.load``).
@@ -585,12 +591,13 @@ def fit(
     On CUDA, batches are pinned and copied asynchronously.
 
     ``num_workers`` > 0 decodes and augments in worker processes; results do not
-    change, since every image has its own seeded generator. ``device``: "cpu",
+    change, since every image has its own seeded generator. ``device``: "auto" (None: CUDA when available), "cpu",
     "cuda", ...; ``config.precision`` "bf16" turns on autocast (CUDA or CPU), "fp16" on CUDA.
     Under ``torchrun`` every process calls ``fit``: batches are sharded across
     ranks, gradients averaged, and only rank 0 writes. Seeds torch's global
     generator with ``config.seed``.
     """
+    snapshots = SnapshotPolicy(save_every, keep)  # before any work: a bad setting fails at once
     world = ddp.current_world()
     device = _resolve_device(device, world)
     train_set = resolve_train_set(data, root, **dict(dataset_options or {}))
@@ -650,6 +657,7 @@ def fit(
         echo=echo,
         resumed=checkpoint is not None,
         pixel_cache=pixel_cache,
+        snapshots=snapshots,
     )
     trainer.best = best
     if tensorboard and world.is_main:
@@ -666,6 +674,7 @@ def fit(
         records_dropped=dropped,
         world_size=world.size,
         device=str(device),
+        snapshots={"save_every": save_every, "keep": keep},
         **train_set.fingerprint(),
     )
     try:
