@@ -76,8 +76,9 @@ def test_rank_and_score_are_written_on_separate_lines():
     assert _inked_caption_lines(without, 0, 2) == [True, False]
 
 
-def test_query_caption_is_the_identity_else_the_file_name(tmp_path):
+def test_query_caption_is_the_file_name_else_the_identity(tmp_path):
     assert query_caption(tmp_path / "cam3" / "0007" / "0001.jpg", None) == "0001.jpg"
     assert query_caption(str(tmp_path / "ir_17.png"), None) == "ir_17.png"
-    assert query_caption(tmp_path / "ir_17.png", 17) == "query 17"
+    assert query_caption(tmp_path / "ir_17.png", 17) == "ir_17.png"  # the identity goes on the next line
+    assert query_caption(np.zeros((4, 2, 3), np.uint8), 17) == "query 17"
     assert query_caption(np.zeros((4, 2, 3), np.uint8), None) == "query"

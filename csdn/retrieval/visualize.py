@@ -2,9 +2,10 @@
 
 Drawn with PIL alone. When identities are known, a gallery image gets a green
 border if it shows the query's identity and a red one if not; without
-identities the borders are neutral grey. Under each picture: the query's
-identity (or, without identities, its file name); for a match its rank and,
-on a line of its own, its score, so the two never read as one number.
+identities the borders are neutral grey. Under a query: its file name, its
+identity and camera when known, and, when its true match is not among the
+top k, the rank it came at (or that the gallery has none); under a match its
+rank and, on a line of its own, its score, so the two never read as one number.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ GREY = (150, 150, 150)
 BACKGROUND = (255, 255, 255)
 TEXT = (30, 30, 30)
 BORDER, GAP, LINE_H = 4, 12, 12  # tile border, space between tiles, one caption line (pixels)
-LABEL_H = 2 * LINE_H + 4  # the caption band under a tile: rank, then score on a line of its own
+LABEL_H = 3 * LINE_H + 4  # the caption band under a tile: up to three lines (a query's name, id/camera, true rank)
 
 
 def _thumbnail(image: Any, size: tuple[int, int]) -> Image.Image:
@@ -54,12 +55,40 @@ def printable(text: str) -> str:
 
 
 def query_caption(query: Any, identity: Any | None) -> str:
-    """What is written under a query: its identity when known, else its file name when it has one."""
-    if identity is not None:
-        return printable(f"query {identity}")
+    """A query's first caption line: its file name when it has one, else its identity, else "query"."""
     if isinstance(query, (str, os.PathLike)):
         return printable(Path(query).name)
+    if identity is not None:
+        return printable(f"query {identity}")
     return "query"
+
+
+def query_details(identity: Any | None, camera: Any | None, true_rank: int | None, shown: int) -> list[str]:
+    """The caption lines after the name: ``id 7 cam 3``, and ``true: rank 12`` when the true match
+    ranked below the ``shown`` matches (``true: none`` when ``true_rank`` is 0: the gallery has none)."""
+    parts = [f"id {identity}" if identity is not None else "", f"cam {camera}" if camera is not None else ""]
+    lines = [printable(" ".join(part for part in parts if part))] if any(parts) else []
+    if true_rank == 0:
+        lines.append("true: none")
+    elif true_rank is not None and true_rank > shown:
+        lines.append(f"true: rank {true_rank}")
+    return lines
+
+
+def true_match_ranks(scores: Any, query_ids: Sequence[Any], gallery_ids: Sequence[Any]) -> list[int]:
+    """For each query row of ``scores`` ``[Q, G]`` (higher is closer), the 1-based rank of its best-scoring
+    gallery item of the same identity among all ``G``; 0 where the gallery has none of that identity."""
+    scores = np.asarray(scores, dtype=np.float64)
+    gallery = np.asarray(gallery_ids)
+    ranks = []
+    for row, identity in enumerate(query_ids):
+        same = gallery == identity
+        if not same.any():
+            ranks.append(0)
+            continue
+        best = scores[row][same].max()
+        ranks.append(1 + int((scores[row] > best).sum()))
+    return ranks
 
 
 def refuse_drawn_image(output: str | os.PathLike, images: Sequence[Any], what: str = "--visualize") -> None:
@@ -85,6 +114,8 @@ def draw_ranking(
     scores: Any = None,
     query_ids: Sequence[Any] | None = None,
     gallery_ids: Sequence[Any] | None = None,
+    query_cameras: Sequence[Any] | None = None,
+    true_ranks: Sequence[int] | None = None,
     topk: int = 5,
     cell: tuple[int, int] = (64, 128),
     output: str | os.PathLike | None = None,
@@ -97,6 +128,10 @@ def draw_ranking(
         scores: optional ``[Q, k]`` similarities printed under each gallery image.
         query_ids, gallery_ids: identities; when both are given, borders are green
             for a correct match and red for a wrong one.
+        query_cameras: optional camera of each query, written under it with its identity.
+        true_ranks: optional rank of each query's true match in the whole gallery
+            (:func:`true_match_ranks`; 0: none there), written under the query when it is
+            below the ``topk`` drawn.
         cell: (width, height) of each thumbnail.
         output: optional PNG path; written atomically.
     """
@@ -107,6 +142,9 @@ def draw_ranking(
         raise ValueError(f"indices must be [num_queries={len(queries)}, k], got shape {tuple(indices.shape)}")
     if (query_ids is None) != (gallery_ids is None):
         raise ValueError("pass both query_ids and gallery_ids to colour matches, or neither")
+    for name, values in (("query_cameras", query_cameras), ("true_ranks", true_ranks)):
+        if values is not None and len(values) != len(queries):
+            raise ValueError(f"{name} has {len(values)} entries for {len(queries)} queries: give one per query")
     score_rows = None if scores is None else np.asarray(scores)
     k = min(topk, indices.shape[1])
     border, gap = BORDER, GAP
@@ -125,8 +163,15 @@ def draw_ranking(
         draw.rectangle(
             [left, top, left + tile_w - 1, top + cell[1] + 2 * border - 1], outline=(60, 90, 200), width=border
         )
-        caption = query_caption(query, None if query_ids is None else query_ids[row])
-        draw.text((left + border, text_top), _fit(draw, caption, font, cell[0]), fill=TEXT, font=font)
+        identity = None if query_ids is None else query_ids[row]
+        camera = None if query_cameras is None else query_cameras[row]
+        true_rank = None if true_ranks is None else int(true_ranks[row])
+        named = isinstance(query, (str, os.PathLike))  # else the identity is already in the first line
+        lines = [query_caption(query, identity), *query_details(identity if named else None, camera, true_rank, k)]
+        for number, line in enumerate(lines):
+            draw.text(
+                (left + border, text_top + number * LINE_H), _fit(draw, line, font, cell[0]), fill=TEXT, font=font
+            )
         left += tile_w + 2 * gap
         for rank in range(k):
             index = int(indices[row, rank])

@@ -28,6 +28,31 @@ def _named_error(err: OSError, target: Path) -> OSError:
     return retold
 
 
+def _process_umask() -> int:
+    """This process's umask (read from /proc where there is one; elsewhere set and put back at once)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _normal_mode(target: Path) -> int:
+    """The permissions ``open(target, "w")`` would leave: the existing file's, else 0666 less the umask.
+
+    Writers such as safetensors create their file 0600, and a temporary file renamed into place
+    keeps the mode it was made with; outputs should read like any other file the user writes.
+    """
+    try:
+        return target.stat().st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_process_umask()
+
+
 def atomic_write_all(writes: Mapping[Path, Callable[[Path], None]]) -> None:
     """Write several outputs so that either all of them appear or none does.
 
@@ -44,6 +69,7 @@ def atomic_write_all(writes: Mapping[Path, Callable[[Path], None]]) -> None:
             write(temps[target])
             with open(temps[target], "rb+") as handle:
                 os.fsync(handle.fileno())
+            os.chmod(temps[target], _normal_mode(target))
         for target, temp in temps.items():
             os.replace(temp, target)
     except OSError as err:
