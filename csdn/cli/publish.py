@@ -24,6 +24,7 @@ PROTOCOLS: dict[str, list[dict[str, Any]]] = {
     "llcm": [{"shots": 1}],  # both directions, 10 trials
 }
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")
+NONSTANDARD_KEY = "evaluation_note"  # config.meta: why the card's numbers are not the benchmark's
 
 
 def license_id(text: str) -> str:
@@ -77,6 +78,12 @@ def register(commands) -> list[argparse.ArgumentParser]:
     parser.add_argument("--private", action="store_true", help="create the Hub repository as private")
     parser.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or `hf auth login`)")
     parser.add_argument("--cache-dir", default=None, help="keep embeddings here between runs (as for csdn eval)")
+    parser.add_argument(
+        "--allow-nonstandard",
+        action="store_true",
+        help="publish even when the test set's query and gallery counts differ from the published protocol's "
+        "(a partial or synthetic copy; the card then says the evaluation is non-standard)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run_publish)
     return [parser]
@@ -153,7 +160,7 @@ def _check(args: argparse.Namespace) -> Path | None:
 def run_publish(args: argparse.Namespace) -> int:
     """Handler for ``csdn publish``; returns the process exit code."""
     from csdn.hub.api import upload_folder
-    from csdn.io.card import evaluation_records, evaluation_table
+    from csdn.io.card import evaluation_records, evaluation_table, protocol_label
     from csdn.io.pretrained import WEIGHTS_NAME, save_pretrained
     from csdn.system.fileio import sha256_file
 
@@ -161,9 +168,17 @@ def run_publish(args: argparse.Namespace) -> int:
     model = _load(args)
     results = _evaluate(model, args)
     print("\n".join(evaluation_table(evaluation_records(results))))
-    release = dict(
-        repo_id=args.repo_id, evaluation=results, extra_meta=card_provenance(model, args.dataset, args.license)
-    )
+    extra_meta = card_provenance(model, args.dataset, args.license)
+    nonstandard = [f"{r.dataset} {protocol_label(r.settings)} {p}" for r in results for p in r.nonstandard()]
+    if nonstandard and not args.allow_nonstandard:
+        raise ValueError(
+            f"--root {args.root} is not the standard {args.dataset} test set: {'; '.join(nonstandard)}; its scores "
+            "cannot be compared with published ones. Point --root at the full dataset, or pass --allow-nonstandard "
+            "to publish anyway (the card then says the evaluation is non-standard)"
+        )
+    if nonstandard:
+        extra_meta[NONSTANDARD_KEY] = "non-standard test set: " + "; ".join(nonstandard)
+    release = dict(repo_id=args.repo_id, evaluation=results, extra_meta=extra_meta)
     if args.dry_run:
         assert output is not None  # _check names one for a dry run
         save_pretrained(model, output, **release)

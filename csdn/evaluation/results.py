@@ -14,6 +14,23 @@ from csdn.errors import AmbiguousResultError
 RANKS = (1, 5, 10, 20)
 SCORES = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
 
+# (dataset, direction, mode, shots) -> (queries, gallery images) of one trial of the published test
+# protocol; None where that side is drawn per trial and the literature gives no count (LLCM's sampled side).
+# SYSU-MM01: 96 test identities, every infrared image queries; RegDB: 206 identities x 10 images a
+# modality; LLCM: 351 identities, 7166 NIR and 8680 visible test images.
+PUBLISHED_SIZES: dict[tuple[str, str, str | None, int | None], tuple[int | None, int | None]] = {
+    ("SYSU-MM01", "infrared->visible", "all", 1): (3803, 301),
+    ("SYSU-MM01", "infrared->visible", "all", 10): (3803, 3010),
+    ("SYSU-MM01", "infrared->visible", "indoor", 1): (3803, 112),
+    ("SYSU-MM01", "infrared->visible", "indoor", 10): (3803, 1120),
+    ("RegDB", "visible->infrared", None, None): (2060, 2060),
+    ("RegDB", "infrared->visible", None, None): (2060, 2060),
+    ("LLCM", "infrared->visible", None, 1): (7166, None),
+    ("LLCM", "infrared->visible", None, 10): (7166, None),
+    ("LLCM", "visible->infrared", None, 1): (None, 8680),  # the drawn NIR images probe every visible one
+    ("LLCM", "visible->infrared", None, 10): (None, 8680),
+}
+
 
 def _rank(cmc: np.ndarray, k: int) -> float:
     """Rank-k accuracy; a CMC shorter than k (fewer gallery identities than k) has saturated."""
@@ -144,6 +161,30 @@ class EvaluationResult(_Scores):
     @property
     def cmc(self) -> np.ndarray:
         return self.only.cmc
+
+    def nonstandard(self) -> list[str]:
+        """Each search whose query or gallery count differs from the published protocol's, in words
+        (``[]`` when every count matches): a partial or synthetic copy of the benchmark scores numbers
+        that cannot be compared with the literature's."""
+        problems = []
+        for search in self.searches:
+            key = (self.dataset, search.direction, self.settings.get("mode"), self.settings.get("shots"))
+            if key not in PUBLISHED_SIZES:
+                problems.append(f"{self.dataset} {search.direction} with {self.settings} has no published size")
+                continue
+            published = PUBLISHED_SIZES[key]
+            for trial in search.trials:
+                found = (trial.num_query, trial.num_gallery)
+                if any(want is not None and want != got for want, got in zip(published, found)):
+                    wanted = " and ".join(
+                        f"{want} {side}" for want, side in zip(published, ("queries", "gallery images")) if want
+                    )
+                    problems.append(
+                        f"{search.direction} trial {trial.trial}: {found[0]} queries and {found[1]} gallery images "
+                        f"(published: {wanted})"
+                    )
+                    break  # one trial says it; the others share the test set
+        return problems
 
     def to_dict(self) -> dict[str, Any]:
         return {
