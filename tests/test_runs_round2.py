@@ -21,7 +21,7 @@ import csdn.system.device as device_module
 from csdn import cli
 from csdn.errors import CheckpointError, DeviceError
 from csdn.retrieval.embeddings import load_embeddings
-from csdn.system.device import device_note, resolve_device
+from csdn.system.device import resolve_device
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -155,6 +155,8 @@ def test_load_model_reads_a_checkpoint_with_weights_only(run, monkeypatch):
 
 # ---------------------------------------------------------------------------- H: one device default
 def test_auto_is_cuda_when_available_else_cpu(monkeypatch):
+    from csdn.system.device import device_note
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == resolve_device(None) == torch.device("cpu")
     assert "torch finds no CUDA GPU" in device_note("auto", torch.device("cpu"))
