@@ -34,9 +34,8 @@ EPOCHS = ["--epochs-stage1", "2", "--epochs-stage2", "2", "--epochs-stage3", "2"
 
 def _one_line_error(capsys) -> str:
     err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("csdn: error: ")]
-    assert len(lines) == 1, err
-    return lines[0]
+    assert err.startswith("csdn: error: ") and err.count("\n") == 1, err
+    return err
 
 
 @pytest.fixture(scope="module")

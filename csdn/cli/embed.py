@@ -22,13 +22,19 @@ MODEL_HELP = (
 
 
 def chosen_device(requested: str) -> str:
-    """``--device`` resolved (``auto``: CUDA when available), said once on stderr (by rank 0 under torchrun)."""
+    """``--device`` resolved (``auto``: CUDA when available, else the CPU)."""
+    from csdn.system.device import resolve_device
+
+    return str(resolve_device(requested))
+
+
+def say_device(requested: str) -> None:
+    """Say once on stderr (rank 0 under torchrun) which device ``--device`` chose; said when the work is
+    done, so that an error stays the one line ``csdn: error: ...``."""
     from csdn.system.device import device_note, resolve_device
 
-    device = resolve_device(requested)
     if os.environ.get("RANK", "0") == "0":
-        print(f"csdn: {device_note(requested, device)}", file=sys.stderr)
-    return str(device)
+        print(f"csdn: {device_note(requested, resolve_device(requested))}", file=sys.stderr)
 
 
 def load_model(args: argparse.Namespace):
@@ -93,6 +99,7 @@ def run_embed(args: argparse.Namespace) -> int:
     if embeddings is None:
         return 0
     save_embeddings(output, embeddings, overwrite=args.overwrite, dtype=args.dtype)
+    say_device(args.device)
     print(f"wrote {output} ({embeddings.count} x {embeddings.dim}) and {manifest_path(output)}")
     return 0
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from csdn.cli.embed import MODEL_HELP, add_device_option, add_overwrite_option, load_model
+from csdn.cli.embed import MODEL_HELP, add_device_option, add_overwrite_option, load_model, say_device
 from csdn.data.registry import DATASET_NAMES
 
 
@@ -102,6 +102,7 @@ def run_eval(args: argparse.Namespace) -> int:
         allow_overlap=args.allow_overlap,
     )
     print(result)
+    say_device(args.device)
     if args.json:
         from csdn.system.fileio import atomic_write_text
 

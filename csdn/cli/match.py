@@ -11,7 +11,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from csdn.cli.embed import MODEL_HELP, add_embedding_options, add_overwrite_option, embed_images, load_model
+from csdn.cli.embed import (
+    MODEL_HELP,
+    add_embedding_options,
+    add_overwrite_option,
+    embed_images,
+    load_model,
+    say_device,
+)
 from csdn.errors import OutputExistsError
 from csdn.retrieval.embeddings import (
     EMBEDDINGS_SUFFIXES,
@@ -115,6 +122,8 @@ def run_match(args: argparse.Namespace) -> int:
         )
     with torchrun_world(None) as world:  # under torchrun: each rank ranks a slice of the gallery
         result = match_on_ranks(query.vectors, gallery.vectors, topk=args.topk, progress=not args.quiet, world=world)
+    if "model" in cache:  # images were embedded here
+        say_device(args.device)
     if result is None:
         return 0
     rows = [

@@ -199,8 +199,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     settings = resolve_settings(args)
     requested = settings["device"] or "auto"
-    # before any process group or data: "cuda" on a CPU build says so now; said once on stderr
-    device = chosen_device(requested)
+    device = chosen_device(requested)  # before any process group or data: "cuda" on a CPU build says so now
     snapshots = {"save_every": settings["save_every"] or 0, "keep": settings["keep"]}
     if args.eval_every < 0:
         raise ValueError(f"--eval-every must be 0 (never) or a number of epochs, got {args.eval_every}")
@@ -233,6 +232,7 @@ def run_train(args: argparse.Namespace) -> int:
             evaluate=evaluate,
             eval_every=max(1, args.eval_every),
             device=device,  # "cuda" without an index: fit puts each torchrun rank on its own GPU
+            device_requested=requested,
             resume=args.resume,
             num_workers=args.num_workers,
             progress=not args.no_progress,

@@ -178,7 +178,7 @@ def read_clip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             state = torch.jit.load(str(path), map_location="cpu").state_dict()
     else:
         try:
-            state = load_torch_file(path, "CLIP weights")
+            state = load_torch_file(path, "CLIP weights file")
         except CheckpointError as err:
             raise CLIPWeightsError(str(err)) from None
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):

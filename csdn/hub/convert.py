@@ -70,7 +70,7 @@ def read_official(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    state = load_torch_file(path, "the authors' CSDN checkpoint")
+    state = load_torch_file(path, "checkpoint of the authors' CSDN")
     for wrapper in ("state_dict", "net", "model"):
         if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
             state = state[wrapper]

@@ -31,7 +31,7 @@ def load_error_reason(error: BaseException) -> str:
     return f"{reason}; if it was copied or downloaded, it may be truncated or damaged: copy it again"
 
 
-def load_torch_file(path: str | os.PathLike, what: str = "a PyTorch checkpoint") -> Any:
+def load_torch_file(path: str | os.PathLike, what: str = "PyTorch checkpoint") -> Any:
     """``torch.load(path, map_location="cpu", weights_only=True)``; any failure as one :class:`CheckpointError`."""
     path = Path(path)
     if not path.is_file():
@@ -39,4 +39,4 @@ def load_torch_file(path: str | os.PathLike, what: str = "a PyTorch checkpoint")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle, zip and torch errors all mean "not readable here"
-        raise CheckpointError(f"{path} is not a readable {what}: {load_error_reason(err)}") from None
+        raise CheckpointError(f"cannot read {path}, it is not a readable {what}: {load_error_reason(err)}") from None

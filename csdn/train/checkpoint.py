@@ -36,7 +36,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no training checkpoint at {path}")
-    state = load_torch_file(path, "a csdn training checkpoint")
+    state = load_torch_file(path, "csdn training checkpoint")
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(
             f"{path} is not a csdn training checkpoint of format {CHECKPOINT_FORMAT} "

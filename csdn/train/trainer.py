@@ -18,7 +18,7 @@ from csdn.config import CSDNConfig
 from csdn.data.registry import reader_for
 from csdn.io.provenance import training_data
 from csdn.model.network import CSDN
-from csdn.system.device import resolve_device
+from csdn.system.device import device_note, resolve_device
 from csdn.system.fileio import atomic_write_text
 from csdn.train import ddp
 from csdn.train.augment import TrainAugment
@@ -543,6 +543,7 @@ def fit(
     on_start: Callable[[Path], None] | None = None,
     save_every: int = 0,
     keep: int | None = None,
+    device_requested: str | None = None,
 ) -> CSDN:
     """Train CSDN's three stages (prompts, SII fusion, image model) and return the model.
 
@@ -572,7 +573,8 @@ def fit(
     with the same weights as an uninterrupted run. ``stop_after`` trains at most
     that many epochs in this call (for time-limited jobs).
 
-    ``on_start(output_dir)`` runs on rank 0 when a new run starts, after every check passed (the
+    ``device_requested`` is what the user asked for when ``device`` was resolved beforehand (the
+    CLI's ``--device auto``), so the device line of ``echo`` says why. ``on_start(output_dir)`` runs on rank 0 when a new run starts, after every check passed (the
     CLI writes its experiment records there, so a refused run leaves no folder).
 
     ``echo`` prints one plain line per stage and per epoch to stderr (losses, lr, images/s,
@@ -599,7 +601,7 @@ def fit(
     """
     snapshots = SnapshotPolicy(save_every, keep)  # before any work: a bad setting fails at once
     world = ddp.current_world()
-    device = _resolve_device(device, world)
+    requested_device, device = device, _resolve_device(device, world)
     train_set = resolve_train_set(data, root, **dict(dataset_options or {}))
     train_set = check_training_images(train_set, on_error, progress=bars_wanted(progress) and world.is_main)
     output = Path(output_dir)
@@ -662,6 +664,8 @@ def fit(
     trainer.best = best
     if tensorboard and world.is_main:
         trainer.tensorboard = _tensorboard_writer(output)
+    if trainer.echo:  # every check has passed: the run starts here
+        emit(f"csdn: {device_note(device_requested or requested_device, device)}")
     started = time.perf_counter()
     if world.is_main:
         output.mkdir(parents=True, exist_ok=True)
