@@ -141,6 +141,13 @@ def test_a_foreign_pt_still_gets_the_convert_advice(tmp_path, capsys):
     assert "csdn convert" in _one_line_error(capsys)
 
 
+def test_csdn_load_given_a_run_folder_points_at_its_model(run):
+    with pytest.raises(FileNotFoundError, match=re.escape(f"load its model, {run / 'model'}")):
+        csdn.load(run, device="cpu")
+    with pytest.raises(ValueError, match="csdn.train.load_model"):
+        csdn.load(run / "checkpoints" / "last.pt", device="cpu")
+
+
 def test_load_model_reads_a_checkpoint_with_weights_only(run, monkeypatch):
     from csdn.train import load_model
 
