@@ -84,16 +84,14 @@ def embed_images(model: Any, inputs: Sequence[str], modality: str, args: argpars
 
 def run_embed(args: argparse.Namespace) -> int:
     from csdn.cli.sharded import embed_on_ranks, torchrun_world
-    from csdn.system.device import resolve_device
     from csdn.system.fileio import refuse_existing
 
     output = check_embeddings_path(args.output)
     if not args.overwrite:  # before any work: an hour of embedding must not end in this error
         refuse_existing([output, manifest_path(output)])
 
-    with torchrun_world(
-        str(resolve_device(args.device))
-    ) as world:  # under torchrun: each rank embeds a share, rank 0 writes
+    device = chosen_device(args.device)  # resolved: "auto" on GPUs joins the torchrun world over NCCL
+    with torchrun_world(device) as world:  # under torchrun: each rank embeds a share, rank 0 writes
         model = load_model(args)
         embeddings = embed_on_ranks(lambda images: embed_images(model, images, args.modality, args), args.images, world)
     if embeddings is None:

@@ -6,8 +6,8 @@ loadable model ``best/`` (the best evaluation so far), ``log.jsonl``, and with a
 N of its epochs: unique across the three stages), the oldest removed beyond ``keep``.
 
 A snapshot is written before ``last.pt`` and old ones removed after it, so a crash
-never leaves fewer snapshots than the policy promises. The best model is written before ``last.pt``, so ``last.pt`` never names a best
-that is not on disk; ``best/`` is derived from ``best.pt`` and rebuilt from it
+never leaves fewer snapshots than the policy promises. The best model is written
+before ``last.pt``, so ``last.pt`` never names a best that is not on disk; ``best/`` is derived from ``best.pt`` and rebuilt from it
 when a crash left the two apart. On resume the log is cut back to the
 checkpoint, so steps of an epoch that was interrupted are not listed twice.
 """
