@@ -17,6 +17,7 @@ from typing import NoReturn
 from csdn.cli import demo, embed, export, match, models, publish, synth, train
 from csdn.cli import eval as evaluate
 from csdn.errors import CSDNError, cli_flags
+from csdn.system.allocator import keep_freed_memory
 
 # Each registers its sub-commands: ``register(commands) -> [parser, ...]``, every parser
 # with ``set_defaults(func=handler)``, ``handler(args) -> exit code``.
@@ -102,7 +103,14 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``csdn`` with ``argv`` (default: the process's arguments); returns the exit status."""
+    """Run ``csdn`` with ``argv`` (default: the process's arguments); returns the exit status.
+
+    Called without ``argv`` it is the ``csdn`` command owning its process, and it sets the
+    allocator to keep freed memory (:mod:`csdn.system.allocator`); a caller passing ``argv``
+    keeps its process as it is.
+    """
+    if argv is None:
+        keep_freed_memory()
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # told by the command's own parser, so the message names the command
