@@ -149,7 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``csdn`` with ``argv`` (default: the process's arguments); returns the exit status."""
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
-    if unknown and not getattr(args, "needs_torch", False):  # told by the command's own parser, so the message names the command
+    if unknown and not getattr(
+        args, "needs_torch", False
+    ):  # told by the command's own parser, so the message names the command
         getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for the run records that keep it
     if not hasattr(args, "func"):

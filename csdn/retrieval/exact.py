@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
+from csdn.retrieval.checks import CHUNK_BYTES, check_dtypes, check_gallery, check_topk, is_half, positive_int
 from csdn.retrieval.faiss_index import FaissIndex
 from csdn.retrieval.matches import Matches, merge_ranked
-from csdn.retrieval.checks import CHUNK_BYTES, check_dtypes, check_gallery, check_topk, is_half, positive_int
 from csdn.retrieval.rows import ArrayLike, gallery_chunks, prepare_queries
 from csdn.retrieval.screening import ScratchBuffers, bf16_is_fast, candidates, rescored, screen_chunks, screen_slack
 

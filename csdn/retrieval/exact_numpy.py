@@ -109,7 +109,9 @@ def match_arrays_numpy(
                 cand_scores, cand_indices = _chunk_topk(scores, k)
                 span = slice(first, first + query_chunk)
                 parts.append(
-                    merge_ranked([best_scores[span], cand_scores], [best_indices[span], cand_indices + first_row + start], k)
+                    merge_ranked(
+                        [best_scores[span], cand_scores], [best_indices[span], cand_indices + first_row + start], k
+                    )
                 )
             best_scores = np.concatenate([part[0] for part in parts])
             best_indices = np.concatenate([part[1] for part in parts])

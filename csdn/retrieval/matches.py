@@ -53,8 +53,8 @@ def merge_ranked(scores: list[Any], indices: list[Any], k: int) -> tuple[Any, An
     stable sort on score alone then breaks ties by gallery index. Torch tensors or numpy arrays."""
     if isinstance(scores[0], np.ndarray):
         scores_np, indices_np = np.concatenate(scores, axis=1), np.concatenate(indices, axis=1)
-        order = np.argsort(-scores_np, axis=1, kind="stable")[:, :k]
-        return np.take_along_axis(scores_np, order, 1), np.take_along_axis(indices_np, order, 1)
+        ranked = np.argsort(-scores_np, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(scores_np, ranked, 1), np.take_along_axis(indices_np, ranked, 1)
     import torch
 
     scores_all = torch.cat(scores, dim=1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
+
 import numpy as np
 import torch
 from tqdm.auto import tqdm
