@@ -293,29 +293,32 @@ def evaluate_table(
             "evaluate it without --table (a RegDB average over its ten splits comes from csdn train --trials 1-10)"
         )
     grid = [
-        dict(zip(reader.settings, values)) for values in itertools.product(*map(SETTING_VALUES.get, reader.settings))
+        dict(zip(reader.settings, values))
+        for values in itertools.product(*(SETTING_VALUES[name] for name in reader.settings))
     ]
     table = EmbeddingTable(model, batch_size=batch_size, flip=flip, progress=progress, cache_dir=cache_dir)
     results = _score(reader, table, _directions(reader, direction), trials, grid, rerank, progress)
     return ProtocolTable.from_results(reader.title, list(zip(grid, results)))
 
 
-def _setup(model: Any, dataset: Any, root: Any, trials: Sequence[int] | None, allow_overlap: bool) -> tuple:
+def _setup(
+    model: Any, dataset: Any, root: Any, trials: Sequence[int] | None, allow_overlap: bool
+) -> tuple[Any, Any, list[int]]:
     """``(model, reader, trials)``: the model loaded, the trials defaulted (a RegDB model: its own
     split) and checked against what the model was trained on."""
-    trials = None if trials is None else list(trials)
+    chosen = None if trials is None else list(trials)
     model = _model(model)
     origin = trained_on(getattr(getattr(model, "config", None), "meta", None))
     named = reader_for(dataset) if isinstance(dataset, str) else None
-    if trials is None and origin.trial is not None and origin.dataset == getattr(named, "name", None):
-        trials = [origin.trial]  # a RegDB model is scored on its own split
-    reader = _reader(dataset, root, trials)
-    trials = list(reader.trials) if trials is None else trials
-    if not trials:
+    if chosen is None and origin.trial is not None and origin.dataset == getattr(named, "name", None):
+        chosen = [origin.trial]  # a RegDB model is scored on its own split
+    reader = _reader(dataset, root, chosen)
+    chosen = list(reader.trials) if chosen is None else chosen
+    if not chosen:
         raise ValueError("trials is empty; pass None for the protocol's default trials")
     if origin.trial is not None and getattr(reader, "trial_bound", False) and origin.dataset == reader.name:
-        check_trial_overlap(reader, origin.trial, trials, allow_overlap)
-    return model, reader, trials
+        check_trial_overlap(reader, origin.trial, chosen, allow_overlap)
+    return model, reader, chosen
 
 
 def _score(

@@ -77,8 +77,9 @@ def run_trials(
         )
     if not trials:
         raise ValueError("--trials names no trial")
-    for trial in trials:
-        reader(root, trial=trial)  # every trial number and the tree checked before the first training
+    for trial in trials:  # every trial's lists read before the first training: a missing one is found now
+        split = reader(root, trial=trial)
+        split.search(split.directions[0], trial), split.train
     results = []
     for trial in trials:
         folder = trial_folder(output, trial)
