@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from vireid_trees import CountingModel, make_regdb, make_sysu
+from vireid_trees import CountingModel, make_llcm, make_regdb, make_sysu
 
 import csdn
 from csdn import cli
@@ -148,6 +148,16 @@ def test_the_sysu_table_holds_the_four_cells_each_image_embedded_once(sysu_root)
     assert table.rows[0].search.trials[0].num_gallery < table.rows[1].search.trials[0].num_gallery  # multi-shot
 
 
+def test_the_llcm_table_names_each_direction_even_when_one_is_chosen(tmp_path):
+    root = make_llcm(tmp_path / "llcm")
+    both = evaluate_table(CountingModel(), "llcm", root, trials=[0], progress=False)
+    labels = ["Infrared to Visible, Single-shot", "Visible to Infrared, Single-shot"]
+    assert [row.label for row in both.rows] == [*labels, *(label.replace("Single", "Multi") for label in labels)]
+    one = evaluate_table(CountingModel(), "llcm", root, trials=[0], direction="v2i", progress=False)
+    assert [row.label for row in one.rows] == ["Visible to Infrared, Single-shot", "Visible to Infrared, Multi-shot"]
+    assert str(one).startswith("LLCM, Visible to Infrared: 1 trial(s) (0), in %")
+
+
 def _eval(root: Path, *extra: str) -> list[str]:
     return ["eval", "--dataset", extra[0], "--root", str(root), "--model", "my-model", "--quiet", *extra[1:]]
 
@@ -159,7 +169,7 @@ def test_cli_eval_table_prints_the_four_cells_and_writes_json(sysu_root, tmp_pat
     out = tmp_path / "table.json"
     assert cli.main(_eval(sysu_root, "sysu", "--table", "--trials", "0", "1", "--json", str(out))) == 0
     printed = capsys.readouterr().out
-    assert "SYSU-MM01: mean ± std over 2 trial(s) (0, 1), in %" in printed
+    assert "SYSU-MM01, Infrared to Visible: mean ± std over 2 trial(s) (0, 1), in %" in printed
     for label in LABELS:
         assert f"| {label} | " in printed
     saved = json.loads(out.read_text())

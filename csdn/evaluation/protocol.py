@@ -298,7 +298,7 @@ def evaluate_table(
     ]
     table = EmbeddingTable(model, batch_size=batch_size, flip=flip, progress=progress, cache_dir=cache_dir)
     results = _score(reader, table, _directions(reader, direction), trials, grid, rerank, progress)
-    return ProtocolTable.from_results(reader.title, list(zip(grid, results)))
+    return ProtocolTable.from_results(reader.title, list(zip(grid, results)), len(reader.directions) > 1)
 
 
 def _setup(

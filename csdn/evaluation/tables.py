@@ -55,10 +55,16 @@ class ProtocolTable:
     rows: list[TableRow]
 
     @classmethod
-    def from_results(cls, dataset: str, results: Sequence[tuple[dict[str, Any], EvaluationResult]]) -> ProtocolTable:
-        """Rows of ``(settings, result)`` pairs, a row per search direction of each; directions are named
-        only where some result holds more than one."""
-        several = any(len(result.searches) > 1 for _, result in results)
+    def from_results(
+        cls,
+        dataset: str,
+        results: Sequence[tuple[dict[str, Any], EvaluationResult]],
+        name_directions: bool | None = None,
+    ) -> ProtocolTable:
+        """Rows of ``(settings, result)`` pairs, a row per search direction of each. Rows name their
+        direction when ``name_directions`` (default: when some result holds more than one); a table
+        of one direction names it in its heading."""
+        several = any(len(r.searches) > 1 for _, r in results) if name_directions is None else name_directions
         rows = []
         for settings, result in results:
             for search in result.searches:
@@ -81,8 +87,10 @@ class ProtocolTable:
     def to_markdown(self) -> str:
         trials = sorted({t for row in self.rows for t in row.trials})
         spread = "mean ± std over " if any(len(row.trials) > 1 for row in self.rows) else ""
+        directions = {row.settings["direction"] for row in self.rows}
+        title = self.dataset + (f", {_direction_label(self.dataset, *directions)}" if len(directions) == 1 else "")
         lines = [
-            f"{self.dataset}: {spread}{len(trials)} trial(s) ({', '.join(map(str, trials))}), in %",
+            f"{title}: {spread}{len(trials)} trial(s) ({', '.join(map(str, trials))}), in %",
             "",
             "| Setting | " + " | ".join(TABLE_SCORES.values()) + " |",
             "|---" * (len(TABLE_SCORES) + 1) + "|",
