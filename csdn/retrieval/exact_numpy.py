@@ -48,7 +48,7 @@ def numpy_rows(block: np.ndarray, name: str, first_row: int) -> tuple[np.ndarray
         if bad.any():
             first = int(np.argmax(bad))
             raise bad_row_error(name, first_row + int(picked[first]), bool(finite[first]))
-        rows = rows.copy() if np.shares_memory(rows, block) else rows  # never write into the caller's array
+        rows = rows.copy() if np.may_share_memory(rows, block) else rows  # never write into the caller's array
         rows[picked] = scaled
         norms = norms.copy()
         norms[picked] = np.linalg.norm(scaled, axis=1)
@@ -64,23 +64,21 @@ def match_arrays_numpy(
     chunk_size: int | None = None,
     query_chunk_size: int | None = None,
     progress: bool = False,
+    faiss_options: dict[str, Any] | None = None,
     screen: bool | None = None,
     first_row: int = 0,
-    **unsupported: Any,
 ) -> Matches:
     """:func:`csdn.retrieval.exact.match_arrays` on numpy arrays, returning numpy ``Matches``.
 
     ``screen`` is accepted for the torch path's sake and changes nothing (the screen only makes
     the same answer faster); ``backend="faiss"`` needs the torch side of the package.
     """
-    if backend != "exact" or unsupported:
+    if backend != "exact" or faiss_options:
         raise ValueError(
-            f"without PyTorch only the exact backend is available (got backend={backend!r}"
-            + (f", {', '.join(unsupported)}" if unsupported else "")
+            f"without PyTorch only the exact backend runs (got backend={backend!r}"
+            + (", faiss_options" if faiss_options else "")
             + "); install torch for the faiss backend"
         )
-    if screen not in (None, True, False):
-        raise ValueError(f"screen must be True, False or None (automatic), got {screen!r}")
     k = check_topk(topk)
     check_array(query, "query", (1, 2))
     queries = query[None] if query.ndim == 1 else query
