@@ -68,7 +68,8 @@ def run_trials(
 ) -> ProtocolTable | None:
     """Train (``train``) and score every trial in its own folder under ``output``, then write the
     averaged table; returns it, or None when a trial stopped before its schedule ended (``--stop-after``:
-    the same call continues it)."""
+    the same call continues it). Under ``torchrun`` every process trains and only rank 0 scores and
+    writes (the others return None)."""
     reader = reader_for(dataset)
     if reader is None or not reader.trial_bound:
         raise ValueError(
@@ -79,7 +80,9 @@ def run_trials(
         raise ValueError("--trials names no trial")
     for trial in trials:  # every trial's lists read before the first training: a missing one is found now
         split = reader(root, trial=trial)
-        split.search(split.directions[0], trial), split.train
+        split.search(split.directions[0], trial)  # the test lists
+        _ = split.train  # the training lists
+    main_process = os.environ.get("RANK", "0") == "0"  # torchrun's rank
     results = []
     for trial in trials:
         folder = trial_folder(output, trial)
@@ -95,6 +98,8 @@ def run_trials(
             if not (model_dir / "config.json").is_file():
                 echo(f"csdn: trial {trial} stopped before its schedule ended; the same command continues it")
                 return None
+        if not main_process:
+            continue
         from csdn.hub.api import load
 
         result = evaluate(
@@ -103,6 +108,8 @@ def run_trials(
         atomic_write_text(scores, result.to_json() + "\n")
         echo(f"csdn: trial {trial}: scores written to {scores}")
         results.append(result)
+    if not main_process:
+        return None
     table = ProtocolTable.from_results(results[0].dataset, [({}, merge_trials(results))])
     for name, text in zip(SUMMARY_FILES, (table.to_csv(), table.to_markdown())):
         atomic_write_text(Path(output) / name, text)
