@@ -53,7 +53,7 @@ def test_train_trials_scores_each_split_on_its_own_and_averages_them(regdb_root,
     stopped = capsys.readouterr()
     assert "trial 1 stopped before its schedule ended" in stopped.err and not (out / "trials.csv").exists()
     assert not (out / "trial_1" / "model").exists() and not (out / "trial_3").exists()
-    assert cli.main([*_train(regdb_root, out, "--trials", "1,3")]) == 0
+    assert cli.main([*_train(regdb_root, out, "--trials", "1", "3")]) == 0  # eval's form of a list works too
     printed = capsys.readouterr().out
 
     per_trial = {}

@@ -69,8 +69,9 @@ def register(commands: Any) -> list[argparse.ArgumentParser]:
     parser.add_argument(
         "--trials",
         default=None,
-        metavar="LIST",
-        help="regdb: train and evaluate each split (e.g. 1-10 or 1,3,5-7) in OUTPUT/trial_<n>/, then write the "
+        nargs="+",
+        metavar="T",
+        help="regdb: train and evaluate each split (e.g. 1-10, 1,3,5-7 or 1 2 3) in OUTPUT/trial_<n>/, then write the "
         "averaged table (OUTPUT/trials.csv, trials.md) and print it; finished trials are skipped on a rerun",
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
@@ -254,7 +255,7 @@ def _run_trials(args: argparse.Namespace) -> int:
 
     device = settings["device"] if settings["device"] not in (None, "auto") else "cpu"
     table = run_trials(
-        settings["dataset"], settings["root"], parse_trials(args.trials), settings["output"], train_trial,
+        settings["dataset"], settings["root"], parse_trials(",".join(args.trials)), settings["output"], train_trial,
         device=device, progress=not args.no_progress,
     )  # fmt: skip
     if table is not None:
