@@ -8,7 +8,8 @@
 
 Submodules that pull in more code (the model, training, evaluation, datasets,
 conversion) are imported on first use, so ``import csdn`` stays quick and needs no
-torch: the exported-model runtime (``csdn.runtime``) works where torch is not installed.
+torch: the exported-model runtime (``csdn.runtime``) works where torch is not installed,
+and so does ``csdn.match`` on its numpy arrays (searched in numpy there).
 """
 
 from __future__ import annotations

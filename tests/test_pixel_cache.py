@@ -15,7 +15,7 @@ from csdn import CSDNConfig
 from csdn.train import TrainConfig, fit
 from csdn.train.augment import TrainAugment
 from csdn.train.data import resolve_train_set
-from csdn.train.loader import loader_options, stage3_batches
+from csdn.train.loader import Stage3Loader, loader_options, stage3_batches
 from csdn.train.pixelcache import CACHE_DIR, open_or_build
 from csdn.train.sampler import IdentitySampler
 
@@ -102,3 +102,25 @@ def test_fit_keeps_the_cache_in_the_run_folder_and_trains_the_same_weights(ident
 def test_loader_settings_per_device():
     assert loader_options(0, pin_memory=False) == {"num_workers": 0, "persistent_workers": False, "pin_memory": False}
     assert loader_options(4, pin_memory=True) == {"num_workers": 4, "persistent_workers": True, "pin_memory": True}
+
+
+def test_one_stage3_loader_serves_every_epoch_from_the_same_workers(identities, tmp_path):
+    """Persistent workers: the loader's processes start once for the stage, and each epoch's batches
+    equal the ones a fresh one-epoch loader builds in the main process."""
+    train_set = resolve_train_set(identities)
+    augment = TrainAugment(CSDNConfig.tiny(), TrainConfig())
+    caches = _caches(tmp_path / "run", train_set, augment)
+    loader = Stage3Loader(train_set, augment, seed=3, num_workers=1, pixels=caches)
+    sampler = IdentitySampler(train_set, 2, 2, seed=3, steps_per_epoch=2)
+    pids = []
+    for epoch in range(3):
+        plan = sampler.epoch(epoch, 0)
+        served = list(loader.epoch(epoch, plan))
+        alone = list(stage3_batches(train_set, plan, augment, seed=3, epoch=epoch, pixels=caches))
+        assert len(served) == len(alone) == 2
+        for a, b in zip(served, alone):
+            assert all(torch.equal(a[view], b[view]) for view in a), epoch
+        pids.append([worker.pid for worker in loader._loader._iterator._workers])  # torch's own bookkeeping
+    assert pids[0] == pids[1] == pids[2]
+    first, second = list(loader.epoch(0, sampler.epoch(0, 0))), list(loader.epoch(1, sampler.epoch(1, 0)))
+    assert not torch.equal(first[0]["visible"], second[0]["visible"])  # the epoch reaches the workers

@@ -85,6 +85,15 @@ def test_resume_from_every_boundary_and_mid_stage_point_is_bit_identical(root, u
     assert _steps(tmp_path) == _steps(uninterrupted["output"])  # each step logged once, in order
 
 
+def test_resume_mid_stage_3_with_a_persistent_worker_is_bit_identical(root, uninterrupted, tmp_path):
+    """One worker process serving stage 3's epochs from the pixel cache, stopped and resumed inside the
+    stage, ends on the weights of the uninterrupted in-process run, as does a whole run served by one."""
+    _assert_same_weights(_fit(root, tmp_path / "whole", num_workers=1), uninterrupted["state"])
+    _fit(root, tmp_path, stop_after=5, validate=_metric, num_workers=1)
+    resumed = _fit(root, tmp_path, None, resume=True, validate=_metric, num_workers=1)
+    _assert_same_weights(resumed, uninterrupted["state"])
+
+
 def test_resume_of_the_clean_recipe_inside_stage_2_is_bit_identical(root, tmp_path):
     clean = TrainConfig.from_dict({**CONFIG.to_dict(), "recipe": "clean"})
     expected = _fit(root, tmp_path / "full", clean).state_dict()

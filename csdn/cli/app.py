@@ -3,24 +3,41 @@ commands here, and any failure ends as ``csdn: error: <message>`` with exit stat
 
 ``--debug`` (before or after the sub-command) lets the exception through, traceback and all;
 Ctrl-C ends with ``csdn: interrupted`` and status 130.
+
+Where torch is not installed, ``csdn --help`` still lists every command: a command whose module
+cannot be imported without torch is registered as a stand-in that says, in one line, that it
+needs PyTorch (its own ``--help`` included).
 """
 
 from __future__ import annotations
 
 import argparse
 import errno
+import importlib
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from csdn.cli import demo, embed, export, match, models, publish, synth, train
-from csdn.cli import eval as evaluate
 from csdn.errors import CSDNError, cli_flags
+from csdn.retrieval.checks import torch_installed
+from csdn.system.allocator import keep_freed_memory
 
-# Each registers its sub-commands: ``register(commands) -> [parser, ...]``, every parser
-# with ``set_defaults(func=handler)``, ``handler(args) -> exit code``.
-COMMAND_MODULES = (models, embed, match, evaluate, synth, train, export, demo, publish)
+# Each module (csdn.cli.<name>) registers its sub-commands, named here so that they can be listed
+# when the module needs torch and torch is missing: ``register(commands) -> [parser, ...]``, every
+# parser with ``set_defaults(func=handler)``, ``handler(args) -> exit code``.
+COMMAND_MODULES = {
+    "models": ("models", "info", "convert"),
+    "embed": ("embed",),
+    "match": ("match",),
+    "eval": ("eval",),
+    "synth": ("synth",),
+    "train": ("train",),
+    "export": ("export", "export-info"),
+    "demo": ("demo",),
+    "publish": ("publish",),
+}
+NEEDS_TORCH = "needs PyTorch, which is not installed here: pip install torch (https://pytorch.org/get-started/locally/)"
 
 # Errors whose message is written for the user (csdn's own, bad values, files and disks);
 # any other exception is unexpected, and its message says where the traceback is.
@@ -65,6 +82,8 @@ def error_message(error: Exception) -> str:
         return f"no space left on the disk{where}: free space there (or write somewhere else) and run again"
     if isinstance(error, USER_ERRORS):
         return message or type(error).__name__
+    if isinstance(error, ImportError) and not torch_installed():
+        return message if NEEDS_TORCH in message else f"this command {NEEDS_TORCH}"
     return f"{message or 'no message'} ({type(error).__name__}; run with --debug for the traceback)"
 
 
@@ -75,12 +94,38 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"csdn-reid {__version__}")
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for module in COMMAND_MODULES:
-        for command in module.register(commands):
+    for name, command_names in COMMAND_MODULES.items():
+        module = _command_module(name)
+        registered = module.register(commands) if module is not None else _stand_ins(commands, command_names)
+        for command in registered:
             # SUPPRESS: absent after the command, it leaves the value given before it
             command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
             command.set_defaults(flags=_flags(command), command_parser=command)
     return parser
+
+
+def _command_module(name: str) -> Any:
+    """``csdn.cli.<name>``, or None when it cannot be imported because torch is not installed."""
+    try:
+        return importlib.import_module(f"csdn.cli.{name}")
+    except ImportError:
+        if torch_installed():
+            raise
+        return None
+
+
+def _stand_ins(commands: Any, names: Sequence[str]) -> list[argparse.ArgumentParser]:
+    """Commands that only say they need torch (any arguments, ``--help`` included, end in that one line)."""
+    parsers = []
+    for name in names:
+        parser = commands.add_parser(name, help="(needs PyTorch, which is not installed here)", add_help=False)
+        parser.set_defaults(func=_needs_torch, needs_torch=name)
+        parsers.append(parser)
+    return parsers
+
+
+def _needs_torch(args: argparse.Namespace) -> NoReturn:
+    raise ModuleNotFoundError(f"csdn {args.needs_torch} {NEEDS_TORCH}", name="torch")
 
 
 def _flags(command: argparse.ArgumentParser) -> dict[str, str]:
@@ -102,10 +147,19 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``csdn`` with ``argv`` (default: the process's arguments); returns the exit status."""
+    """Run ``csdn`` with ``argv`` (default: the process's arguments); returns the exit status.
+
+    Called without ``argv`` it is the ``csdn`` command owning its process, and it sets the
+    allocator to keep freed memory (:mod:`csdn.system.allocator`); a caller passing ``argv``
+    keeps its process as it is.
+    """
+    if argv is None:
+        keep_freed_memory()
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
-    if unknown:  # told by the command's own parser, so the message names the command
+    if unknown and not getattr(
+        args, "needs_torch", False
+    ):  # told by the command's own parser, so the message names the command
         getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for the run records that keep it
     if not hasattr(args, "func"):

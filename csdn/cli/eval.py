@@ -39,6 +39,12 @@ def register(commands) -> list[argparse.ArgumentParser]:
         help="sysu/llcm: images drawn per identity and camera, the gallery (llcm visible->infrared: the probes); default 1",
     )
     parser.add_argument(
+        "--table",
+        action="store_true",
+        help="sysu/llcm: score every setting in one run (sysu: all/indoor x single/multi-shot) and print the "
+        "literature's table (Rank-1/10/20, mAP, mINP, mean ± std over trials); not with --mode/--shots",
+    )
+    parser.add_argument(
         "--trials",
         type=int,
         nargs="+",
@@ -74,7 +80,7 @@ def register(commands) -> list[argparse.ArgumentParser]:
 
 def run_eval(args: argparse.Namespace) -> int:
     """Handler for ``csdn eval``; returns the process exit code."""
-    from csdn.evaluation.protocol import evaluate
+    from csdn.evaluation.protocol import evaluate, evaluate_table
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -85,13 +91,15 @@ def run_eval(args: argparse.Namespace) -> int:
             raise ValueError(f"--json {args.json} must end in .json")
         if not args.overwrite:  # before the evaluation, which may take an hour
             refuse_existing([args.json])
+    if args.table and (args.mode or args.shots):
+        raise ValueError("--table scores every --mode and --shots setting; leave those options out")
+    settings = {} if args.table else {"mode": args.mode, "shots": args.shots}
     model = load_model(args)
-    result = evaluate(
+    result = (evaluate_table if args.table else evaluate)(
         model,
         args.dataset,
         args.root,
-        mode=args.mode,
-        shots=args.shots,
+        **settings,
         trials=args.trials,
         direction=args.direction,
         rerank=args.rerank,

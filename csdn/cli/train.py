@@ -67,6 +67,14 @@ def register(commands: Any) -> list[argparse.ArgumentParser]:
     )
     parser.add_argument("--trial", type=int, default=None, help="RegDB split (1-10)")
     parser.add_argument(
+        "--trials",
+        default=None,
+        nargs="+",
+        metavar="T",
+        help="regdb: train and evaluate each split (e.g. 1-10, 1,3,5-7 or 1 2 3) in OUTPUT/trial_<n>/, then write the "
+        "averaged table (OUTPUT/trials.csv, trials.md) and print it; finished trials are skipped on a rerun",
+    )
+    parser.add_argument(
         "--device", default=None, help="auto (CUDA when available, else cpu; the default), cpu, cuda, cuda:1 ..."
     )
     parser.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
@@ -192,6 +200,8 @@ def _protocol_evaluator(dataset: str, root: str, options: Mapping[str, Any]) -> 
 
 
 def run_train(args: argparse.Namespace) -> int:
+    if getattr(args, "trials", None) is not None:
+        return _run_trials(args)
     from csdn.cli.embed import chosen_device
     from csdn.train import ddp as distributed
     from csdn.train.experiment import resolved_experiment, run_record, write_run_files
@@ -246,4 +256,31 @@ def run_train(args: argparse.Namespace) -> int:
         )
     finally:
         distributed.shutdown()
+    return 0
+
+
+def _run_trials(args: argparse.Namespace) -> int:
+    """``--trials``: :func:`csdn.train.trials.run_trials`, each trial an ordinary ``run_train`` of its own folder."""
+    from csdn.train.trials import parse_trials, run_trials
+
+    if args.trial is not None:
+        raise ValueError("--trial and --trials exclude each other: --trials 2 trains trial 2 alone")
+    settings = resolve_settings(args)
+
+    def train_trial(trial: int, folder: Path, started: bool) -> None:
+        run_train(
+            argparse.Namespace(
+                **{**vars(args), "trials": None, "trial": trial, "output": str(folder), "resume": started}
+            )
+        )
+
+    from csdn.cli.embed import chosen_device
+
+    device = chosen_device(settings["device"] or "auto")  # the trials' evaluations, as their training
+    table = run_trials(
+        settings["dataset"], settings["root"], parse_trials(",".join(args.trials)), settings["output"], train_trial,
+        device=device, progress=not args.no_progress,
+    )  # fmt: skip
+    if table is not None:
+        print(table)
     return 0

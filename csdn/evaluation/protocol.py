@@ -10,6 +10,7 @@ weights and the embedding settings, so a second evaluation embeds nothing.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -25,13 +26,16 @@ from csdn.data.registry import DATASET_NAMES, reader_for
 from csdn.data.samples import Sample, sample_arrays
 from csdn.evaluation.metrics import METRICS
 from csdn.evaluation.results import EvaluationResult, SearchResult, TrialResult
+from csdn.evaluation.tables import ProtocolTable
 from csdn.io.provenance import check_trial_overlap, trained_on
 from csdn.retrieval.reranking import rerank_embeddings
 
-__all__ = ["evaluate", "EmbeddingTable", "weights_fingerprint"]
+__all__ = ["SETTING_VALUES", "evaluate", "evaluate_table", "EmbeddingTable", "weights_fingerprint"]
 
 MAX_RANK = 20
 _DEFAULTS = {"mode": "all", "shots": 1}
+# every value of each protocol setting, the default first: the rows of evaluate_table
+SETTING_VALUES: dict[str, tuple[Any, ...]] = {"mode": ("all", "indoor"), "shots": (1, 10)}
 _CHOICES = ", ".join(map(repr, DATASET_NAMES))
 
 
@@ -250,35 +254,93 @@ def evaluate(
     Distances are ``-(probes @ gallery.T)`` of the unit-norm embeddings (ranking by cosine
     similarity); ``num_query`` / ``num_gallery`` of each trial count probes / gallery images.
     """
-    trials = None if trials is None else list(trials)
-    model = _model(model)
-    origin = trained_on(getattr(getattr(model, "config", None), "meta", None))
-    named = reader_for(dataset) if isinstance(dataset, str) else None
-    if trials is None and origin.trial is not None and origin.dataset == getattr(named, "name", None):
-        trials = [origin.trial]  # a RegDB model is scored on its own split
-    reader = _reader(dataset, root, trials)
+    model, reader, trials = _setup(model, dataset, root, trials, allow_overlap)
     options: dict[str, Any] = {k: v for k, v in (("mode", mode), ("shots", shots)) if v is not None}
     extra = sorted(set(options) - set(reader.settings))
     if extra:
         takes = ", ".join(reader.settings) or "no options"
         raise ValueError(f"the {reader.title} protocol has no {', '.join(extra)} setting (it takes {takes})")
     options = {**{k: _DEFAULTS[k] for k in reader.settings}, **options}
-    trials = list(reader.trials) if trials is None else trials
-    if not trials:
-        raise ValueError("trials is empty; pass None for the protocol's default trials")
-    directions = _directions(reader, direction)
-    if origin.trial is not None and getattr(reader, "trial_bound", False) and origin.dataset == reader.name:
-        check_trial_overlap(reader, origin.trial, trials, allow_overlap)
-
-    plan = [(d, t, *reader.search(d, t, **options)) for d in directions for t in trials]
     table = EmbeddingTable(model, batch_size=batch_size, flip=flip, progress=progress, cache_dir=cache_dir)
-    table.add(sample for _, _, query, gallery in plan for sample in (*query, *gallery))
+    return _score(reader, table, _directions(reader, direction), trials, [options], rerank, progress)[0]
 
-    searches = {d: SearchResult(d, []) for d in directions}
-    for d, trial, query, gallery in tqdm(plan, desc=f"{reader.name} trials", disable=not progress):
-        q, g = table.matrix(query), table.matrix(gallery)
-        dist = rerank_embeddings(q, g) if rerank else -(q @ g.T)
-        cmc, mean_ap, minp = _metric(reader, dist, query, gallery)
-        searches[d].trials.append(TrialResult(trial, cmc, mean_ap, minp, len(query), len(gallery)))
-    settings = {**options, "trials": trials, "flip": flip, "rerank": rerank}
-    return EvaluationResult(reader.title, settings, list(searches.values()))
+
+def evaluate_table(
+    model: Any,
+    dataset: Any,
+    root: str | os.PathLike | None = None,
+    *,
+    trials: Sequence[int] | None = None,
+    direction: str | Sequence[str] | None = None,
+    rerank: bool = False,
+    batch_size: int = 64,
+    flip: bool = True,
+    progress: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+    allow_overlap: bool = False,
+) -> ProtocolTable:
+    """:func:`evaluate` under every setting of the protocol at once, as the literature's table.
+
+    SYSU-MM01: all-search and indoor-search, each single-shot and multi-shot (10 gallery images
+    per identity and camera), the four cells papers report; LLCM: single- and multi-shot. Each
+    image is embedded once for all of them. Arguments are :func:`evaluate`'s (``mode`` and
+    ``shots`` are what varies); RegDB and folders have one setting, so :func:`evaluate` is theirs.
+    """
+    model, reader, trials = _setup(model, dataset, root, trials, allow_overlap)
+    if not reader.settings:
+        raise ValueError(
+            f"the {reader.title} protocol has a single setting, so there is no table of settings to fill: "
+            "evaluate it without --table (a RegDB average over its ten splits comes from csdn train --trials 1-10)"
+        )
+    grid = [
+        dict(zip(reader.settings, values))
+        for values in itertools.product(*(SETTING_VALUES[name] for name in reader.settings))
+    ]
+    table = EmbeddingTable(model, batch_size=batch_size, flip=flip, progress=progress, cache_dir=cache_dir)
+    results = _score(reader, table, _directions(reader, direction), trials, grid, rerank, progress)
+    return ProtocolTable.from_results(reader.title, list(zip(grid, results)), len(reader.directions) > 1)
+
+
+def _setup(
+    model: Any, dataset: Any, root: Any, trials: Sequence[int] | None, allow_overlap: bool
+) -> tuple[Any, Any, list[int]]:
+    """``(model, reader, trials)``: the model loaded, the trials defaulted (a RegDB model: its own
+    split) and checked against what the model was trained on."""
+    chosen = None if trials is None else list(trials)
+    model = _model(model)
+    origin = trained_on(getattr(getattr(model, "config", None), "meta", None))
+    named = reader_for(dataset) if isinstance(dataset, str) else None
+    if chosen is None and origin.trial is not None and origin.dataset == getattr(named, "name", None):
+        chosen = [origin.trial]  # a RegDB model is scored on its own split
+    reader = _reader(dataset, root, chosen)
+    chosen = list(reader.trials) if chosen is None else chosen
+    if not chosen:
+        raise ValueError("trials is empty; pass None for the protocol's default trials")
+    if origin.trial is not None and getattr(reader, "trial_bound", False) and origin.dataset == reader.name:
+        check_trial_overlap(reader, origin.trial, chosen, allow_overlap)
+    return model, reader, chosen
+
+
+def _score(
+    reader: Any,
+    table: EmbeddingTable,
+    directions: list[str],
+    trials: list[int],
+    grid: list[dict[str, Any]],
+    rerank: bool,
+    progress: bool,
+) -> list[EvaluationResult]:
+    """One result per protocol setting in ``grid``, every image of every search embedded in one pass."""
+    plans = [[(d, t, *reader.search(d, t, **options)) for d in directions for t in trials] for options in grid]
+    table.add(sample for plan in plans for _, _, query, gallery in plan for sample in (*query, *gallery))
+    results = []
+    for options, plan in zip(grid, plans):
+        searches = {d: SearchResult(d, []) for d in directions}
+        for d, trial, query, gallery in tqdm(plan, desc=f"{reader.name} trials", disable=not progress):
+            q, g = table.matrix(query), table.matrix(gallery)
+            dist = rerank_embeddings(q, g) if rerank else -(q @ g.T)
+            cmc, mean_ap, minp = _metric(reader, dist, query, gallery)
+            searches[d].trials.append(TrialResult(trial, cmc, mean_ap, minp, len(query), len(gallery)))
+        settings = {**options, "trials": trials, "flip": table.flip, "rerank": rerank}
+        results.append(EvaluationResult(reader.title, settings, list(searches.values())))
+    return results

@@ -1,10 +1,36 @@
 """Retrieval: what happens to embeddings after the model made them - exact top-k matching (and a
 faiss index for very large galleries), k-reciprocal re-ranking, the embeddings file that
-``csdn embed`` writes and ``csdn match`` reads, and pictures of ranked results."""
+``csdn embed`` writes and ``csdn match`` reads, and pictures of ranked results.
 
-from csdn.retrieval.embeddings import Embeddings, load_embeddings, save_embeddings
-from csdn.retrieval.faiss_index import FaissIndex
+``match`` and ``Matches`` need no torch (numpy arrays are searched in numpy where torch is not
+installed); the rest is imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from csdn.retrieval.matches import Matches
 from csdn.retrieval.search import NamedMatches, match
 
+if TYPE_CHECKING:
+    from csdn.retrieval.embeddings import Embeddings, load_embeddings, save_embeddings
+    from csdn.retrieval.faiss_index import FaissIndex
+
+_LAZY = {
+    "Embeddings": "csdn.retrieval.embeddings",
+    "load_embeddings": "csdn.retrieval.embeddings",
+    "save_embeddings": "csdn.retrieval.embeddings",
+    "FaissIndex": "csdn.retrieval.faiss_index",
+}
+
 __all__ = ["Embeddings", "FaissIndex", "Matches", "NamedMatches", "load_embeddings", "match", "save_embeddings"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'csdn.retrieval' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value

@@ -13,19 +13,10 @@ from typing import Any
 
 import torch
 
+from csdn.retrieval.checks import CHUNK_BYTES, check_dtypes, check_gallery, check_topk, is_half, positive_int
 from csdn.retrieval.faiss_index import FaissIndex
 from csdn.retrieval.matches import Matches, merge_ranked
-from csdn.retrieval.rows import (
-    CHUNK_BYTES,
-    ArrayLike,
-    check_dtypes,
-    check_gallery,
-    check_topk,
-    gallery_chunks,
-    is_half,
-    positive_int,
-    prepare_queries,
-)
+from csdn.retrieval.rows import ArrayLike, gallery_chunks, prepare_queries
 from csdn.retrieval.screening import ScratchBuffers, bf16_is_fast, candidates, rescored, screen_chunks, screen_slack
 
 __all__ = ["BACKENDS", "SCREEN_MIN_QUERIES", "match_arrays"]
@@ -35,7 +26,7 @@ BACKENDS = ("exact", "faiss")
 # narrowing a float32 gallery to bfloat16 for the screen would cost more than it saves.
 SCREEN_MIN_QUERIES = 64
 
-# float32 bytes of one query x gallery score block (see rows.CHUNK_BYTES)
+# float32 bytes of one query x gallery score block (see checks.CHUNK_BYTES)
 _SCORE_BYTES = 64 * 2**20
 
 

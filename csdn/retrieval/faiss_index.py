@@ -10,17 +10,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from csdn.retrieval.checks import CHUNK_BYTES, check_gallery, check_topk, positive_int
 from csdn.retrieval.matches import Matches
-from csdn.retrieval.rows import (
-    CHUNK_BYTES,
-    ArrayLike,
-    check_gallery,
-    check_topk,
-    float32_rows,
-    gallery_chunks,
-    positive_int,
-    prepare_queries,
-)
+from csdn.retrieval.rows import ArrayLike, float32_rows, gallery_chunks, prepare_queries
 
 __all__ = ["FAISS_METHODS", "FaissIndex"]
 

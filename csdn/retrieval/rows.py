@@ -1,85 +1,26 @@
-"""Turning user arrays into rows a search can trust: argument checks, float32 rows with their norms,
-and the rescue of rows of extreme scale (NaN/inf and all-zero rows are refused, naming the row).
+"""Turning user arrays into torch rows a search can trust: float32 rows with their norms, and the
+rescue of rows of extreme scale (NaN/inf and all-zero rows are refused, naming the row).
 
-Shared by the exact search, the bfloat16 screen and ``FaissIndex`` so that every path refuses
-and rescales the same rows the same way.
+Shared by the exact search, the bfloat16 screen and ``FaissIndex`` so that every torch path refuses
+and rescales the same rows the same way; the rules and messages themselves are
+:mod:`csdn.retrieval.checks`, which the numpy search uses too.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-__all__ = [
-    "ArrayLike",
-    "CHUNK_BYTES",
-    "HALF_DTYPES",
-    "SAFE_NORM_RANGE",
-    "UNIT_NORM_TOLERANCE",
-    "as_tensor",
-    "check_array",
-    "check_dtypes",
-    "check_gallery",
-    "check_topk",
-    "float32_rows",
-    "gallery_chunks",
-    "is_half",
-    "positive_int",
-    "prepare_queries",
-    "torch_dtype",
-]
+from csdn.retrieval.checks import SAFE_NORM_RANGE, UNIT_NORM_TOLERANCE, bad_row_error, check_array, rescale_rows
+
+__all__ = ["ArrayLike", "HALF_DTYPES", "as_tensor", "float32_rows", "gallery_chunks", "prepare_queries", "torch_dtype"]
 
 ArrayLike = torch.Tensor | np.ndarray
 HALF_DTYPES = (torch.float16, torch.bfloat16)
-
-# Sizes chosen automatically: float32 bytes of one gallery chunk and of one query x
-# gallery score block. Small enough to bound memory (a float32 chunk of a tensor or
-# memmap is a view, not a copy), large enough that few, large operations run per chunk.
-CHUNK_BYTES = 128 * 2**20
-# Rows whose L2 norm is this close to 1 count as unit rows and are used as they are:
-# float32 normalisation leaves norms within ~5e-7 of 1 at D=6144, and a relative error of
-# this size is below the rounding of a float32 dot product over thousands of terms.
-UNIT_NORM_TOLERANCE = 2e-6
-
-
-def check_topk(topk: int) -> int:
-    if isinstance(topk, bool) or not isinstance(topk, (int, np.integer)):
-        raise TypeError(f"topk must be an int, got {type(topk).__name__}")
-    if topk < 1:
-        raise ValueError(f"topk must be at least 1, got {topk}")
-    return int(topk)
-
-
-def positive_int(value: int | None, name: str) -> int | None:
-    """``value`` as an int, or None (meaning: choose automatically)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive int or None (automatic), got {value!r}")
-    return int(value)
-
-
-def check_array(array: Any, name: str, ndims: tuple[int, ...]) -> None:
-    if not isinstance(array, (torch.Tensor, np.ndarray)):
-        raise TypeError(
-            f"{name} must be a torch.Tensor or numpy array, got {type(array).__name__}; "
-            "convert it with torch.as_tensor(...) or np.asarray(...)"
-        )
-    if isinstance(array, torch.Tensor) and array.is_meta:
-        raise TypeError(f"{name} is a tensor on the 'meta' device: it has a shape but no values; pass real embeddings")
-    floating = array.is_floating_point() if isinstance(array, torch.Tensor) else array.dtype.kind == "f"
-    if not floating:
-        raise TypeError(f"{name} must hold floating-point embeddings, got dtype {array.dtype}")
-    if array.ndim not in ndims:
-        shapes = " or ".join({1: "[D]", 2: "[N, D]"}[n] for n in ndims)
-        raise ValueError(f"{name} must have shape {shapes}, got {list(array.shape)}")
-
-
 _NUMPY_DTYPES = {np.dtype(np.float16): torch.float16, np.dtype(np.float32): torch.float32}
 
 
@@ -88,42 +29,6 @@ def torch_dtype(array: ArrayLike) -> torch.dtype:
     if isinstance(array, torch.Tensor):
         return array.dtype
     return _NUMPY_DTYPES.get(array.dtype.newbyteorder("="), torch.float64)
-
-
-def is_half(array: ArrayLike) -> bool:
-    return torch_dtype(array) in HALF_DTYPES
-
-
-def check_dtypes(query: ArrayLike, gallery: ArrayLike) -> None:
-    """A half-precision query must be of the gallery's dtype (full-precision queries go with any gallery)."""
-    query_dtype, gallery_dtype = torch_dtype(query), torch_dtype(gallery)
-    if query_dtype in HALF_DTYPES and query_dtype != gallery_dtype:
-        raise TypeError(
-            f"query embeddings are {str(query_dtype).removeprefix('torch.')} but the gallery is "
-            f"{str(gallery_dtype).removeprefix('torch.')}: pass float32 queries (they go with any gallery), "
-            "or store both sides with the same --dtype"
-        )
-
-
-def check_gallery(gallery: ArrayLike, dim: int | None = None) -> tuple[int, int]:
-    """``(G, D)`` of a usable gallery; ``dim`` is the query width it must equal, if known."""
-    check_array(gallery, "gallery", (2,))
-    num, gallery_dim = gallery.shape
-    if num == 0:
-        raise ValueError("gallery is empty: there is nothing to match against")
-    if dim is not None and gallery_dim != dim:
-        raise ValueError(
-            f"query rows have {dim} dimensions but gallery rows have {gallery_dim}: embed both with the "
-            "same model and the same flip setting (flip=True doubles the width)"
-        )
-    return num, gallery_dim
-
-
-# Rows whose float32 norm falls outside this range (or is NaN/inf) are rescaled by their
-# largest absolute value, in their own precision, before the float32 cast and the norm:
-# rows scaled by 1e-30 would otherwise square to zero ("all zeros") and float64 rows of
-# 1e300 would overflow float32 to inf. Cosine similarity does not change with scale.
-SAFE_NORM_RANGE = (1e-12, 1e12)
 
 
 def _as_float32(block: ArrayLike) -> torch.Tensor:
@@ -149,14 +54,9 @@ def _rescaled_rows(block: ArrayLike, picked: torch.Tensor) -> tuple[torch.Tensor
         usable = finite & (scale > 0)
         scaled = original / torch.where(usable, scale, torch.ones_like(scale)).unsqueeze(1)
         return scaled.to(torch.float32).to(picked.device), finite.to(picked.device), (scale > 0).to(picked.device)
-    values = np.asarray(block[picked.cpu().numpy()])
-    with np.errstate(all="ignore"):
-        all_finite = np.isfinite(values).all(axis=1)
-        peak = np.abs(values).max(axis=1) if values.shape[1] else np.zeros(len(values), values.dtype)
-        divisor = np.where(all_finite & (peak > 0), peak, 1)
-        rescaled = np.ascontiguousarray(values / divisor[:, None], dtype=np.float32)
+    rescaled, all_finite, nonzero = rescale_rows(np.asarray(block[picked.cpu().numpy()]))
     rows = torch.from_numpy(rescaled).to(picked.device)
-    return rows, torch.from_numpy(all_finite).to(picked.device), torch.from_numpy(peak > 0).to(picked.device)
+    return rows, torch.from_numpy(all_finite).to(picked.device), torch.from_numpy(nonzero).to(picked.device)
 
 
 def float32_rows(block: ArrayLike, name: str, row_ids: int | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -179,12 +79,8 @@ def float32_rows(block: ArrayLike, name: str, row_ids: int | np.ndarray) -> tupl
         if bool(bad.any()):
             first = int(bad.nonzero()[0, 0])
             row = int(picked[first])
-            if not bool(finite[first]):
-                problem = "contains NaN or infinite values"
-            else:
-                problem = "is all zeros, so its cosine similarity is undefined"
             row_id = row_ids + row if isinstance(row_ids, int) else int(row_ids[row])
-            raise ValueError(f"{name} row {row_id} {problem}; check the embeddings that produced it")
+            raise bad_row_error(name, row_id, bool(finite[first]))
         rows = rows.clone()  # never write into the caller's tensor or a shared memmap
         norms = norms.clone()
         rows[picked] = scaled

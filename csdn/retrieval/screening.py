@@ -33,7 +33,8 @@ from collections.abc import Iterator
 import torch
 from tqdm.auto import tqdm
 
-from csdn.retrieval.rows import SAFE_NORM_RANGE, UNIT_NORM_TOLERANCE, ArrayLike, as_tensor, float32_rows
+from csdn.retrieval.checks import SAFE_NORM_RANGE, UNIT_NORM_TOLERANCE
+from csdn.retrieval.rows import ArrayLike, as_tensor, float32_rows
 from csdn.system.device import cpu_has_bf16
 
 __all__ = [

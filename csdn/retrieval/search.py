@@ -3,7 +3,9 @@
 :func:`csdn.retrieval.exact.match_arrays` ranks arrays; this front door first turns every other kind
 of input into vectors (loading an embeddings file with its manifest, or embedding a folder or a
 list of images with ``model``) and keeps the names of the rows, so a result can say which file
-matched which.
+matched which. Where torch is not installed, numpy arrays (say from :mod:`csdn.runtime`) are
+ranked by :func:`csdn.retrieval.exact_numpy.match_arrays_numpy` instead: torch is imported only
+on the torch path.
 """
 
 from __future__ import annotations
@@ -14,11 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from csdn.errors import SkippedImagesWarning
-from csdn.retrieval.embeddings import Embeddings, is_embeddings_file, load_embeddings
-from csdn.retrieval.exact import match_arrays
+from csdn.retrieval.checks import is_tensor, torch_installed
 from csdn.retrieval.matches import Matches
 
 __all__ = ["NamedMatches", "match"]
@@ -39,8 +39,14 @@ class NamedMatches(Matches):
         return [[(self.gallery_names[i], s) for i, s in row] for row in self.to_list()]
 
 
+NEEDS_TORCH = (
+    "needs PyTorch, which is not installed here: pip install torch (https://pytorch.org/get-started/locally/); "
+    "without it, embed with csdn.runtime.ExportedEmbedder and pass its numpy arrays"
+)
+
+
 def _is_vectors(side: Any) -> bool:
-    return isinstance(side, (torch.Tensor, np.ndarray))
+    return is_tensor(side) or isinstance(side, np.ndarray)
 
 
 def _resolve_model(model: Any, what: str) -> Any:
@@ -63,6 +69,14 @@ def _side(
     """``(vectors, model used, row names or None)`` for one side of a match."""
     if _is_vectors(side):
         return side, model, None
+    if not torch_installed():
+        raise ModuleNotFoundError(
+            f"the {what} is not an array: reading an embeddings file or embedding images {NEEDS_TORCH} "
+            "(an embeddings .npy file loads with numpy.load)",
+            name="torch",
+        )
+    from csdn.retrieval.embeddings import Embeddings, is_embeddings_file, load_embeddings
+
     if isinstance(side, Embeddings):
         return side.vectors, model, list(side.paths)
     if isinstance(side, (str, os.PathLike)) and is_embeddings_file(side):
@@ -96,7 +110,8 @@ def match(
 
     Each side is any of:
 
-    * vectors: a ``[N, D]`` (or ``[D]``) torch tensor or numpy array, a ``numpy.memmap``;
+    * vectors: a ``[N, D]`` (or ``[D]``) torch tensor or numpy array, a ``numpy.memmap`` (the only kind
+      where torch is not installed: then the search is numpy's and the result holds numpy arrays);
     * an embeddings file from ``csdn embed`` (``.safetensors`` / ``.npy``, labelled by its
       manifest) or an :class:`~csdn.retrieval.embeddings.Embeddings`;
     * images: a folder (searched recursively, hidden files skipped), an image path, or a
@@ -113,7 +128,7 @@ def match(
     embed_options = dict(embed_options or {})
     query_vectors, model, query_names = _side(query, "query", query_modality, model, embed_options)
     gallery_vectors, model, gallery_names = _side(gallery, "gallery", gallery_modality, model, embed_options)
-    result = match_arrays(query_vectors, gallery_vectors, topk, **options)
+    result = _search(query_vectors, gallery_vectors, topk, **options)
     if query_names is None and gallery_names is None:
         return result
     return NamedMatches(
@@ -122,6 +137,17 @@ def match(
         query_names=tuple(query_names or map(str, range(_rows(query_vectors)))),
         gallery_names=tuple(gallery_names or map(str, range(_rows(gallery_vectors)))),
     )
+
+
+def _search(query: Any, gallery: Any, topk: int, **options: Any) -> Matches:
+    """The torch search where torch is installed (whatever the inputs), else the numpy one."""
+    if torch_installed():
+        from csdn.retrieval.exact import match_arrays
+
+        return match_arrays(query, gallery, topk, **options)
+    from csdn.retrieval.exact_numpy import match_arrays_numpy
+
+    return match_arrays_numpy(query, gallery, topk, **options)
 
 
 def _rows(vectors: Any) -> int:

@@ -28,7 +28,7 @@ from csdn.train.console import bars_wanted, emit, epoch_line, summary_table
 from csdn.train.data import TrainImages, resolve_train_set
 from csdn.train.imagecheck import check_training_images
 from csdn.train.initialise import Init, initial_model
-from csdn.train.loader import plain_view_batches, stage3_batches
+from csdn.train.loader import Stage3Loader, plain_view_batches
 from csdn.train.pixelcache import PixelCache, open_or_build
 from csdn.train.preflight import check_before_writing, check_resume
 from csdn.train.rundir import (
@@ -150,6 +150,7 @@ class _Trainer:
         self.use_pixel_cache = pixel_cache
         self.snapshots = snapshots
         self.pixels: dict[str, PixelCache] = {}
+        self.stage3_loader: Stage3Loader | None = None  # one for the stage: its workers serve every epoch
         self._features: dict[int, FeatureSet] = {}  # the current stage's fixed image projections
 
     # ------------------------------------------------------------------ fixed features
@@ -278,17 +279,9 @@ class _Trainer:
             steps_per_epoch=cfg.steps_per_epoch,
         )
         plan = sampler.epoch(epoch, world.rank)
-        items = stage3_batches(
-            self.train_set,
-            plan,
-            self.augment,
-            seed=cfg.seed,
-            epoch=epoch,
-            rank=world.rank,
-            num_workers=self.num_workers,
-            pixels=self.pixels,
-            pin_memory=dev.type == "cuda",
-        )
+        if self.stage3_loader is None:
+            raise RuntimeError("stage 3 started without its batch loader")
+        items = self.stage3_loader.epoch(epoch, plan)
 
         text = self.text
         if text is None:
@@ -475,6 +468,15 @@ class _Trainer:
             if current == 3:
                 self.text = self.fused_text()
                 self.pixels = self._pixel_caches()
+                self.stage3_loader = Stage3Loader(
+                    self.train_set,
+                    self.augment,
+                    seed=self.config.seed,
+                    rank=self.world.rank,
+                    num_workers=self.num_workers,
+                    pixels=self.pixels,
+                    pin_memory=self.device.type == "cuda",
+                )
             schedule = stage_schedule(current, self.config)
             self.log.write(
                 "stage",
