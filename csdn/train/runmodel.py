@@ -17,7 +17,7 @@ import torch
 
 from csdn.config import CSDNConfig
 from csdn.errors import CheckpointError
-from csdn.hub.api import load
+from csdn.hub import api as hub  # hub.load looked up at call time (tests stand in for it)
 from csdn.hub.statedict import nonfinite_tensor
 from csdn.io.pretrained import WEIGHTS_NAME
 from csdn.model.network import CSDN
@@ -79,9 +79,9 @@ def load_model(name_or_path: str | os.PathLike, *, device: str | torch.device = 
     resolved = resolve_device(device)  # before reading anything large
     path = Path(os.fspath(name_or_path)).expanduser()
     if is_run_folder(path):
-        return load(run_model_folder(path), device=resolved, progress=progress)
+        return hub.load(run_model_folder(path), device=resolved, progress=progress)
     if path.is_file() and path.suffix.lower() in CHECKPOINT_SUFFIXES:
         state = load_torch_file(path, "PyTorch checkpoint")
         if is_training_checkpoint(state):
             return model_from_checkpoint(path, state, resolved)
-    return load(name_or_path, device=resolved, progress=progress)  # a foreign .pt gets its convert advice there
+    return hub.load(name_or_path, device=resolved, progress=progress)  # a foreign .pt gets its convert advice there
