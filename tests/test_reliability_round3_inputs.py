@@ -1,0 +1,212 @@
+"""Issue 22, classes 4, 5 and 8: photos are read upright (EXIF orientation), a torn run log or a full disk
+during a checkpoint is told plainly and leaves the run resumable, and arguments that size an allocation are
+bounded before anything is allocated."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageOps
+
+import csdn
+from csdn import cli
+from csdn.images.decode import load_image
+
+# ---------------------------------------------------------------------------- class 4: EXIF orientation
+
+UPRIGHT_SIZE = (40, 80)  # (width, height): a portrait photo, as a person crop is
+# orientation -> how a camera stores the upright picture under that tag (the inverse of what undoes it)
+STORED_AS = {
+    1: None,
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_90,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_270,
+}
+
+
+def _upright() -> Image.Image:
+    """A smooth picture with no symmetry (every orientation of it differs), so JPEG keeps it well."""
+    width, height = UPRIGHT_SIZE
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    red = 255 * x / width
+    green = 255 * y / height
+    blue = 230 * np.exp(-((x - 0.25 * width) ** 2 + (y - 0.2 * height) ** 2) / 60.0)
+    return Image.fromarray(np.stack([red, green, blue], axis=2).round().astype(np.uint8), mode="RGB")
+
+
+def _store(path: Path, orientation: int, picture: Image.Image | None = None, **save) -> Path:
+    """``picture`` (default :func:`_upright`) as a camera would store it with EXIF ``orientation``."""
+    picture = picture or _upright()
+    method = STORED_AS[orientation]
+    stored = picture if method is None else picture.transpose(method)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    stored.save(path, exif=exif, **save)
+    return path
+
+
+def _pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_the_fixture_stores_pictures_the_way_pil_reads_them(tmp_path, orientation):
+    path = _store(tmp_path / "p.png", orientation)
+    assert np.array_equal(_pixels(ImageOps.exif_transpose(Image.open(path))), _pixels(_upright()))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_load_image_turns_every_orientation_upright_from_each_kind_of_input(tmp_path, orientation):
+    png = _store(tmp_path / "p.png", orientation)
+    jpeg = _store(tmp_path / "p.jpg", orientation, quality=95)
+    upright = _pixels(_upright())
+    for path in (png, jpeg):
+        reference = _pixels(ImageOps.exif_transpose(Image.open(path)))
+        for source in (path, str(path), path.read_bytes(), io.BytesIO(path.read_bytes()), Image.open(path)):
+            decoded = load_image(source)
+            assert decoded.size == UPRIGHT_SIZE, (path.suffix, type(source).__name__)
+            assert np.array_equal(_pixels(decoded), reference)
+    assert np.array_equal(_pixels(load_image(png)), upright)  # lossless: exactly the upright picture
+    assert np.abs(_pixels(load_image(jpeg)) - upright).mean() < 2.0  # JPEG: within its compression error
+
+
+def test_a_sixteen_bit_thermal_tiff_with_an_orientation_tag_is_turned_too(tmp_path):
+    frame = (np.arange(80 * 40, dtype=np.uint16).reshape(80, 40) * 4) % 16384  # 14-bit counts, portrait
+    stored = np.ascontiguousarray(np.rot90(frame))  # stored on its side (orientation 6: turn it back clockwise)
+    path = tmp_path / "thermal.tif"
+    Image.fromarray(stored).save(path, tiffinfo={0x0112: 6}, compression="tiff_lzw")
+    decoded = load_image(path, bit_depth=14)
+    assert decoded.size == (40, 80) and np.array_equal(_pixels(decoded), _pixels(load_image(frame, bit_depth=14)))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_single_channel_tiff_is_upright_or_refused_never_scrambled(tmp_path, orientation):
+    """PIL applies a TIFF's own orientation tag while decoding, and (Pillow 13) scrambles uncompressed
+    single-channel files with orientations 5-8: those are refused, naming the file, instead."""
+    path = _store(tmp_path / "gray.tif", orientation, _upright().convert("L"))
+    try:
+        decoded = load_image(path)
+    except csdn.errors.ImageDecodeError as err:
+        assert orientation >= 5 and "gray.tif" in str(err) and "save it again upright" in str(err)
+    else:
+        assert np.array_equal(_pixels(decoded), _pixels(_upright().convert("L")))
+
+
+def test_pixels_made_in_memory_are_taken_as_they_are(tmp_path):
+    path = _store(tmp_path / "p.png", 6)
+    stored = Image.open(path)
+    assert load_image(stored.copy()).size == (80, 40)  # a copy holds pixels, not a file: no turning
+    assert load_image(np.asarray(stored)).size == (80, 40)
+    turned = ImageOps.exif_transpose(Image.open(path))  # a user who turned it already is not turned twice
+    assert np.array_equal(_pixels(load_image(turned)), _pixels(_upright()))
+
+
+@pytest.mark.parametrize(
+    "exif",
+    [
+        b"Exif\x00\x00garbage that is no TIFF header",
+        b"Exif\x00\x00II*\x00\xff\xff\xff\x7f",  # first IFD offset far past the end
+        b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x01\x01\x12\x00\x03\x00\x00\x00\x01\x00\x09\x00\x00",  # value 9
+        b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x01\x01\x12\x00\x03\x00\x00\x00\x01\x00\x00\x00\x00",  # value 0
+    ],
+    ids=["garbage", "truncated", "value-9", "value-0"],
+)
+def test_a_broken_or_meaningless_exif_block_leaves_the_pixels_as_stored(tmp_path, exif):
+    path = tmp_path / "p.jpg"
+    _upright().save(path, exif=exif, quality=95)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # PIL's "Corrupt EXIF data" warnings are not passed on either
+        decoded = load_image(path)
+    assert decoded.size == UPRIGHT_SIZE and np.abs(_pixels(decoded) - _pixels(_upright())).mean() < 2.0
+
+
+def _sideways_and_upright(folder: Path) -> tuple[list[Path], list[Path]]:
+    """The same picture in every orientation (lossless PNG), and the upright picture as many times."""
+    folder.mkdir()
+    tagged = [_store(folder / f"o{orientation}.png", orientation) for orientation in range(1, 9)]
+    upright = [folder / f"up{i}.png" for i in range(1, 9)]
+    for path in upright:
+        _upright().save(path)
+    return tagged, upright
+
+
+def test_embed_image_embeds_a_tagged_photo_as_the_upright_one(tiny_model, tmp_path):
+    tagged, upright = _sideways_and_upright(tmp_path / "photos")
+    with torch.no_grad():
+        got = tiny_model.embed_image([str(p) for p in tagged], "visible")
+        want = tiny_model.embed_image([str(p) for p in upright], "visible")
+        as_stored = tiny_model.embed_image([np.asarray(Image.open(p)) for p in tagged], "visible")
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    # the check has teeth: the stored (sideways, mirrored) pixels embed measurably differently
+    assert (as_stored[1:] - want[1:]).abs().amax(dim=1).min() > 1e-3
+
+
+def test_the_cli_embeds_a_tagged_photo_as_the_upright_one(tiny_model, tmp_path):
+    tagged, upright = _sideways_and_upright(tmp_path / "photos")
+    model = tiny_model.save_pretrained(tmp_path / "model")
+    outputs = {}
+    for name, files in (("tagged", tagged), ("upright", upright)):
+        out = tmp_path / f"{name}.npy"
+        code = cli.main(
+            ["embed", *map(str, files), "--model", str(model), "--modality", "visible", "--output", str(out)]
+            + ["--quiet"]
+        )
+        assert code == 0
+        outputs[name] = np.load(out)
+    np.testing.assert_allclose(outputs["tagged"], outputs["upright"], atol=1e-5, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("export") / "onnx"
+    assert cli.main(["export", "synthetic-tiny", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_the_runtime_embeds_a_tagged_photo_as_the_upright_one(exported, tmp_path):
+    from csdn.runtime import ExportedEmbedder
+
+    tagged, upright = _sideways_and_upright(tmp_path / "photos")
+    embedder = ExportedEmbedder(exported)
+    got = embedder.embed_image([str(p) for p in tagged], "visible", progress=False)
+    want = embedder.embed_image([str(p) for p in upright], "visible", progress=False)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
+def test_training_reads_and_caches_tagged_photos_upright(tmp_path):
+    from csdn.train.augment import TrainAugment
+    from csdn.train.config import TrainConfig
+    from csdn.train.pixelcache import open_or_build
+
+    tagged, upright = _sideways_and_upright(tmp_path / "photos")
+    augment = TrainAugment(csdn.CSDNConfig.tiny(), TrainConfig())
+    want = np.stack([augment.resized(p) for p in upright])
+    assert np.array_equal(np.stack([augment.resized(p) for p in tagged]), want)
+    cache = open_or_build(
+        tmp_path / "run", "visible", tagged, augment.resized, augment.test.size, augment.test.resample, False
+    )
+    assert cache is not None and np.array_equal(np.stack([cache[i] for i in range(len(tagged))]), want)
+
+
+def test_evaluation_reads_tagged_photos_upright(tiny_model, tmp_path):
+    from csdn.data.samples import Sample
+    from csdn.evaluation.protocol import EmbeddingTable
+
+    tagged, upright = _sideways_and_upright(tmp_path / "photos")
+    samples = {
+        name: [Sample(str(p), pid=1, camid=1, modality="infrared") for p in files]
+        for name, files in (("tagged", tagged), ("upright", upright))
+    }
+    assert all(s.load().size == UPRIGHT_SIZE for s in samples["tagged"])
+    table = EmbeddingTable(tiny_model, batch_size=8, progress=False)
+    table.add(samples["tagged"] + samples["upright"])
+    np.testing.assert_allclose(table.matrix(samples["tagged"]), table.matrix(samples["upright"]), atol=1e-5, rtol=0)
