@@ -4,7 +4,10 @@ bounded before anything is allocated."""
 
 from __future__ import annotations
 
+import errno
 import io
+import json
+import os
 import warnings
 from pathlib import Path
 
@@ -210,3 +213,187 @@ def test_evaluation_reads_tagged_photos_upright(tiny_model, tmp_path):
     table = EmbeddingTable(tiny_model, batch_size=8, progress=False)
     table.add(samples["tagged"] + samples["upright"])
     np.testing.assert_allclose(table.matrix(samples["tagged"]), table.matrix(samples["upright"]), atol=1e-5, rtol=0)
+
+
+# ---------------------------------------------------------------------------- class 5: run log and checkpoints
+
+RECORDS = [{"event": "start", "time": 1.0}, {"event": "step", "stage": 1, "epoch": 0, "step": 0, "loss": 2.5}]
+
+
+def _log(path: Path, tail: bytes) -> Path:
+    path.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in RECORDS) + tail)
+    return path
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [b'{"event": "step", "stage": 1, "ep', b'{"event": "st\n', b"\x00" * 37, b'{"loss": "\xe2\x82'],
+    ids=["cut-mid-string", "cut-then-newline", "zero-filled", "cut-mid-character"],
+)
+def test_a_torn_last_log_line_is_dropped_with_a_warning_naming_the_file(tmp_path, tail):
+    from csdn.train.runlog import read_log
+
+    path = _log(tmp_path / "log.jsonl", tail)
+    with pytest.warns(RuntimeWarning, match=r"log\.jsonl: its last line is not a whole record"):
+        assert read_log(path) == RECORDS
+
+
+@pytest.mark.parametrize("damage", [b'{"event": "st\n', b"not json at all\n", b"[1, 2]\n", b"\xff\xfe\n"])
+def test_a_damaged_line_inside_the_log_is_an_error_naming_the_file_and_line(tmp_path, damage):
+    from csdn.errors import RunLogError
+    from csdn.train.runlog import read_log
+
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(json.dumps(RECORDS[0]).encode() + b"\n" + damage + json.dumps(RECORDS[1]).encode() + b"\n")
+    with pytest.raises(RunLogError, match=r"log\.jsonl, line 2 of 3: not a JSON record .*delete that line"):
+        read_log(path)
+
+
+def test_appending_to_a_log_cuts_its_torn_last_line_off_first(tmp_path):
+    from csdn.train.runlog import RunLog, read_log
+
+    path = _log(tmp_path / "log.jsonl", b'{"event": "step", "sta')
+    log = RunLog(path, append=True)
+    log.write("start", resumed=True)
+    log.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the torn line is gone: no warning, and the new record is whole
+        records = read_log(path)
+    assert records[:2] == RECORDS and records[2]["event"] == "start" and len(records) == 3
+
+
+TRAIN = dict(
+    ids_per_batch=4,
+    images_per_id=2,
+    stage1_batch_size=16,
+    stage2_batch_size=32,
+    stage1_epochs=1,
+    stage2_epochs=1,
+    stage3_epochs=1,
+    steps_per_epoch=1,
+    warmup_epochs=1,
+    stage3_warmup_epochs=1,
+    milestones=(),
+)
+
+
+@pytest.fixture(scope="module")
+def train_root(tmp_path_factory) -> Path:
+    from _train_synthetic import write_identities
+
+    return write_identities(tmp_path_factory.mktemp("identities"), range(8), per_modality=4)
+
+
+def _fit(root: Path, output: Path, **options):
+    from csdn.train import TrainConfig, fit
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models train several times faster on one thread
+    try:
+        return fit(root, TrainConfig(**TRAIN), output_dir=output, init="tiny", progress=False, **options)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_resume_after_a_torn_last_log_line_warns_and_continues(train_root, tmp_path):
+    from csdn.train.runlog import read_log
+
+    _fit(train_root, tmp_path, stop_after=1)
+    log = tmp_path / "log.jsonl"
+    with open(log, "ab") as handle:
+        handle.write(b'{"event": "step", "stage": 2, "epoch": 0, "loss": "unterminat')
+    with pytest.warns(RuntimeWarning, match=rf"{log}: its last line is not a whole record"):
+        _fit(train_root, tmp_path, resume=True, stop_after=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        records = read_log(log)
+    assert [r["event"] for r in records].count("start") == 2
+    assert any(r["event"] == "epoch" and r["stage"] == 2 for r in records)
+
+
+def test_resume_with_a_damaged_line_inside_the_log_names_the_file_and_line(train_root, tmp_path, capsys):
+    from csdn.errors import RunLogError
+
+    _fit(train_root, tmp_path, stop_after=1)
+    log = tmp_path / "log.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    log.write_bytes(lines[0] + b'{"event": "st\n' + b"".join(lines[1:]))
+    with pytest.raises(RunLogError, match=rf"{log}, line 2 of {len(lines) + 1}: not a JSON record"):
+        _fit(train_root, tmp_path, resume=True, stop_after=1)
+
+
+class _FullDisk(io.RawIOBase):
+    """A file on a disk with ``room`` bytes left: writes past it raise ENOSPC, as the kernel does."""
+
+    def __init__(self, handle, room: int, code: int = errno.ENOSPC):
+        self.handle, self.room, self.code = handle, room, code
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        if len(data) > self.room:
+            raise OSError(self.code, os.strerror(self.code))
+        self.room -= len(data)
+        return self.handle.write(data)
+
+    def close(self) -> None:
+        self.handle.close()
+        super().close()
+
+
+def _disk_with_room(monkeypatch, room: int, code: int = errno.ENOSPC) -> None:
+    """Every file the atomic writer creates gets ``room`` bytes before the disk is full."""
+    import builtins
+
+    from csdn.system import fileio
+
+    def limited_open(path, mode="r", *args, **kwargs):
+        handle = builtins.open(path, mode, *args, **kwargs)
+        return _FullDisk(handle, room, code) if mode == "wb" else handle
+
+    monkeypatch.setattr(fileio, "open", limited_open, raising=False)
+
+
+STATE = {"stage": 1, "epoch": 1, "model": {"w": torch.arange(20000, dtype=torch.float32)}}
+
+
+@pytest.mark.parametrize("room", [0, 500, 40_000], ids=["nothing", "in-the-header", "mid-tensor"])
+def test_a_full_disk_during_a_checkpoint_is_named_and_keeps_the_previous_one(tmp_path, monkeypatch, room):
+    from csdn.errors import DiskFullError
+    from csdn.train.checkpoint import load_checkpoint, save_checkpoint
+
+    path = tmp_path / "checkpoints" / "last.pt"
+    save_checkpoint({"stage": 1, "epoch": 0, "model": {"w": torch.zeros(3)}}, path)
+    before = path.read_bytes()
+    _disk_with_room(monkeypatch, room)
+    with pytest.raises(DiskFullError, match=rf"cannot write {path}: no space left on its disk") as caught:
+        save_checkpoint(STATE, path)
+    assert "inline_container" not in str(caught.value) and "unexpected pos" not in str(caught.value)
+    assert path.read_bytes() == before and torch.equal(load_checkpoint(path)["model"]["w"], torch.zeros(3))
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]  # no temporary left behind
+
+
+def test_another_failed_checkpoint_write_names_the_file_and_the_reason(tmp_path, monkeypatch):
+    from csdn.train.checkpoint import save_checkpoint
+
+    _disk_with_room(monkeypatch, 1000, errno.EIO)
+    with pytest.raises(OSError, match=rf"cannot write {tmp_path / 'last.pt'}: Input/output error"):
+        save_checkpoint(STATE, tmp_path / "last.pt")
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_full_disk_while_training_is_named_and_the_run_resumes(train_root, tmp_path, monkeypatch):
+    from csdn.errors import DiskFullError
+    from csdn.train.checkpoint import load_checkpoint
+
+    _fit(train_root, tmp_path, stop_after=1)
+    last = tmp_path / "checkpoints" / "last.pt"
+    before = last.read_bytes()
+    with monkeypatch.context() as patch:
+        _disk_with_room(patch, 4096)
+        with pytest.raises(DiskFullError, match=rf"cannot write {tmp_path}/\S+: no space left on its disk"):
+            _fit(train_root, tmp_path, resume=True, stop_after=1)
+    assert last.read_bytes() == before
+    _fit(train_root, tmp_path, resume=True, stop_after=1)  # space freed: the run continues from its checkpoint
+    assert load_checkpoint(last)["stage"] == 2
