@@ -397,3 +397,101 @@ def test_a_full_disk_while_training_is_named_and_the_run_resumes(train_root, tmp
     assert last.read_bytes() == before
     _fit(train_root, tmp_path, resume=True, stop_after=1)  # space freed: the run continues from its checkpoint
     assert load_checkpoint(last)["stage"] == 2
+
+
+# ---------------------------------------------------------------------------- class 8: bounded arguments
+
+
+def _limited_memory_run(argv: list[str], tmp_path: Path):
+    """``csdn ARGV`` in a child process allowed 3 GB of address space, as a small machine would have:
+    a request that allocates before checking is killed there (rc 137 or a MemoryError), never refused."""
+    import resource
+    import subprocess
+    import sys
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+
+    env = {**os.environ, "PYTHONPATH": str(Path(csdn.__file__).parents[1])}
+    return subprocess.run(
+        [sys.executable, "-m", "csdn", *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        preexec_fn=limit,
+        cwd=tmp_path,
+    )
+
+
+SYNTH_REFUSALS = [
+    (
+        "sysu",
+        ["--size", "100000", "100000"],
+        r"--size 100000 100000 is too large: 10,000,000,000 pixels, over the limit of 1,048,576 \(1024 x 1024\), "
+        r"since drawing needs about 1.1 KB of memory per pixel",
+    ),
+    ("regdb", ["--size", "2048", "1024"], r"--size 2048 1024 is too large: .* over the limit of 1,048,576"),
+    (
+        "sysu",
+        ["--train-ids", "9000", "--images", "100"],
+        r"--train-ids \+ --test-ids = 9,016 identities with 6 camera series of 100 images \(--images\) each would "
+        r"write up to 5,409,600 images, over the limit of 1,000,000",
+    ),
+    ("regdb", ["--train-ids", "100000000"], r"100,000,016 identities .* over the limit of 1,000,000"),
+    ("llcm", ["--images", "10000000000"], r"up to 8,160,000,000,000 images, over the limit of 1,000,000"),
+    ("regdb", ["--trials", "100000"], r"--trials must be at most 1000 \(RegDB uses 10\), got 100,000"),
+    ("llcm", ["--cameras", "100000"], r"--cameras must be 2..9 .*got 100000"),
+    ("sysu", ["--images", "0"], r"--images must be a positive integer, got 0"),
+]
+
+
+@pytest.mark.parametrize("layout, argv, message", SYNTH_REFUSALS)
+def test_synth_refuses_sizes_it_cannot_hold_in_one_line(tmp_path, capsys, layout, argv, message):
+    import re
+
+    code = cli.main(["synth", "--layout", layout, "--root", str(tmp_path / "tree"), "--quiet", *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("csdn: error: ") and err.count("\n") == 1
+    assert re.search(message, err), err
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("layout, argv, message", [SYNTH_REFUSALS[0], SYNTH_REFUSALS[3]], ids=["size", "ids"])
+def test_synth_refuses_before_allocating_on_a_machine_with_little_memory(tmp_path, layout, argv, message):
+    import re
+
+    result = _limited_memory_run(["synth", "--layout", layout, "--root", "tree", "--quiet", *argv], tmp_path)
+    assert result.returncode == 2, (result.returncode, result.stderr[-500:])
+    assert result.stderr.count("\n") == 1 and re.search(message, result.stderr), result.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_writers_and_the_renderer_bound_their_sizes_in_python_too(tmp_path):
+    from csdn.data.synthetic import render_person, sample_identity, write_llcm, write_regdb, write_sysu
+    from csdn.errors import SettingError
+
+    person = sample_identity(np.random.default_rng(0), 1)
+    with pytest.raises(SettingError, match=r"size 4096 4096 is too large"):
+        render_person(person, "visible", np.random.default_rng(0), (4096, 4096))
+    with pytest.raises(SettingError, match=r"size 100000 100000 is too large"):
+        write_sysu(tmp_path / "a", size=(100000, 100000))
+    with pytest.raises(SettingError, match=r"images_per_modality\) each would write up to"):
+        write_regdb(tmp_path / "b", images_per_modality=10**9)
+    with pytest.raises(SettingError, match=r"num_trials must be at most 1000"):
+        write_regdb(tmp_path / "c", num_trials=10**6)
+    with pytest.raises(SettingError, match=r"num_cameras must be an integer"):
+        write_llcm(tmp_path / "d", num_cameras="9")
+    assert not list(tmp_path.iterdir())
+    # the limits are not in the way of real sizes: the models' input size and a large crop draw fine
+    assert render_person(person, "visible", np.random.default_rng(0), (512, 256)).size == (256, 512)
+
+
+def test_export_refuses_an_agreement_check_too_large_to_hold(tmp_path, capsys):
+    code = cli.main(
+        ["export", "synthetic-tiny", str(tmp_path / "out"), "--precision", "fp16", "--verify-identities", "10000000"]
+        + ["--quiet"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "--verify-identities must be 10..2,000, got 10,000,000" in err and not (tmp_path / "out").exists()
