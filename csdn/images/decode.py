@@ -240,8 +240,11 @@ def load_image(src: ImageInput, bit_depth: int | None = None) -> Image.Image:
         name = getattr(src, "name", None)
         return _decode_file(src, name if isinstance(name, str) else f"<{type(src).__name__}>", bit_depth)
     if isinstance(src, ImageFile.ImageFile):  # opened from a file: the same pixels as that file's path
-        with _exif_warnings_silenced():
-            return _decoded(src, src.filename or "<PIL image>", bit_depth)
+        try:
+            with _exif_warnings_silenced():
+                return _decoded(src, bit_depth)
+        except ImageDecodeError as err:
+            raise ImageDecodeError(f"image {src.filename or '<PIL image>'}: {err}") from err
     if isinstance(src, Image.Image):
         return _pil_to_rgb(src, bit_depth)
     if isinstance(src, np.ndarray):
@@ -249,13 +252,13 @@ def load_image(src: ImageInput, bit_depth: int | None = None) -> Image.Image:
     raise UnsupportedInputError(f"cannot read an image from {type(src).__name__}; pass {ACCEPTED_IMAGE_INPUTS}")
 
 
-def _decoded(opened: ImageFile.ImageFile, label: object, bit_depth: int | None) -> Image.Image:
+def _decoded(opened: ImageFile.ImageFile, bit_depth: int | None) -> Image.Image:
     """An opened image file's pixels as upright 8-bit RGB (may be ``opened`` itself)."""
     declared = opened.size
     opened.load()  # TIFF: PIL applies (and then drops) the file's orientation tag here
     if opened.size != declared:
         raise ImageDecodeError(
-            f"cannot read image {label}: PIL decoded it at {opened.size[0]}x{opened.size[1]} pixels although the "
+            f"PIL decoded it at {opened.size[0]}x{opened.size[1]} pixels although the "
             f"file declares {declared[0]}x{declared[1]} (PIL mishandles the orientation tag of some uncompressed "
             "single-channel TIFFs); save it again upright or compressed"
         )
@@ -266,7 +269,7 @@ def _decode_file(source, label, bit_depth: int | None) -> Image.Image:
     """Open and decode a path or binary file object; errors name ``label``."""
     try:
         with _exif_warnings_silenced(), Image.open(source) as opened:
-            decoded = _decoded(opened, label, bit_depth)
+            decoded = _decoded(opened, bit_depth)
             return decoded.copy() if decoded is opened else decoded
     except ImageDecodeError as err:
         raise ImageDecodeError(f"image {label}: {err}") from err
