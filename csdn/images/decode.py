@@ -244,7 +244,8 @@ def load_image(src: ImageInput, bit_depth: int | None = None) -> Image.Image:
             with _exif_warnings_silenced():
                 return _decoded(src, bit_depth)
         except ImageDecodeError as err:
-            raise ImageDecodeError(f"image {src.filename or '<PIL image>'}: {err}") from err
+            name = src.filename if isinstance(src.filename, str) and src.filename else "<PIL image>"
+            raise ImageDecodeError(f"image {name}: {err}") from err
     if isinstance(src, Image.Image):
         return _pil_to_rgb(src, bit_depth)
     if isinstance(src, np.ndarray):
