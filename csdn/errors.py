@@ -64,6 +64,10 @@ class CheckpointError(CSDNError, ValueError):
     """A checkpoint that is not the authors' CSDN format, or does not fit the model."""
 
 
+class RunLogError(CSDNError, ValueError):
+    """A training run's ``log.jsonl`` damaged before its last line (a torn last line is dropped instead)."""
+
+
 class AmbiguousResultError(CSDNError, ValueError):
     """One figure asked of an evaluation that holds several search directions."""
 

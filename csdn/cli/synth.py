@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from csdn.data.synthetic import LAYOUTS
+from csdn.errors import cli_flags
 
 _DEFAULT_IMAGES = {"sysu": 4, "regdb": 10, "llcm": 3}  # per camera (sysu, llcm) or per modality (regdb)
 
@@ -44,8 +45,24 @@ def register(commands) -> list[argparse.ArgumentParser]:
     return [parser]
 
 
+# the writers' argument names -> this command's flags, so their errors name the flags
+_FLAGS = {
+    "num_train_ids": "--train-ids",
+    "num_test_ids": "--test-ids",
+    "images_per_camera": "--images",
+    "images_per_modality": "--images",
+    "num_trials": "--trials",
+    "num_cameras": "--cameras",
+}
+
+
 def run_synth(args: argparse.Namespace) -> int:
     """Handler for ``csdn synth``; returns the process exit code."""
+    with cli_flags({**args.flags, **_FLAGS}):
+        return _synth(args)
+
+
+def _synth(args: argparse.Namespace) -> int:
     from csdn.data.synthetic import write_llcm, write_regdb, write_sysu
 
     only = {"--trials": ("regdb", args.trials), "--format": ("regdb", args.format), "--cameras": ("llcm", args.cameras)}

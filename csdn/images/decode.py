@@ -1,7 +1,8 @@
 """Image decoding and test-time preprocessing in numpy and PIL alone (no torch).
 
 Decoding turns whatever a user holds (a path, a PIL image in any mode, a numpy
-array of any common dtype, encoded bytes) into an 8-bit RGB ``PIL.Image``;
+array of any common dtype, encoded bytes) into an 8-bit RGB ``PIL.Image``, turned
+upright by its EXIF orientation tag when it was read from an encoded file;
 :class:`Preprocessing` resizes it to the model's input size and applies the
 config's normalisation, giving a float32 ``[3, H, W]`` array. Both the PyTorch
 path (:class:`csdn.images.transforms.TestTransform` wraps this) and the torch-free
@@ -14,11 +15,13 @@ from __future__ import annotations
 import io
 import os
 import re
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from csdn.errors import ImageDecodeError, SettingError, UnsupportedInputError
 
@@ -141,6 +144,49 @@ def _pil_to_rgb(image: Image.Image, bit_depth: int | None) -> Image.Image:
     return image.convert("RGB")
 
 
+# EXIF tag 0x0112 (274, also the TIFF tag): how the stored pixels must be turned to show the photo upright.
+# Value -> the transpose that undoes it, as PIL.ImageOps.exif_transpose applies it; 1 (upright), a value
+# outside 1-8 and a missing or unreadable tag leave the pixels as stored (as browsers show them).
+ORIENTATION_TAG = 0x0112
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+@contextmanager
+def _exif_warnings_silenced() -> Iterator[None]:
+    """PIL's warnings about a damaged EXIF block ("Corrupt EXIF data ...") name no file and would repeat
+    for every such photo; the block only ever decides the orientation, which then counts as upright."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
+        yield
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The image's EXIF orientation (1-8), or 1 when it has none or its EXIF block cannot be parsed.
+
+    Phone cameras store a portrait photo as landscape pixels plus this tag; a damaged EXIF block
+    is no reason to refuse pixels that decode, so it counts as upright.
+    """
+    try:
+        with _exif_warnings_silenced():
+            value = image.getexif().get(ORIENTATION_TAG, 1)
+    except Exception:  # PIL's EXIF parser raises several types (struct, value, key errors) on damaged blocks
+        return 1
+    return value if isinstance(value, int) and value in _UPRIGHT else 1
+
+
+def _upright(image: Image.Image, orientation: int) -> Image.Image:
+    method = _UPRIGHT.get(orientation)
+    return image if method is None else image.transpose(method)
+
+
 _BOMB_SIZES = re.compile(r"\((\d+) pixels\) exceeds limit of (\d+) pixels")
 
 
@@ -175,6 +221,12 @@ def load_image(src: ImageInput, bit_depth: int | None = None) -> Image.Image:
       sequence may be scaled differently.
 
     8-bit inputs are used as they are whatever ``bit_depth`` says.
+
+    Encoded images (a path, bytes, a file object, or a PIL image straight from ``Image.open``)
+    are turned upright by their EXIF orientation tag (the 8 values of ``PIL.ImageOps.exif_transpose``),
+    so a phone's portrait photo is a portrait here too; a missing or damaged tag leaves the pixels
+    as stored. A PIL image made in memory (``copy()``, ``rotate()``, ``ImageOps.exif_transpose``)
+    and a numpy array are taken as they are: they hold pixels, not a file.
     """
     bit_depth = check_bit_depth(bit_depth)
     if isinstance(src, (str, os.PathLike)):
@@ -187,6 +239,13 @@ def load_image(src: ImageInput, bit_depth: int | None = None) -> Image.Image:
     if callable(getattr(src, "read", None)):
         name = getattr(src, "name", None)
         return _decode_file(src, name if isinstance(name, str) else f"<{type(src).__name__}>", bit_depth)
+    if isinstance(src, ImageFile.ImageFile):  # opened from a file: the same pixels as that file's path
+        try:
+            with _exif_warnings_silenced():
+                return _decoded(src, bit_depth)
+        except ImageDecodeError as err:
+            name = src.filename if isinstance(src.filename, str) and src.filename else "<PIL image>"
+            raise ImageDecodeError(f"image {name}: {err}") from err
     if isinstance(src, Image.Image):
         return _pil_to_rgb(src, bit_depth)
     if isinstance(src, np.ndarray):
@@ -194,12 +253,25 @@ def load_image(src: ImageInput, bit_depth: int | None = None) -> Image.Image:
     raise UnsupportedInputError(f"cannot read an image from {type(src).__name__}; pass {ACCEPTED_IMAGE_INPUTS}")
 
 
+def _decoded(opened: ImageFile.ImageFile, bit_depth: int | None) -> Image.Image:
+    """An opened image file's pixels as upright 8-bit RGB (may be ``opened`` itself)."""
+    declared = opened.size
+    opened.load()  # TIFF: PIL applies (and then drops) the file's orientation tag here
+    if opened.size != declared:
+        raise ImageDecodeError(
+            f"PIL decoded it at {opened.size[0]}x{opened.size[1]} pixels although the "
+            f"file declares {declared[0]}x{declared[1]} (PIL mishandles the orientation tag of some uncompressed "
+            "single-channel TIFFs); save it again upright or compressed"
+        )
+    return _upright(_pil_to_rgb(opened, bit_depth), exif_orientation(opened))
+
+
 def _decode_file(source, label, bit_depth: int | None) -> Image.Image:
     """Open and decode a path or binary file object; errors name ``label``."""
     try:
-        with Image.open(source) as opened:
-            opened.load()
-            return _pil_to_rgb(opened, bit_depth).copy()
+        with _exif_warnings_silenced(), Image.open(source) as opened:
+            decoded = _decoded(opened, bit_depth)
+            return decoded.copy() if decoded is opened else decoded
     except ImageDecodeError as err:
         raise ImageDecodeError(f"image {label}: {err}") from err
     except (UnidentifiedImageError, OSError) as err:

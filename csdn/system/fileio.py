@@ -8,6 +8,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import BinaryIO, cast
 
 from csdn.errors import DiskFullError, OutputExistsError
 
@@ -86,6 +87,46 @@ def atomic_write(target: str | Path, write: Callable[[Path], None]) -> Path:
     target = Path(target)
     atomic_write_all({target: write})
     return target
+
+
+class _WriteRecorder:
+    """A binary file that keeps the first ``OSError`` its writes raise, for writers that swallow it."""
+
+    def __init__(self, handle: BinaryIO):
+        self._handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._handle.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def flush(self) -> None:
+        self._handle.flush()
+
+
+def atomic_write_stream(target: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+    """Like :func:`atomic_write`, for a ``write(file)`` that fills a binary file object.
+
+    Some writers turn the ``OSError`` of a failed write into an error of their own that says
+    neither why nor where (``torch.save``: ``[enforce fail at inline_container.cc:...] unexpected
+    pos``); the first ``OSError`` the file raised is raised instead, so a full disk is a
+    :class:`csdn.errors.DiskFullError` naming ``target``, and every other write failure names it too.
+    """
+
+    def fill(temp: Path) -> None:
+        with open(temp, "wb") as handle:
+            recorder = _WriteRecorder(handle)
+            try:
+                write(cast(BinaryIO, recorder))
+            except Exception as err:
+                if recorder.error is None or recorder.error is err:
+                    raise
+                raise recorder.error from err
+
+    return atomic_write(target, fill)
 
 
 def atomic_write_text(target: str | Path, text: str) -> Path:

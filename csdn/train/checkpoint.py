@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from csdn.system.fileio import atomic_write
+from csdn.system.fileio import atomic_write_stream
 from csdn.system.torchfile import load_torch_file
 
 CHECKPOINT_FORMAT = 1
@@ -25,10 +25,14 @@ LAST, BEST = "last.pt", "best.pt"
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write ``state`` to ``path`` atomically (temporary file in the same folder, then ``os.replace``)."""
+    """Write ``state`` to ``path`` atomically (temporary file in the same folder, then ``os.replace``).
+
+    A write that fails (a full disk above all) raises an error naming ``path`` and why, rather than
+    torch's ``unexpected pos``, and leaves the checkpoint already at ``path`` as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, lambda temp: torch.save({"format": CHECKPOINT_FORMAT, **state}, temp))
+    return atomic_write_stream(path, lambda handle: torch.save({"format": CHECKPOINT_FORMAT, **state}, handle))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

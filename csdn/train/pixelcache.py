@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from csdn.system.fileio import atomic_write_text
 
 CACHE_DIR = "pixel-cache"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: pixels turned upright by their EXIF orientation (caches of 1 hold them as stored)
 
 
 def cache_key(images: Sequence[Any], size: tuple[int, int], resample: Any) -> str | None:

@@ -11,9 +11,13 @@ import csv
 import io
 import json
 import math
+import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
+
+from csdn.errors import RunLogError
 
 
 def _plain(value: Any) -> Any:
@@ -28,11 +32,17 @@ class RunLog:
     """Append-only JSONL writer; a disabled log (other ranks) accepts and drops everything."""
 
     def __init__(self, path: str | Path, enabled: bool = True, *, append: bool = True):
-        """``append=False`` starts a new log (a fresh run), replacing one left by an attempt without checkpoint."""
+        """``append=False`` starts a new log (a fresh run), replacing one left by an attempt without checkpoint.
+
+        Appending first cuts a torn last line off (a crash mid-write; :func:`read_log` has said so when the
+        resume read the log), so the new records never continue it.
+        """
         self.path = Path(path)
         self._file = None
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if append:
+                _cut_torn_tail(self.path)
             self._file = open(self.path, "a" if append else "w", encoding="utf-8")
 
     def write(self, event: str, **fields: Any) -> None:
@@ -48,10 +58,69 @@ class RunLog:
             self._file = None
 
 
+def _record(line: bytes) -> dict[str, Any] | None:
+    """The record a line holds, or None when it is not a JSON object (torn, zero-filled, garbage)."""
+    try:
+        record = json.loads(line)
+    except ValueError:  # also UnicodeDecodeError
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _lines(path: Path) -> list[tuple[int, bytes]]:
+    """``(byte offset, line)`` of every non-blank line."""
+    found, offset = [], 0
+    for line in path.read_bytes().splitlines(keepends=True):
+        if line.strip():
+            found.append((offset, line))
+        offset += len(line)
+    return found
+
+
 def read_log(path: str | Path) -> list[dict[str, Any]]:
-    """All records of a run log, in order."""
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    """All records of a run log, in order.
+
+    A last line that is not a whole record (the process died while writing it) is left out with a
+    warning naming the file; a damaged line before it is a :class:`csdn.errors.RunLogError` naming
+    the file and the line, since records after it would be read without knowing what was lost.
+    """
+    path = Path(path)
+    lines = _lines(path)
+    records = []
+    for number, (_, line) in enumerate(lines, 1):
+        record = _record(line)
+        if record is not None:
+            records.append(record)
+        elif number == len(lines):
+            warnings.warn(
+                f"{path}: its last line is not a whole record (cut off mid-write, e.g. by a crash); it is left out",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        else:
+            raise RunLogError(
+                f"{path}, line {number} of {len(lines)}: not a JSON record ({_preview(line)}); the run log is "
+                "damaged: delete that line, or the whole file to start a new log (the checkpoints hold the "
+                "training state, the log only records it)"
+            )
+    return records
+
+
+def _preview(line: bytes) -> str:
+    text = line.strip().decode("utf-8", errors="replace")
+    return repr(text if len(text) <= 40 else text[:40] + "...")
+
+
+def _cut_torn_tail(path: Path) -> None:
+    """End the file with its last whole record: a torn last line is cut off, a missing final newline added."""
+    if not path.is_file():
+        return
+    lines = _lines(path)
+    if lines and _record(lines[-1][1]) is None:
+        os.truncate(path, lines[-1][0])
+    elif lines and not lines[-1][1].endswith(b"\n"):
+        with open(path, "ab") as handle:
+            handle.write(b"\n")
 
 
 EPOCH_TABLE_FIRST = ("stage", "epoch", "lr", "seconds", "images_per_second")  # every other field is a loss term

@@ -29,6 +29,7 @@ from csdn.data.synthetic.body import Pose, sample_pose
 from csdn.data.synthetic.identity import Identity, Material, sample_identity
 from csdn.data.synthetic.render import check_size, render_person, render_person_with_parts
 from csdn.data.synthetic.scene import CameraStyle
+from csdn.errors import SettingError, setting_name
 
 __all__ = [
     "CameraStyle",
@@ -48,6 +49,8 @@ __all__ = [
 _JPEG_QUALITY = 90
 _TAG = {"sysu": 1, "regdb": 2, "llcm": 3}  # keeps the three layouts' random streams apart
 LAYOUTS = tuple(_TAG)  # the datasets (csdn.data.registry names) this module writes trees for
+MAX_IMAGES = 1_000_000  # per tree: SYSU-MM01, RegDB and LLCM hold 46k, 8k and 46k images
+MAX_TRIALS = 1000  # RegDB split trials (the benchmark uses 10); each writes four index files
 
 # SYSU-MM01: cameras 1-3 indoor, 4-6 outdoor; 3 and 6 are near-infrared. Camera 3
 # watches the same room as camera 2 (why the protocol ignores camera-2 gallery
@@ -103,18 +106,36 @@ def _id_line(ids) -> str:
 
 
 def _validate(
-    size, seed, camera_prob: float | None = None, *, four_digit_ids: bool = True, **counts: int
+    size,
+    seed,
+    camera_prob: float | None = None,
+    *,
+    four_digit_ids: bool = True,
+    shots: int,
+    per_shot: str,
+    **counts: int,
 ) -> tuple[int, int]:
-    """Check a writer's arguments (clear message naming the bad one); returns (height, width)."""
+    """Check a writer's arguments (clear message naming the bad one) before anything is drawn or written;
+    returns (height, width). Each identity gets up to ``shots`` image series (cameras x modalities) of
+    ``counts[per_shot]`` images."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise SettingError(f"{setting_name('seed')} must be a non-negative integer, got {seed!r}")
     for name, value in counts.items():
-        if not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if four_digit_ids and counts["num_train_ids"] + counts["num_test_ids"] > 9999:
-        raise ValueError("folder names have 4 digits: at most 9999 identities in total")
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise SettingError(f"{setting_name(name)} must be a positive integer, got {value!r}")
+    ids = counts["num_train_ids"] + counts["num_test_ids"]
+    if four_digit_ids and ids > 9999:
+        raise SettingError("folder names have 4 digits: at most 9999 identities in total")
     if camera_prob is not None and not 0 < camera_prob <= 1:
-        raise ValueError(f"camera_prob must be in (0, 1], got {camera_prob}")
+        raise SettingError(f"camera_prob must be in (0, 1], got {camera_prob}")
+    most = ids * shots * counts[per_shot]
+    if most > MAX_IMAGES:
+        raise SettingError(
+            f"{setting_name('num_train_ids')} + {setting_name('num_test_ids')} = {ids:,} identities with "
+            f"{shots} camera series of {counts[per_shot]:,} images ({setting_name(per_shot)}) each would write up "
+            f"to {most:,} images, over the limit of {MAX_IMAGES:,}: each is a file drawn in some 0.05 s, and the "
+            "real benchmarks hold under 50,000; ask for fewer identities or images"
+        )
     return check_size(size)
 
 
@@ -163,7 +184,7 @@ def write_sysu(
     counts: dict[str, Any] = dict(
         num_train_ids=num_train_ids, num_test_ids=num_test_ids, images_per_camera=images_per_camera
     )
-    size = _validate(size, seed, camera_prob, **counts)
+    size = _validate(size, seed, camera_prob, shots=len(SYSU_CAMERAS), per_shot="images_per_camera", **counts)
     if num_train_ids < 2:
         raise ValueError("num_train_ids must be at least 2 (SYSU-MM01 has both a train and a val id list)")
     total = num_train_ids + num_test_ids
@@ -217,11 +238,18 @@ def write_regdb(
         seed,
         None,
         four_digit_ids=False,
+        shots=len(REGDB_CAMERAS),
+        per_shot="images_per_modality",
         num_train_ids=num_train_ids,
         num_test_ids=num_test_ids,
         images_per_modality=images_per_modality,
         num_trials=num_trials,
     )
+    if num_trials > MAX_TRIALS:
+        raise SettingError(
+            f"{setting_name('num_trials')} must be at most {MAX_TRIALS} (RegDB uses 10), got {num_trials:,}: "
+            "each trial writes four index files listing its images"
+        )
     if image_format not in ("bmp", "jpg"):
         raise ValueError(f"image_format must be 'bmp' (as in RegDB) or 'jpg', got {image_format!r}")
     total = num_train_ids + num_test_ids
@@ -308,11 +336,16 @@ def write_llcm(
     counts: dict[str, Any] = dict(
         num_train_ids=num_train_ids, num_test_ids=num_test_ids, images_per_camera=images_per_camera
     )
-    size = _validate(size, seed, camera_prob, **counts)
+    if isinstance(num_cameras, bool) or not isinstance(num_cameras, (int, np.integer)):
+        raise SettingError(f"{setting_name('num_cameras')} must be an integer, got {num_cameras!r}")
     if not 2 <= num_cameras <= LLCM_MAX_CAMERAS:
-        raise ValueError(
-            f"num_cameras must be 2..{LLCM_MAX_CAMERAS} (LLCM loaders read one-digit camera numbers), got {num_cameras}"
+        raise SettingError(
+            f"{setting_name('num_cameras')} must be 2..{LLCM_MAX_CAMERAS} (LLCM loaders read one-digit camera "
+            f"numbers), got {num_cameras}"
         )
+    size = _validate(
+        size, seed, camera_prob, shots=2 * num_cameras - 1, per_shot="images_per_camera", **counts
+    )  # camera 3: no NIR
     total = num_train_ids + num_test_ids
     train, test = _split(seed, "llcm", total, num_test_ids)
     test_set, label = set(test), {pid: i for i, pid in enumerate(train)}

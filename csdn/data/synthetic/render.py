@@ -30,6 +30,7 @@ from csdn.data.synthetic.body import (
 )
 from csdn.data.synthetic.identity import Identity, Material
 from csdn.data.synthetic.scene import CameraStyle, build_place
+from csdn.errors import SettingError, setting_name
 from csdn.modality import normalize_modality
 
 _SUPERSAMPLE = 2  # _finish's box filter assumes 2
@@ -44,14 +45,30 @@ def default_camera(modality: str) -> CameraStyle:
     return CameraStyle("nir", "indoor", scene_seed=0, noise=0.035, blur=0.5)
 
 
+# Drawing takes about 1.1 KB of memory per output pixel (float maps at twice the size): about 1.2 GB and
+# 15 s for this many pixels; real re-id crops are at most a few hundred pixels high.
+MAX_PIXELS = 1024 * 1024
+_BYTES_PER_PIXEL = 1.1e3
+
+
 def check_size(size) -> tuple[int, int]:
-    """Validate an output ``(height, width)``; clear error instead of a broken drawing."""
+    """Validate an output ``(height, width)`` before any drawing: a clear error instead of a broken
+    drawing, or of a process killed for memory (``(100000, 100000)`` would need some 11 TB)."""
     try:
         height, width = (int(v) for v in size)
     except (TypeError, ValueError):
-        raise ValueError(f"size must be (height, width), e.g. (128, 64); got {size!r}") from None
+        raise SettingError(f"{setting_name('size')} must be (height, width), e.g. (128, 64); got {size!r}") from None
     if height < 16 or width < 8:
-        raise ValueError(f"size {size} is too small to draw a person; use at least (16, 8), e.g. (128, 64)")
+        raise SettingError(
+            f"{setting_name('size')} {height} {width} is too small to draw a person; use at least 16 8, e.g. 128 64"
+        )
+    if height * width > MAX_PIXELS:
+        raise SettingError(
+            f"{setting_name('size')} {height} {width} is too large: {height * width:,} pixels, over the limit of "
+            f"{MAX_PIXELS:,} (1024 x 1024), since drawing needs about 1.1 KB of memory per pixel "
+            f"({height * width * _BYTES_PER_PIXEL / 1e9:,.0f} GB for this size); person crops are rarely over 512 "
+            "high: e.g. 288 144 (the models' input) or 128 64"
+        )
     return height, width
 
 
