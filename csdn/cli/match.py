@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from csdn.cli.embed import add_embedding_options, add_overwrite_option, embed_images, load_model
+from csdn.cli.embed import add_embedding_options, add_overwrite_option, embed_files, load_model
 from csdn.errors import OutputExistsError
 from csdn.retrieval.embeddings import (
     EMBEDDINGS_SUFFIXES,
@@ -41,7 +41,7 @@ def _side(path: str, modality: str, args: argparse.Namespace, cache: dict[str, A
         )
     if "model" not in cache:
         cache["model"] = load_model(args)
-    return embed_images(cache["model"], [path], modality, args)
+    return embed_files(cache["model"], [path], modality, args)
 
 
 def _check_outputs(outputs: dict[str, Path], args: argparse.Namespace) -> None:
