@@ -134,38 +134,21 @@ def _evaluating(model: EmbeddingModel) -> Iterator[None]:
 
 
 def embed_with_report(
-    model: EmbeddingModel,
-    images: Any,
-    modality: str,
-    *,
-    batch_size: int = 32,
-    flip: bool = True,
-    progress: bool = False,
-    precision: str = "fp32",
-    bit_depth: int | None = None,
-    on_error: str = "raise",
+    model: EmbeddingModel, images: Any, modality: str, *, precision: str = "fp32", **options: Any
 ) -> EmbeddingReport:
     """:func:`embed_images` for many images, also saying which inputs each row belongs to and what was skipped.
 
     For callers that must label rows (the CLI's manifests): with ``on_error="skip"``,
     row ``r`` belongs to ``report.sources[report.kept[r]]``; ``report.embeddings`` is a
-    float32 CPU tensor.
+    float32 CPU tensor. ``options`` are :func:`csdn.images.embedding.embed_inputs`'s:
+    ``batch_size=32``, ``flip=True``, ``progress=False``, ``bit_depth=None``, ``on_error="raise"``.
     """
     modality = normalize_modality(modality)
     device = next(model.parameters()).device
     _check_precision(precision, device)
     engine = TorchEngine(model, modality, precision, device)
     with _evaluating(model):
-        report = embed_inputs(
-            engine,
-            images,
-            modality,
-            batch_size=batch_size,
-            flip=flip,
-            progress=progress,
-            bit_depth=bit_depth,
-            on_error=on_error,
-        )
+        report = embed_inputs(engine, images, modality, **options)
     return replace(report, embeddings=torch.from_numpy(report.embeddings))
 
 
