@@ -44,7 +44,7 @@ def load_model(args: argparse.Namespace):
     return load_named(args.model, device=chosen_device(args.device), progress=not args.quiet)
 
 
-def embed_images(model: Any, inputs: Sequence[str], modality: str, args: argparse.Namespace) -> Embeddings:
+def embed_files(model: Any, inputs: Sequence[str], modality: str, args: argparse.Namespace) -> Embeddings:
     """Embed the images of ``inputs`` with the options of :func:`add_embedding_options`.
 
     With ``--skip-bad-images`` unreadable images are left out, each listed on stderr, and the
@@ -93,7 +93,7 @@ def run_embed(args: argparse.Namespace) -> int:
     device = chosen_device(args.device)  # resolved: "auto" on GPUs joins the torchrun world over NCCL
     with torchrun_world(device) as world:  # under torchrun: each rank embeds a share, rank 0 writes
         model = load_model(args)
-        embeddings = embed_on_ranks(lambda images: embed_images(model, images, args.modality, args), args.images, world)
+        embeddings = embed_on_ranks(lambda images: embed_files(model, images, args.modality, args), args.images, world)
     if embeddings is None:
         return 0
     save_embeddings(output, embeddings, overwrite=args.overwrite, dtype=args.dtype)

@@ -15,7 +15,7 @@ from csdn.cli.embed import (
     MODEL_HELP,
     add_embedding_options,
     add_overwrite_option,
-    embed_images,
+    embed_files,
     load_model,
     say_device,
 )
@@ -48,7 +48,7 @@ def _side(path: str, modality: str, args: argparse.Namespace, cache: dict[str, A
         )
     if "model" not in cache:
         cache["model"] = load_model(args)
-    return embed_images(cache["model"], [path], modality, args)
+    return embed_files(cache["model"], [path], modality, args)
 
 
 def _check_outputs(outputs: dict[str, Path], args: argparse.Namespace) -> None:

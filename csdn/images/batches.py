@@ -41,6 +41,11 @@ def is_file_like(item: Any) -> bool:
     return isinstance(item, (bytes, bytearray, memoryview)) or callable(getattr(item, "read", None))
 
 
+def is_image_input(item: Any) -> bool:
+    """A raw image of a kind every engine decodes: a path, a PIL image, a numpy array, bytes or a file object."""
+    return isinstance(item, (str, os.PathLike, Image.Image, np.ndarray)) or is_file_like(item)
+
+
 def is_one_image(images: Any) -> bool | None:
     """True for one image, False for many, None for a type these torch-free rules do not cover (a tensor).
 

@@ -1,38 +1,26 @@
 """``ExportedEmbedder``: ``embed_image`` on an exported graph, without torch.
 
-The same contract as :meth:`csdn.model.CSDN.embed_image`: one image or many (paths, folders,
-PIL images, numpy arrays, 16-bit thermal frames, encoded bytes), the same decoding and
-preprocessing code (:mod:`csdn.images.decode`), flip test-time augmentation run in the same graph
-call as the originals, and ``concat(f(x), f(flip(x)))`` scaled to unit norm. Embeddings are
-float32 numpy arrays, which :func:`csdn.match` accepts as they are.
+The same contract as :meth:`csdn.model.CSDN.embed_image`, from the same front end
+(:mod:`csdn.images.embedding`): one image or many (paths, folders, PIL images, numpy arrays,
+16-bit thermal frames, encoded bytes), the same decoding and preprocessing, flip test-time
+augmentation run in the same graph call as the originals, and ``concat(f(x), f(flip(x)))``
+scaled to unit norm. Each graph is the front end's engine. Embeddings are float32 numpy arrays,
+which :func:`csdn.match` accepts as they are.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
-from tqdm.auto import tqdm
 
-from csdn.errors import ArtifactError, ImageTensorError, SkippedImagesWarning, UnsupportedInputError, list_positions
-from csdn.images.batches import (
-    SkippedImage,
-    check_batch_size,
-    check_flip,
-    check_on_error,
-    decoded_batches,
-    is_file_like,
-    is_one_image,
-    refuse_all_skipped,
-    refuse_nonfinite_rows,
-)
-from csdn.images.decode import ACCEPTED_IMAGE_INPUTS, Preprocessing, check_bit_depth
-from csdn.images.files import expand_folders
+from csdn.errors import ArtifactError, ImageTensorError
+from csdn.images.decode import Preprocessing
+from csdn.images.embedding import Inputs, embed_batch, embed_inputs, read_inputs, refuse_nonfinite_images
 from csdn.modality import MODALITIES, normalize_modality
 from csdn.runtime.backends import BACKENDS
 from csdn.runtime.metadata import ARTIFACT_SUFFIXES, REEXPORT, ArtifactMetadata, metadata_path, read_metadata
@@ -42,17 +30,27 @@ _MAIN_SUFFIX = {suffixes[0]: fmt for fmt, suffixes in ARTIFACT_SUFFIXES.items()}
 
 @dataclass
 class ExportedGraph:
-    """One verified graph: its metadata and a running backend, ``[N,3,H,W] -> f(x) [N, D]``."""
+    """One verified graph: its metadata and a running backend, ``[N,3,H,W] -> f(x) [N, D]``.
+
+    The front end's :class:`csdn.images.embedding.Engine` for the graph's modality.
+    """
 
     path: Path
     meta: ArtifactMetadata
     threads: int | None = None
+    preprocessing: Preprocessing = field(init=False)
 
     def __post_init__(self) -> None:
         self.run = BACKENDS[self.meta.format](self.path, self.threads)
+        meta = self.meta
+        self.preprocessing = Preprocessing(meta.image_size, meta.mean, meta.std, meta.interpolation)
 
-    def check_batch(self, batch: np.ndarray) -> None:
-        """Refuse preprocessed input of the wrong shape or type, or holding NaN/inf."""
+    @property
+    def feature_dim(self) -> int:
+        return self.meta.feature_dim
+
+    def check_shape(self, batch: Any) -> None:
+        """Refuse preprocessed input that is not a float array ``[N,3,H,W]`` of this graph's size."""
         height, width = self.meta.image_size
         if not isinstance(batch, np.ndarray) or batch.ndim != 4 or batch.shape[1:] != (3, height, width):
             shape = list(batch.shape) if isinstance(batch, np.ndarray) else type(batch).__name__
@@ -60,27 +58,37 @@ class ExportedGraph:
                 f"preprocessed images for {self.path.name} must be a float32 array [N,3,{height},{width}], got "
                 f"{shape}; pass raw images (paths, PIL images, HxWxC arrays) to have them resized and normalised"
             )
-        finite = np.isfinite(batch).all(axis=(1, 2, 3))
-        if not finite.all():
-            rows = np.flatnonzero(~finite)
+
+    def check_batch(self, batch: np.ndarray) -> None:
+        """Refuse preprocessed input of the wrong shape or type, or holding NaN/inf."""
+        self.check_shape(batch)
+        refuse_nonfinite_images([row for row, ok in enumerate(self.finite(batch)) if not ok])
+
+    def inputs(self, images: Any) -> Inputs:
+        """What ``embed_image`` reads; an array that looks preprocessed belongs to ``embed_preprocessed``."""
+        if (
+            isinstance(images, np.ndarray)
+            and images.ndim == 4
+            and images.shape[1] == 3
+            and images.shape[-1] not in (1, 3, 4)
+        ):
             raise ImageTensorError(
-                f"{len(rows)} preprocessed image(s) hold NaN or infinite values (rows {list_positions(rows.tolist())}); "
-                "their embeddings would be meaningless: check the code that produced them, or pass raw images"
+                f"an array of shape {list(images.shape)} looks like preprocessed images [N,3,H,W]: pass it to "
+                "embed_preprocessed(); embed_image() reads numpy batches of raw images as NxHxWxC"
             )
+        return read_inputs(images)
+
+    def batch(self, images: Any, flip: bool) -> np.ndarray:
+        batch = np.ascontiguousarray(images if isinstance(images, np.ndarray) else np.stack(images), dtype=np.float32)
+        return np.concatenate([batch, batch[..., ::-1]]) if flip else batch
+
+    def finite(self, batch: np.ndarray) -> Sequence[bool]:
+        return np.isfinite(batch).reshape(len(batch), -1).all(axis=1).tolist()
 
     def embed(self, batch: np.ndarray, flip: bool) -> np.ndarray:
         """Unit-norm embeddings of a preprocessed batch: f(x) with f(flip(x)) appended when ``flip``."""
         self.check_batch(batch)
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        count = len(batch)
-        if flip:
-            batch = np.concatenate([batch, batch[..., ::-1]])
-        features = self.run(batch)
-        if flip:
-            features = np.concatenate([features[:count], features[count:]], axis=1)
-        with np.errstate(over="ignore", invalid="ignore"):  # non-finite rows are refused by the caller, by name
-            norms = np.linalg.norm(features, axis=1, keepdims=True)
-            return (features / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+        return embed_batch(self, batch, flip)
 
 
 def find_artifacts(path: str | os.PathLike) -> list[Path]:
@@ -139,7 +147,6 @@ class ExportedEmbedder:
                     f"the graphs in {path} come from different models (their preprocessing or "
                     f"feature size differ); {REEXPORT}"
                 )
-        self.preprocess = Preprocessing(first.image_size, first.mean, first.std, first.interpolation)
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -175,67 +182,23 @@ class ExportedEmbedder:
         :class:`csdn.errors.SkippedImagesWarning`, as the PyTorch path does.
         """
         graph = self.graph(modality)
-        batch_size, flip = check_batch_size(batch_size), check_flip(flip)
-        bit_depth = check_bit_depth(bit_depth)
-        skipped: list[SkippedImage] | None = [] if check_on_error(on_error) == "skip" else None
-        single, items = _as_items(images)
-        outputs = []
-        with tqdm(total=len(items), disable=not progress, desc=f"embed {graph.meta.modality}", unit="img") as bar:
-            for arrays, consumed in decoded_batches(items, self.preprocess, batch_size, bit_depth, skipped):
-                if arrays:
-                    outputs.append(graph.embed(np.stack(arrays), flip))
-                bar.update(consumed)
-        if skipped:
-            refuse_all_skipped(skipped, len(items))
-        result = np.concatenate(outputs) if outputs else np.empty((0, graph.meta.embedding_dim(flip)), np.float32)
-        dropped = {s.index for s in skipped or ()}
-        kept = [index for index in range(len(items)) if index not in dropped]
-        refuse_nonfinite_rows(np.isfinite(result).all(axis=1).reshape(-1), items, kept)
-        if skipped:
-            warnings.warn(SkippedImagesWarning(skipped), stacklevel=2)
-        return result[0] if single else result
+        report = embed_inputs(
+            graph,
+            images,
+            graph.meta.modality,
+            batch_size=batch_size,
+            flip=flip,
+            progress=progress,
+            bit_depth=bit_depth,
+            on_error=on_error,
+        )
+        return report.result()
 
     def embed_preprocessed(
         self, batch: np.ndarray, modality: str, *, flip: bool = True, batch_size: int = 32
     ) -> np.ndarray:
         """Embeddings ``[N, D]`` of images already preprocessed to float32 ``[N,3,H,W]``."""
         graph = self.graph(modality)
-        batch_size, flip = check_batch_size(batch_size), check_flip(flip)
-        graph.check_batch(batch)
-        parts = [graph.embed(batch[i : i + batch_size], flip) for i in range(0, len(batch), batch_size)]
-        result = np.concatenate(parts) if parts else np.empty((0, graph.meta.embedding_dim(flip)), np.float32)
-        refuse_nonfinite_rows(np.isfinite(result).all(axis=1).reshape(-1), range(len(result)), range(len(result)))
-        return result
-
-
-def _as_items(images: Any) -> tuple[bool, list[Any]]:
-    """``(one image?, the images as a list)``, with folders expanded; unreadable types refused up front."""
-    if (
-        isinstance(images, np.ndarray)
-        and images.ndim == 4
-        and images.shape[1] == 3
-        and images.shape[-1] not in (1, 3, 4)
-    ):
-        raise ImageTensorError(
-            f"an array of shape {list(images.shape)} looks like preprocessed images [N,3,H,W]: pass it to "
-            "embed_preprocessed(); embed_image() reads numpy batches of raw images as NxHxWxC"
-        )
-    one = is_one_image(images)
-    if one is None:
-        raise UnsupportedInputError(
-            f"cannot read images from {type(images).__name__}; pass {ACCEPTED_IMAGE_INPUTS}, "
-            "a folder, a numpy batch NxHxWxC, or a list of these"
-        )
-    if one:
-        return True, [images]
-    if isinstance(images, np.ndarray):
-        return False, list(images)
-    if isinstance(images, (str, os.PathLike)):  # a folder
-        return False, expand_folders([images])
-    for index, item in enumerate(images):
-        if not (isinstance(item, (str, os.PathLike, Image.Image, np.ndarray)) or is_file_like(item)):
-            raise UnsupportedInputError(
-                f"item {index} of the list is a {type(item).__name__}, which cannot be "
-                f"read as an image; each item must be {ACCEPTED_IMAGE_INPUTS}"
-            )
-    return False, expand_folders(images)
+        graph.check_shape(batch)
+        inputs = Inputs(single=False, batch=batch)
+        return embed_inputs(graph, inputs, graph.meta.modality, batch_size=batch_size, flip=flip).embeddings
