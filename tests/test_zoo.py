@@ -88,8 +88,8 @@ def test_format_1_registries_are_still_read_and_have_no_aliases(tmp_path):
 # ---------------------------------------------------------------------------- presets
 def test_presets_are_data_files_behind_the_classmethods():
     assert architecture_names() == sorted(ARCHITECTURES)  # every preset has a class and every class a preset
-    assert CSDNConfig.rn50() == CSDNConfig(**read_preset("csdn_rn50")["config"])
-    assert CSDNConfig.tiny() == CSDNConfig(**read_preset("csdn_tiny")["config"])
+    assert CSDNConfig.rn50() == CSDNConfig(architecture="csdn_rn50", **read_preset("csdn_rn50")["config"])
+    assert CSDNConfig.tiny() == CSDNConfig(architecture="csdn_tiny", **read_preset("csdn_tiny")["config"])
     assert CSDNConfig.rn50().feature_grid == (18, 9) and CSDNConfig.rn50().test_feature_dim == 3072
     assert CSDNConfig.tiny(num_classes=3, vision_heads=4).vision_heads == 4
     with pytest.raises(ValueError, match="unknown architecture 'csdn_vit'; known: csdn_rn50, csdn_tiny"):

@@ -18,7 +18,7 @@ import torch
 
 from csdn.config import CSDNConfig
 from csdn.errors import CheckpointError, setting_name
-from csdn.hub.statedict import mismatch_report, nonfinite_tensor
+from csdn.io.statedict import mismatch_report, nonfinite_tensor
 from csdn.io.provenance import CONVERTED, WEIGHTS_KEY
 from csdn.model.network import CSDN
 from csdn.system.fileio import sha256_file

@@ -14,7 +14,7 @@ from torch import nn
 from csdn.config import CSDNConfig
 from csdn.errors import ImageTensorError
 from csdn.images.transforms import nonfinite_rows
-from csdn.io.pretrained import SavePretrainedMixin
+from csdn.io.pretrained import PretrainedMixin
 from csdn.modality import normalize_modality
 from csdn.model.clip_code import tokenize
 from csdn.model.layers import (
@@ -69,7 +69,7 @@ class _MeanOfPowers(torch.autograd.Function):
         return grad_map, grad_p, None
 
 
-class CSDN(SavePretrainedMixin, nn.Module):
+class CSDN(PretrainedMixin, nn.Module):
     """CLIP-Driven Semantic Discovery Network for visible-infrared person re-identification.
 
     Build with random weights from a :class:`CSDNConfig`; load trained weights with
