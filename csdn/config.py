@@ -31,6 +31,10 @@ READABLE_PRESET_VERSIONS = (1, 2)
 PRESETS_FOLDER = "architectures"  # inside weights/ (csdn.weights): one <architecture>.json per preset
 ARCHITECTURES_ENV = "CSDN_ARCHITECTURES"  # more preset folders, os.pathsep-separated
 DEFAULT_ARCHITECTURE = "csdn_rn50"
+# The tensor layout of CLIP's ModifiedResNet towers under CSDN's names (stems, trunk.layer1-4 of
+# Bottlenecks, attnpool, text_encoder): what the BatchNorm folding, the CLIP and the authors' key
+# maps are written for. A model class declares its layout; code written for one asks for it.
+CLIP_RESNET_LAYOUT = "clip-resnet"
 PROVENANCE_KEY = "meta"  # config.json's top-level provenance record, beside (not inside) the architecture
 
 # config.json (format 2): section -> {key in the section: CSDNConfig field}
@@ -376,11 +380,12 @@ def infer_architecture(settings: Mapping[str, Any]) -> str:
     """The architecture of a format-1 config, which names none: the preset whose tower sizes it has.
 
     Format 1 knew one model family (CSDN over CLIP's ModifiedResNet), so only the sizes tell its
-    presets apart; sizes of no preset are that family's small preset, ``csdn_tiny``.
+    installed presets apart; sizes of no preset are that family's small preset, ``csdn_tiny``. CLIP
+    and the authors' checkpoints, which name no architecture either, are read the same way.
     """
     towers = ("vision_layers", "vision_width", "text_width", "text_layers")
     defaults = {key: getattr(CSDNConfig, key) for key in towers}
-    for name in architecture_names():
+    for name in sorted(path.stem for path in (weights_dir() / PRESETS_FOLDER).glob("*.json")):
         preset = {**defaults, **read_preset(name)["config"]}
         if all(_plain(settings.get(key, defaults[key])) == _plain(preset[key]) for key in towers):
             return name
