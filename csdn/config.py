@@ -71,7 +71,7 @@ SIZE_LIMITS: dict[str, tuple[int, int]] = {
     "text_heads": (1, 1024),
     "text_layers": (1, 128),
     "num_prompt_tokens": (1, 64),
-    "num_classes": (1, 1_000_000),
+    "num_classes": (1, 10_000_000),
 }
 BLOCK_LIMIT = 128  # blocks per trunk stage (RN50 has 3, 4, 6, 3)
 IMAGE_SIDE_LIMIT = 8192  # pixels per input side
@@ -113,7 +113,9 @@ def _format_version(data: Mapping[str, Any], default: int, readable: Sequence[in
     """``data["format_version"]`` checked: an integer this package reads, else a ValueError saying what to do."""
     version = data.get("format_version", default)
     if isinstance(version, bool) or not isinstance(version, int):
-        raise ValueError(f"{what} has format_version {version!r}; it must be an integer ({', '.join(map(str, readable))})")
+        raise ValueError(
+            f"{what} has format_version {version!r}; it must be an integer ({', '.join(map(str, readable))})"
+        )
     if version not in readable:
         newer = version > max(readable)
         raise ValueError(
@@ -261,7 +263,9 @@ class CSDNConfig:
         Every size is bounded (:data:`SIZE_LIMITS`) before anything is built from it.
         """
         if not isinstance(self.architecture, str) or not self.architecture:
-            raise SettingError(f"architecture must name a preset (e.g. {DEFAULT_ARCHITECTURE!r}), got {self.architecture!r}")
+            raise SettingError(
+                f"architecture must name a preset (e.g. {DEFAULT_ARCHITECTURE!r}), got {self.architecture!r}"
+            )
         if not isinstance(self.meta, dict):
             raise SettingError(f"meta (the provenance record) must be an object, got {type(self.meta).__name__}")
         if len(self.image_size) != 2:
@@ -338,7 +342,12 @@ class CSDNConfig:
             section: {key: _plain(getattr(self, name)) for key, name in keys.items()}
             for section, keys in SECTIONS.items()
         }
-        return {"model_type": "csdn", "format_version": CONFIG_FORMAT_VERSION, "architecture": self.architecture, **sections}
+        return {
+            "model_type": "csdn",
+            "format_version": CONFIG_FORMAT_VERSION,
+            "architecture": self.architecture,
+            **sections,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """Format 2: :meth:`architecture_dict` plus the provenance record under :data:`PROVENANCE_KEY`."""

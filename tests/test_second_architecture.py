@@ -38,7 +38,11 @@ def registry(plainconv, tmp_path) -> Path:
     csdn.create_model(ARCHITECTURE).save_pretrained(tmp_path / "demo")
     row = {"architecture": ARCHITECTURE, "bundled": "demo", "dataset": "synthetic", "description": "test backbone"}
     path = tmp_path / "registry.json"
-    data = {"format_version": 2, "models": {f"{ARCHITECTURE}.demo": row}, "aliases": {"plainconv": "test_plainconv.demo"}}
+    data = {
+        "format_version": 2,
+        "models": {f"{ARCHITECTURE}.demo": row},
+        "aliases": {"plainconv": "test_plainconv.demo"},
+    }
     path.write_text(json.dumps(data))
     return path
 

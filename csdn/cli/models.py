@@ -30,8 +30,8 @@ def run_models(args: argparse.Namespace) -> int:
 
 def run_info(args: argparse.Namespace) -> int:
     from csdn.hub import api as hub
-    from csdn.hub.registry import open_registry
     from csdn.hub.architectures import build_model
+    from csdn.hub.registry import open_registry
 
     registry = open_registry()
     name = args.model

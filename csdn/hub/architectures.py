@@ -9,31 +9,31 @@ of the class, so a new backbone is one module with its class, one preset file an
 
 from __future__ import annotations
 
-from torch import nn
-
 from csdn.config import CSDNConfig, architecture_names
 from csdn.model.network import CSDN
 
-# architecture name -> model class (built from CSDNConfig.preset(name) or a saved config naming it)
-ARCHITECTURES: dict[str, type[nn.Module]] = {
+# architecture name -> model class (built from CSDNConfig.preset(name) or a saved config naming it). Every
+# class is CSDN or a subclass: the heads, the text side and the training recipe are CSDN's, a backbone is
+# its stems and trunk (CSDN.build_tower) and its tensor layout (CSDN.layout).
+ARCHITECTURES: dict[str, type[CSDN]] = {
     "csdn_rn50": CSDN,
     "csdn_tiny": CSDN,
 }
 
 
-def model_class(architecture: str) -> type[nn.Module]:
+def model_class(architecture: str) -> type[CSDN]:
     """The class of ``architecture``; ``ValueError`` naming the known ones if it has none."""
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; known: {', '.join(sorted(ARCHITECTURES))}")
     return ARCHITECTURES[architecture]
 
 
-def build_model(config: CSDNConfig) -> nn.Module:
+def build_model(config: CSDNConfig) -> CSDN:
     """The model ``config`` describes, with random weights, as the class of its architecture."""
     return model_class(config.architecture)(config)
 
 
-def register_architecture(architecture: str, cls: type[nn.Module]) -> None:
+def register_architecture(architecture: str, cls: type[CSDN]) -> None:
     """Add a row to the table, for a backbone defined outside the package (its preset must exist)."""
     if architecture not in architecture_names():
         raise ValueError(

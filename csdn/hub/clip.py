@@ -33,11 +33,11 @@ from tqdm.auto import tqdm
 
 from csdn.config import CLIP_RESNET_LAYOUT, CSDNConfig, infer_architecture
 from csdn.errors import CLIPWeightsError, cli_flag
+from csdn.hub.architectures import model_class
 from csdn.hub.registry import RegistryLike, open_registry
 from csdn.hub.transfer import hub_content_hash, hub_download
 from csdn.model.clip_code import tokenize
 from csdn.model.layers import resize_positional_embedding
-from csdn.hub.architectures import model_class
 from csdn.model.network import CSDN
 from csdn.system.fileio import atomic_write, sha256_file
 
@@ -322,7 +322,7 @@ def from_clip(
             f"architecture {config.architecture!r} ({cls.__name__}) does not have CLIP's ResNet layout, so CLIP "
             "weights have no names in it; start it from random weights (csdn.create_model) instead"
         )
-    model: CSDN = cls(config)  # type: ignore[assignment]
+    model = cls(config)
     mapped = clip_to_csdn_state(state, config)
     own = model.state_dict()
     wrong = [

@@ -18,9 +18,9 @@ import torch
 
 from csdn.config import CLIP_RESNET_LAYOUT, CSDNConfig, infer_architecture
 from csdn.errors import CheckpointError, setting_name
-from csdn.io.statedict import mismatch_report, nonfinite_tensor
-from csdn.io.provenance import CONVERTED, WEIGHTS_KEY
 from csdn.hub.architectures import model_class
+from csdn.io.provenance import CONVERTED, WEIGHTS_KEY
+from csdn.io.statedict import mismatch_report, nonfinite_tensor
 from csdn.model.network import CSDN
 from csdn.system.fileio import sha256_file
 
@@ -186,7 +186,7 @@ def from_official(
     cls = model_class(config.architecture)
     if getattr(cls, "layout", None) != CLIP_RESNET_LAYOUT:  # the official names are those of this layout
         raise CheckpointError(f"architecture {config.architecture!r} has no official checkpoint layout")
-    model: CSDN = cls(config)  # type: ignore[assignment]
+    model = cls(config)
     load_official_state(model, state)
     return model.eval()
 

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import os
 
-from torch import nn
-
 from csdn.config import CSDNConfig
 from csdn.hub.api import load
 from csdn.hub.architectures import ARCHITECTURES, model_class
 from csdn.hub.registry import RegistryLike, open_registry
+from csdn.model.network import CSDN
 
 __all__ = ["ARCHITECTURES", "create_model", "model_class"]
 
@@ -24,7 +23,7 @@ def create_model(
     *,
     registry: RegistryLike = None,
     **options,
-) -> nn.Module:
+) -> CSDN:
     """A model of ``architecture``: random weights from its preset, or the ``pretrained`` weights.
 
     ``pretrained``: ``None`` (random initialisation; ``options`` override preset fields, e.g.

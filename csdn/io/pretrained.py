@@ -35,8 +35,8 @@ from safetensors.torch import load_file
 from csdn.config import PROVENANCE_KEY, CSDNConfig
 from csdn.errors import IntegrityError, WeightsError
 from csdn.io.card import EVALUATION_KEY, evaluation_records, merge_records, render_model_card
-from csdn.io.statedict import mismatch_report, nonfinite_tensor
 from csdn.io.safetensors import FLOAT_DTYPES, InvalidSafetensors, TensorInfo, parse_header, write_safetensors
+from csdn.io.statedict import mismatch_report, nonfinite_tensor
 from csdn.system.fileio import atomic_write, atomic_write_text, sha256_file
 
 WEIGHTS_NAME = "model.safetensors"
@@ -268,9 +268,8 @@ class ModelHub(Protocol):
     """Where models come from and go to beyond this format: registry names, the Hub, the architecture
     table. :mod:`csdn.hub` is one (its :func:`csdn.load` and :func:`csdn.push_to_hub`)."""
 
-    def load(self, name_or_path: Any, **options: Any) -> Any: ...
-
-    def push_to_hub(self, model: Any, repo_id: str, **options: Any) -> Any: ...
+    load: Callable[..., Any]  # (name_or_path, **options) -> a verified model
+    push_to_hub: Callable[..., Any]  # (model, repo_id, **options) -> the upload's commit
 
 
 _MODEL_HUB: list[ModelHub] = []  # the registered hub (at most one)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from csdn.errors import WeightsNotAvailableError, cli_flag, setting_name
 from csdn.hub.architectures import ARCHITECTURES
@@ -53,8 +54,8 @@ def initial_model(
     elif architecture is not None:
         from csdn.hub.factory import create_model
 
-        overrides = {"image_size": image_size} if image_size else {}
-        return create_model(architecture, num_classes=num_classes, **overrides)  # type: ignore[return-value]
+        overrides: dict[str, Any] = {"image_size": image_size} if image_size else {}
+        return create_model(architecture, num_classes=num_classes, **overrides)
     elif init is not None and Path(init).exists() and _is_csdn_file(Path(init)):
         from csdn.hub.api import load
 

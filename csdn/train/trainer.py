@@ -16,8 +16,8 @@ from tqdm.auto import tqdm
 
 from csdn.config import CSDNConfig
 from csdn.data.registry import reader_for
-from csdn.io.provenance import training_data
 from csdn.hub.architectures import build_model
+from csdn.io.provenance import training_data
 from csdn.model.network import CSDN
 from csdn.system.device import resolve_device
 from csdn.system.fileio import atomic_write_text
