@@ -3,6 +3,7 @@ architecture presets read from data files, and create_model over the architectur
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -125,3 +126,19 @@ def test_create_model_refuses_unknown_architectures_and_weights_of_another_one()
         create_model("resnet")
     with pytest.raises(ValueError, match="architecture 'csdn_tiny', not 'csdn_rn50'.*create_model\\('csdn_tiny'"):
         create_model("csdn_rn50", "synthetic-tiny")
+
+
+def test_presets_are_format_2_and_format_1_presets_in_an_extra_folder_are_still_read(tmp_path, monkeypatch):
+    from csdn.config import ARCHITECTURES_ENV, read_preset
+    from csdn.hub.architectures import register_architecture
+
+    assert read_preset("csdn_rn50")["format_version"] == 2 and read_preset("csdn_rn50")["clip"] == "RN50"
+    flat = {"format_version": 1, "architecture": "old_tiny", "config": {**read_preset("csdn_tiny")["config"]}}
+    (tmp_path / "old_tiny.json").write_text(json.dumps(flat))
+    with pytest.raises(ValueError, match="'old_tiny' has no preset file"):
+        register_architecture("old_tiny", csdn.CSDN)
+    monkeypatch.setenv(ARCHITECTURES_ENV, str(tmp_path))
+    assert "old_tiny" in architecture_names()
+    assert CSDNConfig.preset("old_tiny") == dataclasses.replace(CSDNConfig.tiny(), architecture="old_tiny")
+    (tmp_path / "csdn_rn50.json").write_text("{}")  # an extra folder cannot replace an installed preset
+    assert CSDNConfig.preset("csdn_rn50") == CSDNConfig.rn50()
