@@ -95,3 +95,14 @@ def test_without_its_table_row_a_saved_model_of_it_is_refused_by_name(registry, 
             csdn.load(folder)
     finally:
         ARCHITECTURES[ARCHITECTURE] = PlainConvCSDN
+
+
+def test_it_exports_unfolded_and_the_graph_passes_its_own_verification(plainconv, tmp_path):
+    from csdn.export.api import export_model
+
+    torch.manual_seed(1)
+    model = csdn.create_model(ARCHITECTURE).eval()
+    files = export_model(model, tmp_path / "exported", modality="visible")
+    assert [path.name for path in files] == ["visible.onnx"]
+    record = json.loads((tmp_path / "exported" / "visible.onnx.json").read_text())
+    assert record["verification"]["passed"] and record["feature_dim"] == model.config.test_feature_dim
