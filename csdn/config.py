@@ -8,6 +8,7 @@ what makes a saved model self-describing.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -351,7 +352,7 @@ class CSDNConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Format 2: :meth:`architecture_dict` plus the provenance record under :data:`PROVENANCE_KEY`."""
-        return {**self.architecture_dict(), PROVENANCE_KEY: dict(self.meta)}
+        return {**self.architecture_dict(), PROVENANCE_KEY: copy.deepcopy(self.meta)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CSDNConfig:
