@@ -182,8 +182,10 @@ def flatten_sections(data: Mapping[str, Any], where: str) -> dict[str, Any]:
 def _check_size(name: str, value: Any, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise SettingError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
-    if not low <= value <= high:
-        raise SettingError(f"{name} must lie in [{low}, {high}], got {value}")
+    if value < low:
+        raise SettingError(f"{name} must be at least {low} (allowed [{low}, {high}]), got {value}")
+    if value > high:
+        raise SettingError(f"{name} must be at most {high} (allowed [{low}, {high}]), got {value}")
 
 
 @dataclass
