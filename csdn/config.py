@@ -8,11 +8,14 @@ what makes a saved model self-describing.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
-from collections.abc import Iterable, Mapping
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from csdn.errors import SettingError
@@ -22,9 +25,57 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PROMPT_TEMPLATE = "A photo of a X X X X person."
 
-CONFIG_FORMAT_VERSION = 1
-PRESET_FORMAT_VERSION = 1
+CONFIG_FORMAT_VERSION = 2  # nested sections and an architecture name; version 1 (flat) is still read
+READABLE_CONFIG_VERSIONS = (1, 2)
+PRESET_FORMAT_VERSION = 2
+READABLE_PRESET_VERSIONS = (1, 2)
 PRESETS_FOLDER = "architectures"  # inside weights/ (csdn.weights): one <architecture>.json per preset
+ARCHITECTURES_ENV = "CSDN_ARCHITECTURES"  # more preset folders, os.pathsep-separated
+DEFAULT_ARCHITECTURE = "csdn_rn50"
+# The tensor layout of CLIP's ModifiedResNet towers under CSDN's names (stems, trunk.layer1-4 of
+# Bottlenecks, attnpool, text_encoder): what the BatchNorm folding, the CLIP and the authors' key
+# maps are written for. A model class declares its layout; code written for one asks for it.
+CLIP_RESNET_LAYOUT = "clip-resnet"
+PROVENANCE_KEY = "meta"  # config.json's top-level provenance record, beside (not inside) the architecture
+
+# config.json (format 2): section -> {key in the section: CSDNConfig field}
+SECTIONS: dict[str, dict[str, str]] = {
+    "vision": {
+        "image_size": "image_size",
+        "layers": "vision_layers",
+        "width": "vision_width",
+        "heads": "vision_heads",
+        "last_stride": "last_stride",
+        "embed_dim": "embed_dim",
+    },
+    "text": {
+        "context_length": "context_length",
+        "vocab_size": "vocab_size",
+        "width": "text_width",
+        "heads": "text_heads",
+        "layers": "text_layers",
+        "prompt_template": "prompt_template",
+        "num_prompt_tokens": "num_prompt_tokens",
+    },
+    "heads": {"num_classes": "num_classes", "gem_p": "gem_p", "gem_eps": "gem_eps", "fusion_dropout": "fusion_dropout"},
+    "preprocess": {"mean": "mean", "std": "std", "interpolation": "interpolation"},
+}
+# Inclusive ranges of every integer size: a config is untrusted input (it comes with downloaded files), and
+# one absurd value (text_layers=100000) would otherwise build modules for minutes before failing.
+SIZE_LIMITS: dict[str, tuple[int, int]] = {
+    "vision_width": (1, 1024),
+    "vision_heads": (1, 1024),
+    "embed_dim": (1, 16384),
+    "context_length": (1, 4096),
+    "vocab_size": (1, 1_000_000),
+    "text_width": (1, 16384),
+    "text_heads": (1, 1024),
+    "text_layers": (1, 128),
+    "num_prompt_tokens": (1, 64),
+    "num_classes": (1, 10_000_000),
+}
+BLOCK_LIMIT = 128  # blocks per trunk stage (RN50 has 3, 4, 6, 3)
+IMAGE_SIDE_LIMIT = 8192  # pixels per input side
 
 
 def reject_unknown_fields(data: Mapping[str, Any], schema: type, problem: str, *, exclude: Iterable[str] = ()) -> None:
@@ -39,18 +90,54 @@ def reject_unknown_fields(data: Mapping[str, Any], schema: type, problem: str, *
         raise ValueError(f"{problem}: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
 
 
+def preset_folders() -> list[Path]:
+    """Where preset files are read from: the installed ``weights/architectures/``, then each folder
+    in ``$CSDN_ARCHITECTURES`` (``os.pathsep``-separated: an organisation's or a test's own backbones)."""
+    extra = [Path(folder) for folder in os.environ.get(ARCHITECTURES_ENV, "").split(os.pathsep) if folder]
+    return [weights_dir() / PRESETS_FOLDER, *extra]
+
+
+def _preset_files() -> dict[str, Path]:
+    """Architecture name -> its preset file (an installed preset wins over an extra folder's)."""
+    files: dict[str, Path] = {}
+    for folder in reversed(preset_folders()):
+        files.update({path.stem: path for path in folder.glob("*.json")})
+    return files
+
+
 def architecture_names() -> list[str]:
     """The architectures with a preset file, sorted (``["csdn_rn50", "csdn_tiny"]`` as installed)."""
-    return sorted(path.stem for path in (weights_dir() / PRESETS_FOLDER).glob("*.json"))
+    return sorted(_preset_files())
+
+
+def _format_version(data: Mapping[str, Any], default: int, readable: Sequence[int], what: str) -> int:
+    """``data["format_version"]`` checked: an integer this package reads, else a ValueError saying what to do."""
+    version = data.get("format_version", default)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ValueError(
+            f"{what} has format_version {version!r}; it must be an integer ({', '.join(map(str, readable))})"
+        )
+    if version not in readable:
+        newer = version > max(readable)
+        raise ValueError(
+            f"{what} has format_version {version}; this csdn-reid reads version(s) {', '.join(map(str, readable))}"
+            + (" (upgrade with `pip install -U csdn-reid`)" if newer else "")
+        )
+    return version
 
 
 def read_preset(architecture: str) -> dict[str, Any]:
-    """The parsed preset file of ``architecture``; ``ValueError`` naming the known ones if it has none."""
-    path = weights_dir() / PRESETS_FOLDER / f"{architecture}.json"
-    if not path.is_file():
+    """The parsed preset file of ``architecture``, its ``config`` as flat :class:`CSDNConfig` fields.
+
+    ``ValueError`` naming the known architectures if it has none. Besides ``config`` a preset
+    may say what its backbone is called (``backbone``) and which CLIP weights it starts from
+    (``clip``, a name of the registry's ``clip`` table), which the model card and ``csdn publish`` read.
+    """
+    path = _preset_files().get(architecture)
+    if path is None:
         raise ValueError(
             f"unknown architecture {architecture!r}; known: {', '.join(architecture_names()) or 'none'} "
-            f"(each is a preset file in {path.parent})"
+            f"(each is a preset file in {', '.join(map(str, preset_folders()))})"
         )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -58,17 +145,47 @@ def read_preset(architecture: str) -> dict[str, Any]:
         raise ValueError(f"architecture preset {path} is not valid JSON: {err}") from err
     if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
         raise ValueError(f"architecture preset {path} must be an object with a 'config' object")
-    version = data.get("format_version", PRESET_FORMAT_VERSION)
-    if version != PRESET_FORMAT_VERSION:
-        raise ValueError(
-            f"architecture preset {path} has format_version {version}; this csdn-reid reads version "
-            f"{PRESET_FORMAT_VERSION} (upgrade with `pip install -U csdn-reid`)"
-        )
+    version = _format_version(data, 1, READABLE_PRESET_VERSIONS, f"architecture preset {path}")
     if data.get("architecture", architecture) != architecture:
         raise ValueError(
             f"architecture preset {path} names architecture {data['architecture']!r}, not {architecture!r}"
         )
-    return data
+    config = data["config"] if version == 1 else flatten_sections(data["config"], f"architecture preset {path}")
+    return {**data, "config": config}
+
+
+def flatten_sections(data: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Format-2 sections (``{"vision": {"width": 64}, ...}``) as flat fields (``{"vision_width": 64}``).
+
+    Unknown sections and unknown keys within a section are refused, naming them and the known ones.
+    """
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        raise ValueError(
+            f"unknown CSDN config field(s) in {where}: {', '.join(unknown)}; known sections: {', '.join(SECTIONS)}"
+        )
+    flat: dict[str, Any] = {}
+    for section, values in data.items():
+        if not isinstance(values, Mapping):
+            raise ValueError(f"{where}: section {section!r} must be an object, got {type(values).__name__}")
+        keys = SECTIONS[section]
+        stray = sorted(set(values) - set(keys))
+        if stray:
+            raise ValueError(
+                f"unknown CSDN config field(s) in {where}, section {section!r}: {', '.join(stray)}; "
+                f"known: {', '.join(keys)}"
+            )
+        flat.update({keys[key]: value for key, value in values.items()})
+    return flat
+
+
+def _check_size(name: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SettingError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+    if value < low:
+        raise SettingError(f"{name} must be at least {low} (allowed [{low}, {high}]), got {value}")
+    if value > high:
+        raise SettingError(f"{name} must be at most {high} (allowed [{low}, {high}]), got {value}")
 
 
 @dataclass
@@ -76,9 +193,14 @@ class CSDNConfig:
     """Sizes of the CSDN image tower, text tower and heads, plus test-time preprocessing.
 
     The defaults are the paper's model: OpenAI CLIP RN50 with layer4 at stride 1,
-    288x144 inputs and 395 identities (SYSU-MM01 training set).
+    288x144 inputs and 395 identities (SYSU-MM01 training set). ``architecture`` names the
+    preset (and, through ``csdn.hub.architectures``, the model class) these sizes belong to.
+    ``meta`` is the model's provenance (dataset, trial, source checkpoint, metrics), carried
+    beside the architecture: it is no part of it, is written as its own record
+    (:data:`PROVENANCE_KEY`), and is ignored when two configs are compared for fit.
     """
 
+    architecture: str = DEFAULT_ARCHITECTURE
     # image tower (CLIP ModifiedResNet)
     image_size: tuple[int, int] = (288, 144)  # (height, width)
     vision_layers: tuple[int, int, int, int] = (3, 4, 6, 3)
@@ -103,12 +225,15 @@ class CSDNConfig:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "lanczos"  # resize filter of the test transform
-    # free-form provenance (dataset, source checkpoint, ...); not architecture
-    meta: dict[str, Any] = field(default_factory=dict)
+    # provenance (dataset, source checkpoint, ...); not architecture
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)  # equal configs: the same architecture
 
     def __post_init__(self) -> None:
-        self.image_size = tuple(int(v) for v in self.image_size)  # type: ignore[assignment]
-        self.vision_layers = tuple(int(v) for v in self.vision_layers)  # type: ignore[assignment]
+        for name in ("image_size", "vision_layers", "mean", "std"):
+            if not isinstance(getattr(self, name), (list, tuple)):
+                raise SettingError(f"{name} must be a list of numbers, got {getattr(self, name)!r}")
+        self.image_size = tuple(self.image_size)  # type: ignore[assignment]
+        self.vision_layers = tuple(self.vision_layers)  # type: ignore[assignment]
         self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
         self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
         self.validate()
@@ -136,16 +261,27 @@ class CSDNConfig:
         return self.feature_dim + self.embed_dim
 
     def validate(self) -> None:
-        """Reject inconsistent sizes and unusable preprocessing statistics, naming the field."""
+        """Reject out-of-range or inconsistent sizes and unusable preprocessing statistics, naming the field.
+
+        Every size is bounded (:data:`SIZE_LIMITS`) before anything is built from it.
+        """
+        if not isinstance(self.architecture, str) or not self.architecture:
+            raise SettingError(
+                f"architecture must name a preset (e.g. {DEFAULT_ARCHITECTURE!r}), got {self.architecture!r}"
+            )
+        if not isinstance(self.meta, dict):
+            raise SettingError(f"meta (the provenance record) must be an object, got {type(self.meta).__name__}")
         if len(self.image_size) != 2:
             raise SettingError(f"image_size must be (height, width), got {self.image_size}")
+        for side in self.image_size:
+            _check_size("image_size", side, 1, IMAGE_SIDE_LIMIT)
         h, w = self.image_size
-        if h <= 0 or w <= 0:
-            raise SettingError(f"image_size {self.image_size} must be positive (height, width)")
-        for name in ("vision_width", "embed_dim", "context_length", "vocab_size", "text_width", "num_prompt_tokens"):
-            value = getattr(self, name)
-            if value < 1:
-                raise SettingError(f"{name} must be at least 1, got {value}")
+        for name, (low, high) in SIZE_LIMITS.items():
+            _check_size(name, getattr(self, name), low, high)
+        if len(self.vision_layers) != 4:
+            raise SettingError(f"vision_layers needs four positive block counts, got {self.vision_layers}")
+        for blocks in self.vision_layers:
+            _check_size("vision_layers", blocks, 1, BLOCK_LIMIT)
         for name in ("mean", "std"):
             values = getattr(self, name)
             if len(values) != 3:
@@ -165,22 +301,14 @@ class CSDNConfig:
             raise SettingError(f"fusion_dropout must lie in [0, 1), got {self.fusion_dropout}")
         if self.last_stride not in (1, 2):
             raise SettingError(f"last_stride must be 1 or 2, got {self.last_stride}")
-        if h % self.downsample or w % self.downsample or h <= 0 or w <= 0:
+        if h % self.downsample or w % self.downsample:
             raise SettingError(
                 f"image_size {self.image_size} must be positive multiples of the trunk stride {self.downsample}"
-            )
-        if len(self.vision_layers) != 4 or min(self.vision_layers) < 1:
-            raise SettingError(f"vision_layers needs four positive block counts, got {self.vision_layers}")
-        if self.vision_heads < 1 or self.text_heads < 1:
-            raise SettingError(
-                f"vision_heads and text_heads must be at least 1, got {self.vision_heads}, {self.text_heads}"
             )
         if self.feature_dim % self.vision_heads:
             raise SettingError(f"vision_heads ({self.vision_heads}) must divide the feature width {self.feature_dim}")
         if self.text_width % self.text_heads:
             raise SettingError(f"text_heads ({self.text_heads}) must divide text_width {self.text_width}")
-        if self.num_classes < 1:
-            raise SettingError(f"num_classes must be at least 1, got {self.num_classes}")
         if self.prompt_template.split().count("X") != self.num_prompt_tokens:
             raise SettingError(
                 f"prompt_template {self.prompt_template!r} must hold num_prompt_tokens="
@@ -195,7 +323,7 @@ class CSDNConfig:
         Presets are data, so adding an architecture's sizes touches no code; see
         :func:`architecture_names` for the installed ones.
         """
-        settings = dict(read_preset(architecture)["config"])
+        settings = {**read_preset(architecture)["config"], "architecture": architecture}
         settings.update(overrides)
         reject_unknown_fields(settings, cls, f"unknown CSDN config field(s) for the {architecture!r} preset")
         return cls(**settings)
@@ -211,27 +339,46 @@ class CSDNConfig:
         return cls.preset("csdn_tiny", num_classes=num_classes, **overrides)
 
     # ------------------------------------------------------------------ serialisation
+    def architecture_dict(self) -> dict[str, Any]:
+        """The architecture alone, in format 2: its name and the nested sections (no provenance)."""
+        sections = {
+            section: {key: _plain(getattr(self, name)) for key, name in keys.items()}
+            for section, keys in SECTIONS.items()
+        }
+        return {
+            "model_type": "csdn",
+            "format_version": CONFIG_FORMAT_VERSION,
+            "architecture": self.architecture,
+            **sections,
+        }
+
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        for key, value in data.items():
-            if isinstance(value, tuple):
-                data[key] = list(value)
-        return {"model_type": "csdn", "format_version": CONFIG_FORMAT_VERSION, **data}
+        """Format 2: :meth:`architecture_dict` plus the provenance record under :data:`PROVENANCE_KEY`."""
+        return {**self.architecture_dict(), PROVENANCE_KEY: copy.deepcopy(self.meta)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CSDNConfig:
+    def from_dict(cls, data: Mapping[str, Any]) -> CSDNConfig:
+        """A config from :meth:`to_dict`'s form (format 2) or a flat format-1 one (whose architecture is inferred)."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a CSDN config must be a JSON object, got {type(data).__name__}")
         data = dict(data)
         model_type = data.pop("model_type", "csdn")
         if model_type != "csdn":
             raise ValueError(f"this is a config for model_type={model_type!r}, not a CSDN model")
-        version = data.pop("format_version", CONFIG_FORMAT_VERSION)
-        if version > CONFIG_FORMAT_VERSION:
-            raise ValueError(
-                f"config format_version {version} is newer than this csdn-reid understands "
-                f"({CONFIG_FORMAT_VERSION}); upgrade with `pip install -U csdn-reid`"
-            )
-        reject_unknown_fields(data, cls, "unknown CSDN config field(s)")
-        return cls(**data)
+        implied = 2 if set(SECTIONS) & set(data) else 1  # an unversioned config says by its shape
+        version = _format_version(data, implied, READABLE_CONFIG_VERSIONS, "the CSDN config")
+        data.pop("format_version", None)
+        meta = data.pop(PROVENANCE_KEY, {})
+        if version == 1:
+            reject_unknown_fields(data, cls, "unknown CSDN config field(s)", exclude={"architecture", PROVENANCE_KEY})
+            settings = data
+            settings.setdefault("architecture", infer_architecture(settings))
+        else:
+            architecture = data.pop("architecture", None)
+            if architecture is None:
+                raise ValueError("a format-2 CSDN config needs its 'architecture' (a preset name, e.g. 'csdn_rn50')")
+            settings = {**flatten_sections(data, "the CSDN config"), "architecture": architecture}
+        return cls(**settings, meta=meta)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -239,3 +386,24 @@ class CSDNConfig:
     @classmethod
     def from_json(cls, text: str) -> CSDNConfig:
         return cls.from_dict(json.loads(text))
+
+
+def infer_architecture(settings: Mapping[str, Any]) -> str:
+    """The architecture of a format-1 config, which names none: the preset whose tower sizes it has.
+
+    Format 1 knew one model family (CSDN over CLIP's ModifiedResNet), so only the sizes tell its
+    installed presets apart; sizes of no preset are that family's small preset, ``csdn_tiny``. CLIP
+    and the authors' checkpoints, which name no architecture either, are read the same way.
+    """
+    towers = ("vision_layers", "vision_width", "text_width", "text_layers")
+    defaults = {key: getattr(CSDNConfig, key) for key in towers}
+    for name in sorted(path.stem for path in (weights_dir() / PRESETS_FOLDER).glob("*.json")):
+        preset = {**defaults, **read_preset(name)["config"]}
+        if all(_plain(settings.get(key, defaults[key])) == _plain(preset[key]) for key in towers):
+            return name
+    return "csdn_tiny"
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-ready value: tuples as lists."""
+    return list(value) if isinstance(value, tuple) else value

@@ -242,7 +242,7 @@ def test_tensor_mismatches_are_reported_by_name(tiny_model, tmp_path):
 def test_config_json_must_agree_with_the_stored_config(tiny_model, tmp_path):
     hub.save_pretrained(tiny_model, tmp_path)
     edited = json.loads((tmp_path / "config.json").read_text())
-    edited["num_classes"] = 9
+    edited["heads"]["num_classes"] = 9  # config.json format 2: the heads section
     edited["meta"] = {"note": "meta may differ"}
     (tmp_path / "config.json").write_text(json.dumps(edited))
     with pytest.raises(WeightsError, match=r"num_classes: 8 in the metadata, 9 in config.json"):

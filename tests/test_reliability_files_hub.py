@@ -221,7 +221,7 @@ def test_a_config_claiming_millions_of_identities_fails_fast_before_building_the
     folder = tiny_model.save_pretrained(tmp_path / "m")
     metadata, _ = parse_header(folder / "model.safetensors")
     config = json.loads(metadata[CONFIG_METADATA_KEY])
-    config["num_classes"] = 3_000_000
+    config["heads"]["num_classes"] = 3_000_000  # config format 2: the heads section
     evil = tmp_path / "evil.safetensors"
     save_file(
         load_file(str(folder / "model.safetensors")),

@@ -3,6 +3,7 @@ architecture presets read from data files, and create_model over the architectur
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -88,8 +89,8 @@ def test_format_1_registries_are_still_read_and_have_no_aliases(tmp_path):
 # ---------------------------------------------------------------------------- presets
 def test_presets_are_data_files_behind_the_classmethods():
     assert architecture_names() == sorted(ARCHITECTURES)  # every preset has a class and every class a preset
-    assert CSDNConfig.rn50() == CSDNConfig(**read_preset("csdn_rn50")["config"])
-    assert CSDNConfig.tiny() == CSDNConfig(**read_preset("csdn_tiny")["config"])
+    assert CSDNConfig.rn50() == CSDNConfig(architecture="csdn_rn50", **read_preset("csdn_rn50")["config"])
+    assert CSDNConfig.tiny() == CSDNConfig(architecture="csdn_tiny", **read_preset("csdn_tiny")["config"])
     assert CSDNConfig.rn50().feature_grid == (18, 9) and CSDNConfig.rn50().test_feature_dim == 3072
     assert CSDNConfig.tiny(num_classes=3, vision_heads=4).vision_heads == 4
     with pytest.raises(ValueError, match="unknown architecture 'csdn_vit'; known: csdn_rn50, csdn_tiny"):
@@ -125,3 +126,19 @@ def test_create_model_refuses_unknown_architectures_and_weights_of_another_one()
         create_model("resnet")
     with pytest.raises(ValueError, match="architecture 'csdn_tiny', not 'csdn_rn50'.*create_model\\('csdn_tiny'"):
         create_model("csdn_rn50", "synthetic-tiny")
+
+
+def test_presets_are_format_2_and_format_1_presets_in_an_extra_folder_are_still_read(tmp_path, monkeypatch):
+    from csdn.config import ARCHITECTURES_ENV, read_preset
+    from csdn.hub.architectures import register_architecture
+
+    assert read_preset("csdn_rn50")["format_version"] == 2 and read_preset("csdn_rn50")["clip"] == "RN50"
+    flat = {"format_version": 1, "architecture": "old_tiny", "config": {**read_preset("csdn_tiny")["config"]}}
+    (tmp_path / "old_tiny.json").write_text(json.dumps(flat))
+    with pytest.raises(ValueError, match="'old_tiny' has no preset file"):
+        register_architecture("old_tiny", csdn.CSDN)
+    monkeypatch.setenv(ARCHITECTURES_ENV, str(tmp_path))
+    assert "old_tiny" in architecture_names()
+    assert CSDNConfig.preset("old_tiny") == dataclasses.replace(CSDNConfig.tiny(), architecture="old_tiny")
+    (tmp_path / "csdn_rn50.json").write_text("{}")  # an extra folder cannot replace an installed preset
+    assert CSDNConfig.preset("csdn_rn50") == CSDNConfig.rn50()

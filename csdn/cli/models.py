@@ -30,8 +30,8 @@ def run_models(args: argparse.Namespace) -> int:
 
 def run_info(args: argparse.Namespace) -> int:
     from csdn.hub import api as hub
+    from csdn.hub.architectures import build_model
     from csdn.hub.registry import open_registry
-    from csdn.model.network import CSDN
 
     registry = open_registry()
     name = args.model
@@ -47,7 +47,7 @@ def run_info(args: argparse.Namespace) -> int:
     else:
         config = hub.load_config(name, revision=args.revision)
     with torch.device("meta"):  # sizes only: no memory, no initialisation
-        num_parameters = sum(p.numel() for p in CSDN(config).parameters())
+        num_parameters = sum(p.numel() for p in build_model(config).parameters())
     for line in hub.describe_architecture(config, num_parameters):
         print(line)
     for key, value in config.meta.items():

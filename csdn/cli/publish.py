@@ -100,19 +100,17 @@ def _load(args: argparse.Namespace):
 
 
 def card_provenance(model, dataset: str, license_name: str | None) -> dict[str, Any]:
-    """What the card needs beyond the metrics: dataset, license and (for a CLIP RN50 model) its base model."""
-    from csdn.config import CSDNConfig
+    """What the card needs beyond the metrics: dataset, license and the base model, the CLIP weights the
+    model's architecture starts from (its preset's ``clip``: RN50 for ``csdn_rn50``) as the registry names them."""
+    from csdn.config import read_preset
     from csdn.hub.registry import open_registry
     from csdn.io.card import dataset_title
 
     meta: dict[str, Any] = {"dataset": dataset_title(dataset)}
     meta["license"] = license_name or model.config.meta.get("license", "other")
-    rn50 = CSDNConfig.rn50()
-    if "base_model" not in model.config.meta and (model.config.vision_layers, model.config.vision_width) == (
-        rn50.vision_layers,
-        rn50.vision_width,
-    ):
-        clip = open_registry().clip_entries.get("RN50")
+    clip_name = read_preset(model.config.architecture).get("clip")
+    if "base_model" not in model.config.meta and clip_name:
+        clip = open_registry().clip_entries.get(clip_name)
         if clip is not None:
             meta["base_model"] = clip.repo_id  # CSDN fine-tunes OpenAI's CLIP RN50
     return meta

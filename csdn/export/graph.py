@@ -8,6 +8,9 @@ modality rather than one graph with a modality input: a graph-level switch (``If
 select over both stems) would either run both stems or hide the stem inside a subgraph that
 ONNX Runtime's quantiser and OpenVINO's optimiser do not look into; two plain graphs stay
 exact, quantise fully and share nothing at run time anyway.
+
+The folding is written for CLIP's ModifiedResNet (:data:`csdn.config.CLIP_RESNET_LAYOUT`); a model
+of another layout is exported with its own stem and trunk modules as they are (BatchNorms unfolded).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from csdn.config import CLIP_RESNET_LAYOUT
 from csdn.errors import ExportError
 from csdn.inference.fold import FoldedTower
 from csdn.inference.protocol import EmbeddingModel
@@ -35,6 +39,11 @@ class FeatureGraph(nn.Module):
     def __init__(self, model: EmbeddingModel, modality: str):
         super().__init__()
         self.model = model
+        self.stem: nn.Module
+        self.blocks: nn.Module
+        if model.layout != CLIP_RESNET_LAYOUT:
+            self.stem, self.blocks = model.stem_visible if modality == "visible" else model.stem_infrared, model.trunk
+            return
         with torch.no_grad():
             tower = FoldedTower(model.stem_visible, model.stem_infrared, model.trunk, torch.float32)
         self.stem, self.blocks = tower.stems[modality], tower.blocks  # graph node names start /stem/, /blocks/

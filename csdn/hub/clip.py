@@ -4,7 +4,9 @@ CLIP's RN50 becomes CSDN's image and text towers: both modality stems start as
 CLIP's stem, the trunk is CLIP's layer1-4 (layer4 at stride 1), the attention
 pool's positional embedding is resized to the trunk's feature grid, and the
 prompt template's token embeddings come from CLIP's token table. Heads, identity
-prompts and the fusion module keep their random initialisation.
+prompts and the fusion module keep their random initialisation. The name map is written for
+the CLIP-ResNet layout (:data:`csdn.config.CLIP_RESNET_LAYOUT`); the config's architecture
+(inferred from the tensors' sizes) must map to a class of that layout.
 
 Weight sources: a name such as ``"RN50"``, downloaded through huggingface_hub from the
 registry's ``clip`` entry (by default OpenAI's RN50 as open_clip publishes it on the Hub,
@@ -29,8 +31,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from csdn.config import CSDNConfig
+from csdn.config import CLIP_RESNET_LAYOUT, CSDNConfig, infer_architecture
 from csdn.errors import CheckpointError, CLIPWeightsError, cli_flag
+from csdn.hub.architectures import model_class
 from csdn.hub.registry import RegistryLike, open_registry
 from csdn.hub.transfer import hub_content_hash, hub_download
 from csdn.model.clip_code import tokenize
@@ -235,6 +238,7 @@ def config_from_clip(state: Mapping[str, torch.Tensor], **overrides) -> CSDNConf
         text_layers=len({key.split(".")[2] for key in state if key.startswith("transformer.resblocks.")}),
     )
     settings.update(overrides)
+    settings.setdefault("architecture", infer_architecture(settings))
     return CSDNConfig(**settings)
 
 
@@ -313,7 +317,13 @@ def from_clip(
         path = download_openai(name, progress=progress)
     state = read_clip_state_dict(path)
     config = config_from_clip(state, num_classes=num_classes, image_size=image_size, **config_overrides)
-    model = CSDN(config)
+    cls = model_class(config.architecture)
+    if getattr(cls, "layout", None) != CLIP_RESNET_LAYOUT:
+        raise CLIPWeightsError(
+            f"architecture {config.architecture!r} ({cls.__name__}) does not have CLIP's ResNet layout, so CLIP "
+            "weights have no names in it; start it from random weights (csdn.create_model) instead"
+        )
+    model = cls(config)
     mapped = clip_to_csdn_state(state, config)
     own = model.state_dict()
     wrong = [

@@ -16,10 +16,11 @@ from typing import cast
 
 import torch
 
-from csdn.config import CSDNConfig
+from csdn.config import CLIP_RESNET_LAYOUT, CSDNConfig, infer_architecture
 from csdn.errors import CheckpointError, setting_name
-from csdn.hub.statedict import mismatch_report, nonfinite_tensor
+from csdn.hub.architectures import model_class
 from csdn.io.provenance import CONVERTED, WEIGHTS_KEY
+from csdn.io.statedict import mismatch_report, nonfinite_tensor
 from csdn.model.network import CSDN
 from csdn.system.fileio import sha256_file
 from csdn.system.torchfile import load_torch_file
@@ -107,7 +108,12 @@ def config_from_official(state: Mapping[str, torch.Tensor], image_size: tuple[in
     width = state["image_encoder1.0.weight"].shape[0] * 2
     text_width = state["text_encoder.ln_final.weight"].shape[0]
     num_classes, num_tokens, _ = state["prompt_learner1.cls_ctx"].shape
+    text_layers = len(
+        {int(m.group(1)) for key in state if (m := re.match(r"text_encoder\.transformer\.resblocks\.(\d+)\.", key))}
+    )
+    towers = {"vision_layers": layers, "vision_width": width, "text_width": text_width, "text_layers": text_layers}
     config = CSDNConfig(
+        architecture=infer_architecture(towers),
         image_size=image_size,
         vision_layers=cast("tuple[int, int, int, int]", layers),
         vision_width=width,
@@ -116,9 +122,7 @@ def config_from_official(state: Mapping[str, torch.Tensor], image_size: tuple[in
         context_length=state["text_encoder.positional_embedding"].shape[0],
         text_width=text_width,
         text_heads=max(text_width // 64, 1),
-        text_layers=len(
-            {int(m.group(1)) for key in state if (m := re.match(r"text_encoder\.transformer\.resblocks\.(\d+)\.", key))}
-        ),
+        text_layers=text_layers,
         num_prompt_tokens=num_tokens,
         num_classes=num_classes,
     )
@@ -174,7 +178,10 @@ def from_official(
     config.meta[WEIGHTS_KEY] = CONVERTED
     if dataset:
         config.meta["dataset"] = dataset
-    model = CSDN(config)
+    cls = model_class(config.architecture)
+    if getattr(cls, "layout", None) != CLIP_RESNET_LAYOUT:  # the official names are those of this layout
+        raise CheckpointError(f"architecture {config.architecture!r} has no official checkpoint layout")
+    model = cls(config)
     load_official_state(model, state)
     return model.eval()
 

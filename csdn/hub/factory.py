@@ -1,33 +1,20 @@
 """``create_model(architecture, pretrained=None)``: the zoo's two axes in one call, as timm's
 ``create_model("arch", pretrained=...)`` and open_clip's ``create_model_and_transforms`` have them.
 
-``ARCHITECTURES`` is the one table from an architecture name to its model class; every preset in
-``weights/architectures/`` needs a row here, and a registry entry's ``architecture`` names one of them.
+The architecture -> class table is :mod:`csdn.hub.architectures`' (re-exported here).
 """
 
 from __future__ import annotations
 
 import os
 
-from torch import nn
-
 from csdn.config import CSDNConfig
 from csdn.hub.api import load
+from csdn.hub.architectures import ARCHITECTURES, model_class
 from csdn.hub.registry import RegistryLike, open_registry
 from csdn.model.network import CSDN
 
-# architecture name -> model class (built from CSDNConfig.preset(name)); the only place that names one
-ARCHITECTURES: dict[str, type[nn.Module]] = {
-    "csdn_rn50": CSDN,
-    "csdn_tiny": CSDN,
-}
-
-
-def model_class(architecture: str) -> type[nn.Module]:
-    """The class of ``architecture``; ``ValueError`` naming the known ones if it has none."""
-    if architecture not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {architecture!r}; known: {', '.join(sorted(ARCHITECTURES))}")
-    return ARCHITECTURES[architecture]
+__all__ = ["ARCHITECTURES", "create_model", "model_class"]
 
 
 def create_model(
@@ -36,7 +23,7 @@ def create_model(
     *,
     registry: RegistryLike = None,
     **options,
-) -> nn.Module:
+) -> CSDN:
     """A model of ``architecture``: random weights from its preset, or the ``pretrained`` weights.
 
     ``pretrained``: ``None`` (random initialisation; ``options`` override preset fields, e.g.

@@ -4,7 +4,9 @@
 in eval mode (to float rounding, ~1e-6) but does less work: BatchNorms are folded
 into the convolutions and fused with ReLU and the residual adds (:mod:`csdn.inference.fold`),
 activations are channels-last (the layout oneDNN convolutions run fastest in), and
-the attention pool evaluates only its one used query (:mod:`csdn.model.pool`).
+the attention pool evaluates only its one used query (:mod:`csdn.model.pool`). The folding is
+written for CLIP's ModifiedResNet (:data:`csdn.config.CLIP_RESNET_LAYOUT`); a model of another
+layout runs its own ``image_features`` here (under ``inference_mode``, bf16 by autocast).
 Images go through in chunks small enough that the largest activation stays near
 ``ACTIVATION_BUDGET`` bytes: this keeps the working set in cache and every
 allocation below the size at which the C allocator would hand memory back to the
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
+from csdn.config import CLIP_RESNET_LAYOUT
 from csdn.inference.fold import FoldedTower
 from csdn.inference.protocol import EmbeddingModel
 from csdn.modality import normalize_modality
@@ -113,11 +116,19 @@ def inference_features(model: EmbeddingModel, x: torch.Tensor, modality: str, pr
     if model.training:
         raise RuntimeError("inference_features uses BatchNorm running statistics; call model.eval() first")
     model.check_images(x)
-    tower = folded_tower(model, dtype)
     modality = normalize_modality(modality)
+    if model.layout != CLIP_RESNET_LAYOUT:
+        return _unfolded_features(model, x, modality, dtype)
+    tower = folded_tower(model, dtype)
     with torch.inference_mode():
         features = []
         for chunk in x.split(chunk_size(model, dtype)):
             fmap = tower(chunk.to(dtype=dtype, memory_format=torch.channels_last), modality)
             features.append(model.features_from_map(fmap.float()))
         return torch.cat(features)
+
+
+def _unfolded_features(model: EmbeddingModel, x: torch.Tensor, modality: str, dtype: torch.dtype) -> torch.Tensor:
+    """f(x) by the model's own modules, for a layout the folding does not know (chunked as the tower is)."""
+    with torch.inference_mode(), torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
+        return torch.cat([model.image_features(chunk, modality).float() for chunk in x.split(chunk_size(model, dtype))])

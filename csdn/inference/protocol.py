@@ -20,6 +20,9 @@ class EmbeddingModel(Protocol):
 
     # read-only members, so that a model whose stems are a subclass of Module still matches
     @property
+    def layout(self) -> str: ...  # its tensor layout: csdn.config.CLIP_RESNET_LAYOUT folds
+
+    @property
     def stem_visible(self) -> nn.Module: ...
 
     @property

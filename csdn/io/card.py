@@ -16,7 +16,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCardData
 
-from csdn.config import CSDNConfig
+from csdn.config import CSDNConfig, read_preset
 from csdn.io.provenance import CONVERTED, SELF_TRAINED, TRIAL_KEY, WEIGHTS_KEY
 
 AUTHORS_RELEASE = "https://github.com/nengdong96/CSDN"
@@ -188,11 +188,17 @@ def front_matter(
     return ["---", data.to_yaml(), "---", ""]
 
 
-def _backbone_name(config: CSDNConfig) -> str:
-    reference = CSDNConfig.rn50()
-    if (config.vision_layers, config.vision_width) == (reference.vision_layers, reference.vision_width):
-        return "CLIP RN50"
-    return f"CLIP ModifiedResNet (blocks {list(config.vision_layers)}, width {config.vision_width})"
+def backbone_name(config: CSDNConfig) -> str:
+    """What the config's architecture calls its backbone: its preset's ``backbone``, a template over the
+    config's fields (``"CLIP RN50"``; ``"CLIP ModifiedResNet (blocks {vision_layers}, ...)"``)."""
+    try:
+        template = read_preset(config.architecture).get("backbone")
+    except ValueError:  # an architecture installed elsewhere, whose preset is not here
+        template = None
+    if not template:
+        return f"the {config.architecture} backbone"
+    fields = {name: list(value) if isinstance(value, tuple) else value for name, value in vars(config).items()}
+    return str(template).format(**fields)
 
 
 def _metrics_table(metrics: Any) -> list[str]:
@@ -212,7 +218,7 @@ def describe_architecture(config: CSDNConfig, num_parameters: int) -> list[str]:
     """One line per architecture fact, for the model card and ``csdn info``."""
     height, width = config.image_size
     return [
-        f"Backbone: {_backbone_name(config)}, a stem per modality and a shared trunk (layer4 stride "
+        f"Backbone: {backbone_name(config)}, a stem per modality and a shared trunk (layer4 stride "
         f"{config.last_stride}), attention pool to {config.embed_dim}-d",
         f"Input: {height}x{width} (HxW), ImageNet normalisation",
         f"Test feature: {config.test_feature_dim}-d (GeM half + projection half, each unit norm); "

@@ -1,7 +1,9 @@
 """What a trained model records about its training data, and the RegDB leakage check that record enables.
 
-One place for these fields: :func:`training_data` writes them into a saved model's
-``meta`` (``csdn train`` does), :func:`trained_on` reads them back, and
+One place for these fields: :func:`training_data` writes them into a model's provenance record
+(``config.meta``, saved as the top-level ``meta`` section of ``config.json``, beside the
+architecture rather than inside it; format-1 configs' ``meta`` is read as the same record;
+``csdn train`` does), :func:`trained_on` reads them back, and
 :func:`check_trial_overlap` refuses a RegDB evaluation whose test identities the
 model was trained on. RegDB's ten splits share identities: trial 2's training half
 overlaps trial 1's test half, so scoring a trial-2 model on trial 1 reports

@@ -5,16 +5,16 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from csdn.config import CSDNConfig
+from csdn.config import CLIP_RESNET_LAYOUT, CSDNConfig
 from csdn.errors import ImageTensorError
 from csdn.images.transforms import nonfinite_rows
-from csdn.io.pretrained import SavePretrainedMixin
+from csdn.io.pretrained import PretrainedMixin
 from csdn.modality import normalize_modality
 from csdn.model.clip_code import tokenize
 from csdn.model.layers import (
@@ -69,19 +69,24 @@ class _MeanOfPowers(torch.autograd.Function):
         return grad_map, grad_p, None
 
 
-class CSDN(SavePretrainedMixin, nn.Module):
+class CSDN(PretrainedMixin, nn.Module):
     """CLIP-Driven Semantic Discovery Network for visible-infrared person re-identification.
 
     Build with random weights from a :class:`CSDNConfig`; load trained weights with
-    :func:`csdn.load`, or start from CLIP with :func:`csdn.hub.clip.from_clip`.
+    :func:`csdn.load` (or :meth:`from_pretrained`), or start from CLIP with :func:`csdn.hub.clip.from_clip`.
+
+    A backbone with another tensor layout subclasses this, builds its own ``stem_visible``,
+    ``stem_infrared`` and ``trunk`` (:meth:`build_tower`) and declares its own ``layout``; code
+    written for CLIP's ModifiedResNet (the folded fast path, the CLIP and official key maps)
+    asks for :data:`csdn.config.CLIP_RESNET_LAYOUT` and steps aside or refuses otherwise.
     """
+
+    layout: ClassVar[str] = CLIP_RESNET_LAYOUT
 
     def __init__(self, config: CSDNConfig | None = None):
         super().__init__()
         self.config = config = config or CSDNConfig()
-        self.stem_visible = Stem(config.vision_width)
-        self.stem_infrared = Stem(config.vision_width)
-        self.trunk = Trunk(config)
+        self.stem_visible, self.stem_infrared, self.trunk = self.build_tower(config)
         self.attnpool = attention_pool(config)
         self.gem_head = GeMHead(config.feature_dim, config.num_classes, config.gem_p, config.gem_eps)
         self.proj_head = BNNeckHead(config.embed_dim, config.num_classes)
@@ -94,6 +99,12 @@ class CSDN(SavePretrainedMixin, nn.Module):
         self.text_encoder = TextEncoder(config, eot_index)
         self.fusion = SemanticFusion(config.embed_dim, config.fusion_dropout)
         self.reset_parameters()
+
+    @staticmethod
+    def build_tower(config: CSDNConfig) -> tuple[nn.Module, nn.Module, nn.Module]:
+        """The visible stem, the infrared stem and the shared trunk: ``[N,3,H,W]`` -> stem map -> trunk map
+        of ``config.feature_dim`` channels at stride ``config.downsample``. CLIP's ModifiedResNet here."""
+        return Stem(config.vision_width), Stem(config.vision_width), Trunk(config)
 
     # ------------------------------------------------------------------ initialisation
     @torch.no_grad()
@@ -111,7 +122,7 @@ class CSDN(SavePretrainedMixin, nn.Module):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
         for name, param in self.trunk.named_parameters():
-            if name.endswith("bn3.weight"):
+            if name.endswith("bn3.weight"):  # CLIP's Bottleneck; another trunk has no such name
                 nn.init.zeros_(param)
         pool: Any = self.attnpool  # CLIP's untyped AttentionPool2d
         std = pool.c_proj.in_features**-0.5
@@ -163,7 +174,7 @@ class CSDN(SavePretrainedMixin, nn.Module):
                 "or pass raw images to embed_image() to have them preprocessed"
             )
 
-    def _stem(self, modality: str) -> Stem:
+    def _stem(self, modality: str) -> nn.Module:
         return self.stem_visible if normalize_modality(modality) == "visible" else self.stem_infrared
 
     def feature_map(self, x: torch.Tensor, modality: str) -> torch.Tensor:

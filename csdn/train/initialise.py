@@ -4,24 +4,38 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from csdn.config import CSDNConfig
 from csdn.errors import WeightsNotAvailableError, cli_flag, setting_name
+from csdn.hub.architectures import ARCHITECTURES
+from csdn.io.pretrained import CONFIG_METADATA_KEY, CONFIG_NAME
+from csdn.io.safetensors import InvalidSafetensors, parse_header
 from csdn.model.network import CSDN
 
 Init = str | os.PathLike | CSDN | None
+TINY = "tiny"  # short for the csdn_tiny architecture
 
 
 def _is_csdn_file(path: Path) -> bool:
-    """A saved CSDN model (``save_pretrained`` folder or its safetensors file), not CLIP weights."""
+    """A saved csdn model (a ``save_pretrained`` folder, or a safetensors file whose metadata holds its
+    config, as the format writes it), not CLIP weights: told by the format's own record, not by tensor names."""
     if path.is_dir():
-        return True
+        return True  # CLIP weights are one file; load() names what a folder lacks
     if path.suffix != ".safetensors":
         return False
-    from safetensors import safe_open
+    try:
+        metadata, _ = parse_header(path)
+    except InvalidSafetensors:
+        return False  # reported as CLIP weights that cannot be read, naming the file
+    return CONFIG_METADATA_KEY in metadata or path.with_name(CONFIG_NAME).is_file()
 
-    with safe_open(str(path), framework="pt") as handle:
-        return any(key.startswith("trunk.") for key in handle.keys())
+
+def _architecture(init: Init) -> str | None:
+    """The architecture ``init`` names for a random start (``"tiny"``, ``"csdn_tiny"``, ...), if it names one."""
+    if not isinstance(init, str) or Path(init).exists():
+        return None
+    name = "csdn_tiny" if init.lower() == TINY else init
+    return name if name in ARCHITECTURES else None
 
 
 def initial_model(
@@ -30,14 +44,18 @@ def initial_model(
     """Build the starting model for a training set with ``num_classes`` identities.
 
     ``init``: ``"RN50"`` (OpenAI CLIP, downloaded and verified) or a local CLIP
-    weight file; ``"tiny"`` for a small random model (tests, demos); a
-    :class:`CSDN` instance (trained in place) or the path of a saved CSDN model.
+    weight file; ``"tiny"`` (or any architecture name, e.g. ``"csdn_tiny"``) for a random
+    model of that preset (tests, demos); a model instance (trained in place) or the path of a
+    saved csdn model.
     """
+    architecture = _architecture(init)
     if isinstance(init, CSDN):
         model = init
-    elif init is not None and str(init).lower() == "tiny":
-        overrides = {"image_size": image_size} if image_size else {}
-        return CSDN(CSDNConfig.tiny(num_classes=num_classes, **overrides))
+    elif architecture is not None:
+        from csdn.hub.factory import create_model
+
+        overrides: dict[str, Any] = {"image_size": image_size} if image_size else {}
+        return create_model(architecture, num_classes=num_classes, **overrides)
     elif init is not None and Path(init).exists() and _is_csdn_file(Path(init)):
         from csdn.hub.api import load
 

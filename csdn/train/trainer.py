@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from csdn.config import CSDNConfig
 from csdn.data.registry import reader_for
+from csdn.hub.architectures import build_model
 from csdn.io.provenance import training_data
 from csdn.model.network import CSDN
 from csdn.system.device import device_note, resolve_device
@@ -93,7 +94,7 @@ def restore_buffers(model: torch.nn.Module, saved: Mapping[str, torch.Tensor]) -
 
 def save_model_from_state(state: dict[str, Any], directory: Path) -> None:
     """A checkpoint's weights as a loadable model (``csdn.load(directory)``), with its best record."""
-    model = CSDN(CSDNConfig.from_dict(state["model_config"]))
+    model = build_model(CSDNConfig.from_dict(state["model_config"]))
     model.load_state_dict(state["model"])
     model.save_pretrained(directory, extra_meta={"training": {"best": state["best"]}})
 
@@ -504,7 +505,7 @@ class _Trainer:
 
 def _restore_model(init: Init, checkpoint: dict[str, Any]) -> CSDN:
     config = CSDNConfig.from_dict(checkpoint["model_config"])
-    model = init if isinstance(init, CSDN) else CSDN(config)
+    model = init if isinstance(init, CSDN) else build_model(config)
     model.load_state_dict(checkpoint["model"])
     return model
 
