@@ -18,8 +18,8 @@ import torch
 from csdn.config import CSDNConfig
 from csdn.errors import CheckpointError
 from csdn.hub import api as hub  # hub.load looked up at call time (tests stand in for it)
-from csdn.hub.statedict import nonfinite_tensor
 from csdn.io.pretrained import WEIGHTS_NAME
+from csdn.io.statedict import nonfinite_tensor
 from csdn.model.network import CSDN
 from csdn.system.device import AUTO, resolve_device
 from csdn.system.torchfile import load_torch_file
