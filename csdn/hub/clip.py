@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from csdn.config import CSDNConfig
 from csdn.errors import CLIPWeightsError, cli_flag
 from csdn.hub.registry import RegistryLike, open_registry
-from csdn.hub.transfer import hub_content_hash, hub_download
+from csdn.hub.transfer import discard_cached, hub_content_hash, hub_download
 from csdn.model.clip_code import tokenize
 from csdn.model.layers import resize_positional_embedding
 from csdn.model.network import CSDN
@@ -153,11 +153,17 @@ def download_from_hub(
     if expected is not None:
         actual = sha256_file(path)
         if actual != expected or (named is not None and named != expected):
+            corrupt = named is not None and actual != named and discard_cached(path)  # not what the Hub sent
+            then = (
+                "the corrupted copy was removed from the Hub cache, so the next call downloads it again"
+                if corrupt
+                else f"Delete {path.resolve()} and download again (force_download=True)"
+            )
             raise CLIPWeightsError(
                 f"the CLIP {name} weights in {path} have SHA-256 {actual}, but "
                 f"{'the registry pins' if expected == entry.sha256 else 'the Hub reported'} {expected} "
-                f"({entry.repo_id}@{revision}); they were not used. Delete {path.resolve()} and download again "
-                "(force_download=True), and check HF_ENDPOINT if it points at a mirror"
+                f"({entry.repo_id}@{revision}); they were not used. {then}, and check HF_ENDPOINT if it points "
+                "at a mirror"
             )
     return path
 

@@ -15,6 +15,7 @@ Nothing here knows about models: :mod:`csdn.hub.api` locates and verifies weight
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import math
 import os
@@ -30,14 +31,15 @@ from huggingface_hub.errors import (
     FileMetadataError,
     GatedRepoError,
     HfHubHTTPError,
+    HFValidationError,
     LocalEntryNotFoundError,
     OfflineModeIsEnabled,
     RemoteEntryNotFoundError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-from huggingface_hub.file_download import repo_folder_name
-from huggingface_hub.utils import silent_tqdm
+from huggingface_hub.file_download import REGEX_COMMIT_HASH, repo_folder_name
+from huggingface_hub.utils import silent_tqdm, validate_repo_id
 from huggingface_hub.utils import tqdm as hub_tqdm
 
 from csdn.errors import HubError, HubTimeoutError, WeightsNotAvailableError
@@ -56,6 +58,7 @@ __all__ = [
     "hub_download",
     "hub_content_hash",
     "discard_cached",
+    "check_repo_id",
     "upload_folder",
 ]
 
@@ -81,6 +84,26 @@ def hub_timeout(timeout: float | None = None) -> float:
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
         raise ValueError(f"{source} must be a positive number of seconds, got {timeout!r}")
     return float(timeout)
+
+
+REPO_ID_RULES = (
+    "'org/name', each part of letters, digits, '-', '_' and '.', not starting or ending with '-' or '.', "
+    "without '--' or '..', not ending in '.git', at most 96 characters"
+)
+
+
+def check_repo_id(repo_id: str) -> str:
+    """``repo_id`` if the Hub accepts it as a repository id, else a ValueError naming it and the valid form.
+
+    huggingface_hub's own check decides (so our rule is the Hub's); its ``HFValidationError`` never reaches the user.
+    """
+    if REPO_ID.fullmatch(repo_id):  # an "org/" part, which csdn's repositories always have
+        try:
+            validate_repo_id(repo_id)
+            return repo_id
+        except HFValidationError:
+            pass
+    raise ValueError(f"repo_id must look like {REPO_ID_RULES}; got {repo_id!r}")
 
 
 # ---------------------------------------------------------------------------- what a call observed
@@ -145,15 +168,19 @@ def _hub_endpoint() -> str:
     return constants.ENDPOINT
 
 
-def _unreachable() -> str:
+def _unreachable(err: BaseException) -> str:
+    detail = f"{type(err).__name__}: {str(err).strip() or 'no details'}"
     return (
-        f"the Hub at {_hub_endpoint()} cannot be reached (no network, or the address is wrong); "
+        f"the Hub at {_hub_endpoint()} cannot be reached (no network, or the address is wrong: {detail}); "
         "check the connection (and HF_ENDPOINT if set), or set HF_HUB_OFFLINE=1 to use the local cache"
     )
 
 
 class _Unreachable(Exception):
     """Raised in the worker when no connection to the Hub can be made at all: said at once, not retried."""
+
+    def __init__(self, err: BaseException) -> None:
+        super().__init__(_unreachable(err))
 
 
 def _within(
@@ -193,8 +220,8 @@ def _within(
         return result.result(timeout=deadline)
     except concurrent.futures.TimeoutError:
         pass
-    except _Unreachable:
-        raise unreachable(f"{what}: {_unreachable()}") from None
+    except _Unreachable as err:
+        raise unreachable(f"{what}: {err}") from None
     if on_timeout is not None:
         on_timeout()
     raise HubTimeoutError(
@@ -235,9 +262,8 @@ def _transient(err: BaseException) -> str | None:
 
 
 def _is_connect_error(err: BaseException) -> bool:
-    return isinstance(err, (http_client.ConnectError, ConnectionRefusedError)) and not isinstance(
-        err, OfflineModeIsEnabled
-    )
+    """No connection could be made at all (refused, no route, no such host): the Hub cannot be reached."""
+    return isinstance(err, (http_client.ConnectError, ConnectionRefusedError))
 
 
 def _not_a_hub() -> str:
@@ -285,7 +311,7 @@ def _download_failure(err: BaseException, observed: _Observed) -> str | None:
         )
     for cause in causes:
         if _is_connect_error(cause):
-            return _unreachable()
+            return _unreachable(cause)
         problem = _transient(cause)
         if problem is not None:
             if isinstance(cause, http_client.TransportError) and observed.received:
@@ -389,6 +415,9 @@ def hub_download(
     def call() -> str:
         if offline:
             return download()
+        if REGEX_COMMIT_HASH.fullmatch(revision or "") and not force_download:
+            with contextlib.suppress(LocalEntryNotFoundError):  # a commit's file never changes: no request needed
+                return download(cached_only=True)
         try:
             metadata = get_hf_file_metadata(
                 hf_hub_url(repo_id, filename, revision=revision),
@@ -401,11 +430,11 @@ def hub_download(
         except Exception as err:  # noqa: BLE001 - a first look; hf_hub_download below decides what it means
             if _is_connect_error(err):
                 if force_download:
-                    raise _Unreachable from None
+                    raise _Unreachable(err) from None
                 try:  # huggingface_hub falls back to the cache when the Hub cannot be reached: so do we, at once
                     return download(cached_only=True)
                 except LocalEntryNotFoundError:
-                    raise _Unreachable from None
+                    raise _Unreachable(err) from None
             observed.problem = _transient(err)
         return download()
 
@@ -452,8 +481,7 @@ def upload_folder(
     else 30); a failure raises :class:`csdn.errors.HubError` (``HubTimeoutError`` past the
     deadline) saying what went wrong.
     """
-    if not REPO_ID.fullmatch(repo_id):
-        raise ValueError(f"repo_id must look like 'org/name', got {repo_id!r}")
+    check_repo_id(repo_id)
     if not (Path(folder) / WEIGHTS_NAME).is_file():
         raise FileNotFoundError(f"{folder} has no {WEIGHTS_NAME}: upload a folder written by save_pretrained()")
     deadline = hub_timeout(timeout)
@@ -465,8 +493,9 @@ def upload_folder(
             try:
                 return call()
             except Exception as err:
-                if any(_is_connect_error(cause) for cause in _chain(err)):
-                    raise _Unreachable from None
+                refused = next((cause for cause in _chain(err) if _is_connect_error(cause)), None)
+                if refused is not None:
+                    raise _Unreachable(refused) from None
                 raise
 
         try:

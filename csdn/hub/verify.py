@@ -8,7 +8,7 @@ is wrong, and how to get a good copy.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,9 +34,12 @@ class WeightsFile:
     sha256: str | None = None  # expected content hash
     sha256_source: str = ""  # who expects it
     config_json: Path | None = None  # a config.json that must agree with the metadata
+    # called with the file's actual SHA-256 when it is not the expected one; says what it did about the
+    # file (a corrupted cache copy removed), which then replaces ``fix``, or None
+    on_mismatch: Callable[[str], str | None] | None = None
 
-    def error(self, problem: str) -> WeightsError:
-        return WeightsError(f"{self.path}: {problem}. It was not loaded. {self.fix}")
+    def error(self, problem: str, fix: str | None = None) -> WeightsError:
+        return WeightsError(f"{self.path}: {problem}. It was not loaded. {fix or self.fix}")
 
 
 def _parse_config(text: str, where: str, weights: WeightsFile) -> CSDNConfig:
@@ -107,9 +110,11 @@ def verified_config(weights: WeightsFile) -> tuple[CSDNConfig, dict[str, TensorI
     if weights.sha256 is not None:
         actual = sha256_file(weights.path)
         if actual != weights.sha256:
+            done = weights.on_mismatch(actual) if weights.on_mismatch is not None else None
             raise weights.error(
                 f"its SHA-256 is {actual}, but {weights.sha256_source} expects {weights.sha256} "
-                "(corrupted, or not the published file)"
+                "(corrupted, or not the published file)",
+                done,
             )
     try:
         metadata, infos = parse_header(weights.path)
