@@ -18,6 +18,7 @@ import torch
 
 from csdn.config import CSDNConfig
 from csdn.errors import CheckpointError, setting_name
+from csdn.hub.pickled import load_torch_file
 from csdn.hub.statedict import mismatch_report, nonfinite_tensor
 from csdn.io.provenance import CONVERTED, WEIGHTS_KEY
 from csdn.model.network import CSDN
@@ -69,13 +70,7 @@ def read_official(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle, zip and torch errors all mean "not a readable checkpoint"
-        raise CheckpointError(
-            f"cannot read {path} as a PyTorch checkpoint ({type(err).__name__}: {err}); "
-            "it may be truncated - download it again"
-        ) from err
+    state = load_torch_file(path, "a PyTorch checkpoint", CheckpointError)
     for wrapper in ("state_dict", "net", "model"):
         if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
             state = state[wrapper]

@@ -18,10 +18,13 @@ def _is_csdn_file(path: Path) -> bool:
         return True
     if path.suffix != ".safetensors":
         return False
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(path), framework="pt") as handle:
-        return any(key.startswith("trunk.") for key in handle.keys())
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return any(key.startswith("trunk.") for key in handle.keys())
+    except SafetensorError:  # unreadable: the CLIP reader names the file and what is wrong with it
+        return False
 
 
 def initial_model(
