@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import pickletools
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -94,14 +95,16 @@ def load_torch_file(path: Path, kind: str, error: type[Exception]) -> Any:
             "save the weights with torch.save(model.state_dict(), path) and pass that file"
         )
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols are not the user's business
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle, zip and torch errors all mean "not a readable checkpoint"
         refused = foreign_objects(path)
         if refused:
             shown = ", ".join(refused[:5]) + (", ..." if len(refused) > 5 else "")
             raise error(
-                f"{path} holds Python code objects besides tensors ({shown}); they are refused for safety "
-                "(loading would run them), so nothing was read. If you trust the file, load it yourself and "
+                f"cannot read {path}: it holds Python code objects besides tensors ({shown}), which are refused "
+                "for safety (loading them would run their code). If you trust the file, load it yourself and "
                 "save only its tensors with torch.save(state_dict, path)"
             ) from None
         how = "it ends early" if isinstance(err, EOFError) else f"{type(err).__name__} from torch.load"
