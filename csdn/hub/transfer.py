@@ -390,7 +390,7 @@ def hub_download(
     """
     deadline = hub_timeout(timeout)
     where = f"cannot download {filename} of the Hub repository {repo_id} (revision {revision or 'main'})"
-    offline = bool(local_files_only) or constants.HF_HUB_OFFLINE
+    offline = bool(local_files_only) or constants.HF_HUB_OFFLINE  # no request to make: the cache decides
     blobs = _blobs_folder(repo_id, cache_dir)
     before: set[Path] = set()
     observed = _Observed()
@@ -402,7 +402,7 @@ def hub_download(
             filename,
             revision=revision,
             cache_dir=cache_dir,
-            local_files_only=offline or cached_only,
+            local_files_only=bool(local_files_only) or cached_only,  # HF_HUB_OFFLINE is huggingface_hub's to apply
             force_download=force_download and not cached_only,
             library_name="csdn-reid",
             library_version=package_version(),
@@ -442,7 +442,7 @@ def hub_download(
         """Remove the partial file the abandoned call is writing: new since it began, and held open by us."""
         mine = _partial_files(blobs, observed.etag) - before
         held = _open_here()
-        for partial in mine if held is None else {p for p in mine if p in held}:
+        for partial in mine if held is None else {p for p in mine if p.resolve() in held}:
             partial.unlink(missing_ok=True)
 
     try:
