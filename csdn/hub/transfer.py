@@ -20,8 +20,9 @@ import logging
 import math
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,7 @@ __all__ = [
 ]
 
 DEFAULT_HUB_TIMEOUT = 30.0  # seconds for a whole Hub call (all its requests and retries)
+_PROBE_RETRIES = 5  # retries of the first request after a server or network fault, as huggingface_hub's own
 HUB_TIMEOUT_ENV = "CSDN_HUB_TIMEOUT"
 
 
@@ -117,6 +119,7 @@ class _Observed:
     started: bool = False  # the file's bytes began to come (its progress bar was made)
     received: int = 0  # bytes of the file received in the current attempt
     restarts: int = 0  # times the transfer started over from the first byte
+    abandoned: threading.Event = field(default_factory=threading.Event)  # the caller gave up at the deadline
 
     def moved(self, count: float | None) -> None:
         count = int(count or 0)
@@ -147,6 +150,8 @@ def _watching(base: type, observed: _Observed) -> type:
             super().__init__(*args, **kwargs)
 
         def update(self, n: float | None = 1) -> Any:
+            if observed.abandoned.is_set():  # stop a transfer nobody waits for (huggingface_hub removes its file)
+                raise _Abandoned
             observed.moved(n)
             return super().update(n)
 
@@ -176,6 +181,10 @@ def _unreachable(err: BaseException) -> str:
     )
 
 
+class _Abandoned(Exception):
+    """Raised in the worker to end a call whose caller gave up at the deadline."""
+
+
 class _Unreachable(Exception):
     """Raised in the worker when no connection to the Hub can be made at all: said at once, not retried."""
 
@@ -195,9 +204,10 @@ def _within(
     """``call()`` in a worker thread, given up after ``deadline`` seconds with :class:`HubTimeoutError`.
 
     The HTTP client's own timeouts apply per request and restart with every retry and every
-    byte received; this bounds the whole call. The worker goes on in the background until its
-    own requests end (its retry warnings stay off the terminal); ``on_timeout`` cleans up after it,
-    and what the call ``observed`` says why it had not finished.
+    byte received; this bounds the whole call. Past the deadline ``observed.abandoned`` is set, so
+    the worker starts nothing new and stops at its next step; until then (a request it is blocked in)
+    its retry warnings stay off the terminal. ``on_timeout`` cleans up after it, and what the call
+    ``observed`` says why it had not finished.
     """
     result: concurrent.futures.Future = concurrent.futures.Future()
     handlers = list(logging.getLogger("huggingface_hub").handlers)
@@ -219,7 +229,7 @@ def _within(
     try:
         return result.result(timeout=deadline)
     except concurrent.futures.TimeoutError:
-        pass
+        observed.abandoned.set()
     except _Unreachable as err:
         raise unreachable(f"{what}: {err}") from None
     if on_timeout is not None:
@@ -383,10 +393,11 @@ def hub_download(
     """``hf_hub_download`` (its cache, offline mode and revisions) within the Hub deadline, with
     failures turned into our error.
 
-    Online, the file's metadata is asked for first, once and without retries, so that a Hub
-    that cannot be reached is said at once and a server error is known by the time the
-    deadline runs out; then ``hf_hub_download`` does the rest (and its own retries). A call
-    given up at the deadline removes the partial download it left in the cache (only its own).
+    Online, the file's metadata is asked for first (retried here after a server or network fault,
+    with back-off, until the deadline), so that a Hub that cannot be reached is said at once and
+    the last fault is known when the deadline runs out; then ``hf_hub_download`` does the rest
+    from the cache or the Hub. A call given up at the deadline starts nothing more, stops its
+    transfer at the next chunk, and removes the partial download it left in the cache (only its own).
     """
     deadline = hub_timeout(timeout)
     where = f"cannot download {filename} of the Hub repository {repo_id} (revision {revision or 'main'})"
@@ -418,25 +429,38 @@ def hub_download(
         if REGEX_COMMIT_HASH.fullmatch(revision or "") and not force_download:
             with contextlib.suppress(LocalEntryNotFoundError):  # a commit's file never changes: no request needed
                 return download(cached_only=True)
-        try:
-            metadata = get_hf_file_metadata(
-                hf_hub_url(repo_id, filename, revision=revision),
-                timeout=min(10.0, deadline + 1.0),
-                library_name="csdn-reid",
-                library_version=package_version(),
-            )
+        attempt = 0
+        while True:
+            if observed.abandoned.is_set():
+                raise _Abandoned
+            try:
+                metadata = get_hf_file_metadata(
+                    hf_hub_url(repo_id, filename, revision=revision),
+                    timeout=min(10.0, deadline + 1.0),
+                    library_name="csdn-reid",
+                    library_version=package_version(),
+                )
+            except Exception as err:  # noqa: BLE001 - sorted by type; what is not a fault is hf_hub_download's to say
+                problem, refused = _transient(err), _is_connect_error(err)
+                if (refused or (problem and attempt == 0)) and not force_download:
+                    # huggingface_hub falls back to the cache when the Hub cannot be reached: so do we, at once
+                    with contextlib.suppress(LocalEntryNotFoundError):
+                        return download(cached_only=True)
+                if refused:
+                    raise _Unreachable(err) from None
+                if problem is None:  # a missing repository, revision or file, a refused token (or a cached copy)
+                    return download()
+                observed.problem = problem
+                if attempt == _PROBE_RETRIES:
+                    raise
+                time.sleep(min(8.0, 2.0**attempt))  # back off as huggingface_hub does, within the deadline
+                attempt += 1
+                continue
             observed.size, observed.etag = metadata.size, metadata.etag
             before.update(_partial_files(blobs, metadata.etag))
-        except Exception as err:  # noqa: BLE001 - a first look; hf_hub_download below decides what it means
-            if _is_connect_error(err):
-                if force_download:
-                    raise _Unreachable(err) from None
-                try:  # huggingface_hub falls back to the cache when the Hub cannot be reached: so do we, at once
-                    return download(cached_only=True)
-                except LocalEntryNotFoundError:
-                    raise _Unreachable(err) from None
-            observed.problem = _transient(err)
-        return download()
+            if observed.abandoned.is_set():
+                raise _Abandoned
+            return download()
 
     def drop_partial() -> None:
         """Remove the partial file the abandoned call is writing: new since it began, and held open by us."""
