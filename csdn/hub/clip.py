@@ -29,8 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from csdn.config import CSDNConfig
-from csdn.errors import CLIPWeightsError, cli_flag
-from csdn.hub.pickled import is_torchscript, load_torch_file
+from csdn.errors import CheckpointError, CLIPWeightsError, cli_flag
 from csdn.hub.registry import RegistryLike, open_registry
 from csdn.hub.transfer import discard_cached, hub_content_hash, hub_download
 from csdn.io.safetensors import InvalidSafetensors, parse_header
@@ -38,6 +37,7 @@ from csdn.model.clip_code import tokenize
 from csdn.model.layers import resize_positional_embedding
 from csdn.model.network import CSDN
 from csdn.system.fileio import atomic_write, sha256_file
+from csdn.system.torchfile import is_torchscript, load_torch_file
 
 # OpenAI publishes each checkpoint under a URL whose second-to-last part is the file's SHA-256.
 OPENAI_URLS = {
@@ -190,7 +190,10 @@ def read_clip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 f"cannot read the TorchScript archive {path} ({type(err).__name__}; damaged or truncated?); {expected}"
             ) from err
     else:
-        state = load_torch_file(path, "CLIP weights", CLIPWeightsError)
+        try:
+            state = load_torch_file(path, "CLIP weights file")
+        except CheckpointError as err:
+            raise CLIPWeightsError(f"{err}; {expected}") from None
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping):

@@ -18,11 +18,11 @@ import torch
 
 from csdn.config import CSDNConfig
 from csdn.errors import CheckpointError, setting_name
-from csdn.hub.pickled import load_torch_file
 from csdn.hub.statedict import mismatch_report, nonfinite_tensor
 from csdn.io.provenance import CONVERTED, WEIGHTS_KEY
 from csdn.model.network import CSDN
 from csdn.system.fileio import sha256_file
+from csdn.system.torchfile import load_torch_file
 
 _STEM_LAYERS = ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3")
 
@@ -70,7 +70,7 @@ def read_official(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    state = load_torch_file(path, "a PyTorch checkpoint", CheckpointError)
+    state = load_torch_file(path, "checkpoint of the authors' CSDN")
     for wrapper in ("state_dict", "net", "model"):
         if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
             state = state[wrapper]

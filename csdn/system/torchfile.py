@@ -1,4 +1,5 @@
-"""Reading ``torch.save`` files without running their code, and saying in one line why one cannot be read.
+"""Reading a PyTorch ``.pt``/``.pth`` file safely (tensors and plain data only), and saying in one line why
+one cannot be read.
 
 ``torch.load(weights_only=True)`` refuses every pickled object that is not a tensor or a plain
 container, which is what keeps a checkpoint from running code; but its error spans several
@@ -11,6 +12,7 @@ program, or that it is no checkpoint at all.
 from __future__ import annotations
 
 import io
+import os
 import pickletools
 import warnings
 import zipfile
@@ -18,6 +20,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
+
+from csdn.errors import CheckpointError
 
 # modules whose objects a tensor checkpoint is made of (torch's safe loader accepts these)
 _TENSOR_MODULES = ("torch", "collections", "_codecs")
@@ -84,15 +88,19 @@ def foreign_objects(path: Path) -> list[str]:
     return sorted({name for name in found if name.split(".")[0] not in _TENSOR_MODULES})
 
 
-def load_torch_file(path: Path, kind: str, error: type[Exception]) -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU; a file it refuses raises ``error``, one line naming it.
+def load_torch_file(path: str | os.PathLike, what: str = "PyTorch checkpoint") -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)``; any failure as one :class:`CheckpointError`.
 
-    ``kind`` says what the file should have been (e.g. "a PyTorch checkpoint").
+    ``what`` names what the file should have been (e.g. "csdn training checkpoint").
     """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    cannot = f"cannot read {path}, it is not a readable {what}"
     if is_torchscript(path):
-        raise error(
-            f"{path} is a TorchScript archive (a compiled program saved with torch.jit.save), not {kind}; "
-            "save the weights with torch.save(model.state_dict(), path) and pass that file"
+        raise CheckpointError(
+            f"{cannot}: it is a TorchScript archive (a compiled program saved with torch.jit.save); save the "
+            "weights with torch.save(model.state_dict(), path) and pass that file"
         )
     try:
         with warnings.catch_warnings():  # torch's notes on pickle protocols are not the user's business
@@ -102,12 +110,12 @@ def load_torch_file(path: Path, kind: str, error: type[Exception]) -> Any:
         refused = foreign_objects(path)
         if refused:
             shown = ", ".join(refused[:5]) + (", ..." if len(refused) > 5 else "")
-            raise error(
-                f"cannot read {path}: it holds Python code objects besides tensors ({shown}), which are refused "
-                "for safety (loading them would run their code). If you trust the file, load it yourself and "
-                "save only its tensors with torch.save(state_dict, path)"
+            raise CheckpointError(
+                f"{cannot}: it holds Python code objects besides tensors ({shown}), which are refused for safety "
+                "(loading them would run their code); if you trust the file, load it yourself and save only its "
+                "tensors with torch.save(state_dict, path)"
             ) from None
         how = "it ends early" if isinstance(err, EOFError) else f"{type(err).__name__} from torch.load"
-        raise error(
-            f"cannot read {path} as {kind} ({how}); it may be truncated or another kind of file - download it again"
+        raise CheckpointError(
+            f"{cannot} ({how}); if it was copied or downloaded, it may be truncated or damaged: download it again"
         ) from err
