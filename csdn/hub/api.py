@@ -22,7 +22,6 @@ from csdn.errors import WeightsError, WeightsNotAvailableError
 from csdn.hub.registry import (  # list_models and model_info are part of this module's API (csdn.list_models)
     AUTHORS_RELEASE,
     DEFAULT_MODEL,
-    REPO_ID,
     Registry,
     RegistryEntry,
     RegistryLike,
@@ -33,6 +32,9 @@ from csdn.hub.registry import (  # list_models and model_info are part of this m
 from csdn.hub.transfer import (
     DEFAULT_HUB_TIMEOUT,
     HUB_TIMEOUT_ENV,
+    REPO_ID_RULES,
+    check_repo_id,
+    discard_cached,
     hub_content_hash,
     hub_download,
     hub_timeout,
@@ -145,16 +147,35 @@ def _hub_weights(path: Path, repo_id: str, revision: str | None, sha256: str | N
     fix = (
         f"Delete the cached file ({path.resolve()}) and download it again, or pass force_download=True to csdn.load()."
     )
+    named = hub_content_hash(path)  # what the Hub said the content is when it was downloaded
     if sha256 is None:
-        sha256, source = hub_content_hash(path), f"the Hub ({repo_id}@{revision or 'main'})"
-    return WeightsFile(path, fix, sha256, source)
+        sha256, source = named, f"the Hub ({repo_id}@{revision or 'main'})"
+
+    def quarantine(actual: str) -> str | None:
+        """A cached copy whose content is not what the cache names it by is corrupt: remove it, so it is fetched anew.
+
+        When the content is what the cache names it by, the Hub's file itself differs from the pin; then it stays.
+        """
+        if named is None or actual == named or not discard_cached(path):
+            return None
+        return (
+            f"The corrupted copy (the Hub sent {named}) was removed from the Hub cache, so the next load "
+            "downloads it again."
+        )
+
+    return WeightsFile(path, fix, sha256, source, on_mismatch=quarantine)
 
 
 def _parse_hub_id(text: str, revision: str | None) -> tuple[str, str | None]:
     """``hf-hub:org/repo`` or ``hf-hub:org/repo@revision`` -> (repo_id, revision)."""
     repo_id, _, pinned = text[len(HUB_PREFIX) :].partition("@")
-    if not REPO_ID.fullmatch(repo_id):
-        raise ValueError(f"{text!r} is not a Hub model id; write 'hf-hub:org/repo' or 'hf-hub:org/repo@revision'")
+    try:
+        check_repo_id(repo_id)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a Hub model id; write 'hf-hub:org/repo' or 'hf-hub:org/repo@revision', "
+            f"the repository id being {REPO_ID_RULES}"
+        ) from None
     if pinned and revision and pinned != revision:
         raise ValueError(f"{text!r} pins revision {pinned!r}, but revision={revision!r} was also given")
     return repo_id, (pinned or revision)
@@ -294,8 +315,7 @@ def push_to_hub(
     :func:`save_pretrained`, so the card's ``model-index`` shows the metrics on the Hub.
     Returns what :func:`upload_folder` returns; fails as it does.
     """
-    if not REPO_ID.fullmatch(repo_id):
-        raise ValueError(f"repo_id must look like 'org/name', got {repo_id!r}")
+    check_repo_id(repo_id)
     with tempfile.TemporaryDirectory(prefix="csdn-push-") as folder:
         save_pretrained(model, folder, repo_id=repo_id, evaluation=evaluation, extra_meta=extra_meta)
         return upload_folder(

@@ -23,7 +23,6 @@ import os
 import urllib.error
 import urllib.request
 import warnings
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -35,12 +34,13 @@ from csdn.config import CLIP_RESNET_LAYOUT, CSDNConfig, infer_architecture
 from csdn.errors import CheckpointError, CLIPWeightsError, cli_flag
 from csdn.hub.architectures import model_class
 from csdn.hub.registry import RegistryLike, open_registry
-from csdn.hub.transfer import hub_content_hash, hub_download
+from csdn.hub.transfer import discard_cached, hub_content_hash, hub_download
+from csdn.io.safetensors import InvalidSafetensors, parse_header
 from csdn.model.clip_code import tokenize
 from csdn.model.layers import resize_positional_embedding
 from csdn.model.network import CSDN
 from csdn.system.fileio import atomic_write, sha256_file
-from csdn.system.torchfile import load_torch_file
+from csdn.system.torchfile import is_torchscript, load_torch_file
 
 # OpenAI publishes each checkpoint under a URL whose second-to-last part is the file's SHA-256.
 OPENAI_URLS = {
@@ -157,43 +157,64 @@ def download_from_hub(
     if expected is not None:
         actual = sha256_file(path)
         if actual != expected or (named is not None and named != expected):
+            corrupt = named is not None and actual != named and discard_cached(path)  # not what the Hub sent
+            then = (
+                "the corrupted copy was removed from the Hub cache, so the next call downloads it again"
+                if corrupt
+                else f"Delete {path.resolve()} and download again (force_download=True)"
+            )
             raise CLIPWeightsError(
                 f"the CLIP {name} weights in {path} have SHA-256 {actual}, but "
                 f"{'the registry pins' if expected == entry.sha256 else 'the Hub reported'} {expected} "
-                f"({entry.repo_id}@{revision}); they were not used. Delete {path.resolve()} and download again "
-                "(force_download=True), and check HF_ENDPOINT if it points at a mirror"
+                f"({entry.repo_id}@{revision}); they were not used. {then}, and check HF_ENDPOINT if it points "
+                "at a mirror"
             )
     return path
 
 
 def read_clip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read CLIP weights from a TorchScript archive or a plain state dict, as float32 tensors."""
+    """Read CLIP weights from a TorchScript archive or a plain state dict, as float32 tensors.
+
+    A file that cannot be read raises :class:`CLIPWeightsError` naming it and what was expected.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"CLIP weights not found: {path}")
+    expected = "expected CLIP weights: OpenAI's RN50.pt, or an open_clip/timm state dict (.pt, .bin, .safetensors)"
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    elif zipfile.is_zipfile(path) and _is_torchscript(path):
-        with warnings.catch_warnings():  # OpenAI ships TorchScript; torch now flags jit.load as deprecated
-            warnings.simplefilter("ignore", DeprecationWarning)
-            state = torch.jit.load(str(path), map_location="cpu").state_dict()
+        state = _read_safetensors(path, expected)
+    elif is_torchscript(path):
+        try:
+            with warnings.catch_warnings():  # OpenAI ships TorchScript; torch now flags jit.load as deprecated
+                warnings.simplefilter("ignore", DeprecationWarning)
+                state = torch.jit.load(str(path), map_location="cpu").state_dict()
+        except Exception as err:  # torch's errors for a damaged archive can be empty
+            raise CLIPWeightsError(
+                f"cannot read the TorchScript archive {path} ({type(err).__name__}; damaged or truncated?); {expected}"
+            ) from err
     else:
         try:
             state = load_torch_file(path, "CLIP weights file")
         except CheckpointError as err:
-            raise CLIPWeightsError(str(err)) from None
+            raise CLIPWeightsError(f"{err}; {expected}") from None
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping):
-        raise CLIPWeightsError(f"{path} does not hold a state dict")
+        raise CLIPWeightsError(f"{path} does not hold a state dict; {expected}")
     return _canonical_names({k: v for k, v in state.items() if isinstance(v, torch.Tensor)})
 
 
-def _is_torchscript(path: Path) -> bool:
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
+def _read_safetensors(path: Path, expected: str) -> Mapping[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        parse_header(path)
+        return load_file(str(path))
+    except InvalidSafetensors as err:
+        raise CLIPWeightsError(f"{path} is not a valid safetensors file: {err}; {expected}") from None
+    except (SafetensorError, OSError) as err:
+        raise CLIPWeightsError(f"cannot read the tensors of {path} ({err}); {expected}") from err
 
 
 def _canonical_names(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -316,7 +337,10 @@ def from_clip(
             raise ValueError("revision= applies to source='hub' only; OpenAI's URL has no revisions")
         path = download_openai(name, progress=progress)
     state = read_clip_state_dict(path)
-    config = config_from_clip(state, num_classes=num_classes, image_size=image_size, **config_overrides)
+    try:
+        config = config_from_clip(state, num_classes=num_classes, image_size=image_size, **config_overrides)
+    except CLIPWeightsError as err:  # say which file: it may be any file the user named
+        raise CLIPWeightsError(f"{path}: {err}; pass CLIP RN50 weights{_as_init()} (e.g. OpenAI's RN50.pt)") from None
     cls = model_class(config.architecture)
     if getattr(cls, "layout", None) != CLIP_RESNET_LAYOUT:
         raise CLIPWeightsError(

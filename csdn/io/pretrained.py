@@ -117,9 +117,12 @@ class WeightsFile:
     sha256: str | None = None  # expected content hash
     sha256_source: str = ""  # who expects it
     config_json: Path | None = None  # a config.json that must agree with the metadata
+    # called with the file's actual SHA-256 when it is not the expected one; says what it did about the
+    # file (a corrupted cache copy removed), which then replaces ``fix``, or None
+    on_mismatch: Callable[[str], str | None] | None = None
 
-    def error(self, problem: str) -> WeightsError:
-        return WeightsError(f"{self.path}: {problem}. It was not loaded. {self.fix}")
+    def error(self, problem: str, fix: str | None = None) -> WeightsError:
+        return WeightsError(f"{self.path}: {problem}. It was not loaded. {fix or self.fix}")
 
     def sidecar(self) -> Path | None:
         """The ``config.json`` beside the file, if there is one."""
@@ -212,9 +215,11 @@ def verified_config(weights: WeightsFile) -> tuple[CSDNConfig, dict[str, TensorI
     if weights.sha256 is not None:
         actual = sha256_file(weights.path)
         if actual != weights.sha256:
+            done = weights.on_mismatch(actual) if weights.on_mismatch is not None else None
             raise weights.error(
                 f"its SHA-256 is {actual}, but {weights.sha256_source} expects {weights.sha256} "
-                "(corrupted, or not the published file)"
+                "(corrupted, or not the published file)",
+                done,
             )
     try:
         metadata, infos = parse_header(weights.path)
