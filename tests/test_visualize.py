@@ -82,3 +82,22 @@ def test_query_caption_is_the_file_name_else_the_identity(tmp_path):
     assert query_caption(tmp_path / "ir_17.png", 17) == "ir_17.png"  # the identity goes on the next line
     assert query_caption(np.zeros((4, 2, 3), np.uint8), 17) == "query 17"
     assert query_caption(np.zeros((4, 2, 3), np.uint8), None) == "query"
+
+
+def test_a_picture_too_large_to_hold_is_refused_before_drawing():
+    tiny = np.zeros((8, 4, 3), np.uint8)
+    with pytest.raises(ValueError, match="draw fewer queries"):
+        draw_ranking([tiny] * 5000, [tiny] * 60, np.zeros((5000, 60), np.int64), topk=60)
+    sheet = draw_ranking([tiny] * 2, [tiny] * 3, np.zeros((2, 3), np.int64), topk=3)  # small ones still draw
+    assert sheet.size[1] > 0
+
+
+def test_the_cli_refuses_an_oversized_ranking_picture_before_any_work(tmp_path, capsys):
+    from csdn import cli
+
+    picture, ranking = tmp_path / "ranking.png", tmp_path / "ranking.csv"
+    argv = ["match", str(tmp_path / "q"), str(tmp_path / "g"), "--output", str(ranking), "--visualize", str(picture)]
+    assert cli.main([*argv, "--visualize-queries", "100000", "--topk", "50"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--visualize-queries" in lines[0] and "megapixels" in lines[0]
+    assert not picture.exists() and not ranking.exists()

@@ -86,7 +86,7 @@ def _check_outputs(outputs: dict[str, Path], args: argparse.Namespace) -> None:
 def run_match(args: argparse.Namespace) -> int:
     from csdn.cli.sharded import torchrun_world
     from csdn.retrieval.sharded import match_on_ranks
-    from csdn.retrieval.visualize import refuse_drawn_image
+    from csdn.retrieval.visualize import check_sheet_size, refuse_drawn_image
     from csdn.system.fileio import atomic_write_all
 
     output = Path(args.output)
@@ -98,6 +98,7 @@ def run_match(args: argparse.Namespace) -> int:
         _check_suffix(Path(args.visualize), (".png",), "--visualize")
         if args.visualize_queries < 1:
             raise ValueError(f"--visualize-queries must be at least 1, got {args.visualize_queries}")
+        check_sheet_size(args.visualize_queries, args.topk)  # the most it can draw, known before any work
         outputs["--visualize"] = Path(args.visualize)
     _check_outputs(outputs, args)
     cache: dict[str, Any] = {}

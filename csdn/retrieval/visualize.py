@@ -29,6 +29,26 @@ BACKGROUND = (255, 255, 255)
 TEXT = (30, 30, 30)
 BORDER, GAP, LINE_H = 4, 12, 12  # tile border, space between tiles, one caption line (pixels)
 LABEL_H = 3 * LINE_H + 4  # the caption band under a tile: up to three lines (a query's name, id/camera, true rank)
+# the largest picture drawn: 40 megapixels is 120 MB of RGB in memory (and more while PNG-encoding it)
+MAX_SHEET_PIXELS = 40_000_000
+DEFAULT_CELL = (64, 128)
+
+
+def sheet_size(num_queries: int, k: int, cell: tuple[int, int] = DEFAULT_CELL) -> tuple[int, int]:
+    """(width, height) of the picture of ``num_queries`` rows, each a query and ``k`` matches."""
+    tile_w, tile_h = cell[0] + 2 * BORDER, cell[1] + 2 * BORDER + LABEL_H
+    return GAP + (k + 1) * (tile_w + GAP) + GAP, GAP + num_queries * (tile_h + GAP)
+
+
+def check_sheet_size(num_queries: int, k: int, cell: tuple[int, int] = DEFAULT_CELL) -> None:
+    """Refuse, before any work, a picture too large to hold in memory."""
+    width, height = sheet_size(num_queries, k, cell)
+    if width * height > MAX_SHEET_PIXELS:
+        raise ValueError(
+            f"a ranking picture of {num_queries} queries x top {k} would be {width} x {height} pixels, over the "
+            f"{MAX_SHEET_PIXELS // 1_000_000} megapixels drawn at most: draw fewer queries (--visualize-queries) or "
+            "fewer matches per query (--topk)"
+        )
 
 
 def _thumbnail(image: Any, size: tuple[int, int]) -> Image.Image:
@@ -117,7 +137,7 @@ def draw_ranking(
     query_cameras: Sequence[Any] | None = None,
     true_ranks: Sequence[int] | None = None,
     topk: int = 5,
-    cell: tuple[int, int] = (64, 128),
+    cell: tuple[int, int] = DEFAULT_CELL,
     output: str | os.PathLike | None = None,
 ) -> Image.Image:
     """Draw one row per query: the query, then its ``topk`` ranked gallery images.
@@ -147,10 +167,10 @@ def draw_ranking(
             raise ValueError(f"{name} has {len(values)} entries for {len(queries)} queries: give one per query")
     score_rows = None if scores is None else np.asarray(scores)
     k = min(topk, indices.shape[1])
+    check_sheet_size(len(queries), k, cell)
     border, gap = BORDER, GAP
     tile_w, tile_h = cell[0] + 2 * border, cell[1] + 2 * border + LABEL_H
-    width = gap + (k + 1) * (tile_w + gap) + gap
-    height = gap + len(queries) * (tile_h + gap)
+    width, height = sheet_size(len(queries), k, cell)
     sheet = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     font = ImageFont.load_default()
