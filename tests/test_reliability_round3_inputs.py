@@ -400,6 +400,30 @@ def test_a_full_disk_while_training_is_named_and_the_run_resumes(train_root, tmp
     assert load_checkpoint(last)["stage"] == 2
 
 
+def test_a_full_disk_while_saving_a_model_is_named_and_keeps_the_saved_one(tmp_path, monkeypatch):
+    """The model's weights go through the same atomic writer: a full disk names model.safetensors, and the
+    folder saved before is intact."""
+    import builtins
+
+    from csdn import CSDN, CSDNConfig
+    from csdn.errors import DiskFullError
+    from csdn.io import safetensors as safetensors_io
+
+    model = CSDN(CSDNConfig.tiny())
+    model.save_pretrained(tmp_path / "model")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "model").iterdir()}
+
+    def limited_open(path, mode="r", *args, **kwargs):
+        handle = builtins.open(path, mode, *args, **kwargs)
+        return _FullDisk(handle, 10_000) if mode == "wb" else handle
+
+    monkeypatch.setattr(safetensors_io, "open", limited_open, raising=False)
+    weights = tmp_path / "model" / "model.safetensors"
+    with pytest.raises(DiskFullError, match=rf"cannot write {weights}: no space left on its disk"):
+        model.save_pretrained(tmp_path / "model")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "model").iterdir()} == before
+
+
 # ---------------------------------------------------------------------------- class 8: bounded arguments
 
 
