@@ -1,6 +1,12 @@
 """``csdn.convert``: the name the README and the design contract give the authors'-checkpoint
-converter, which lives in :mod:`csdn.hub.convert` (weights come from the hub layer)."""
+converter, which lives in :mod:`csdn.hub.official` (weights come from the hub layer)."""
 
-from csdn.hub.convert import CheckpointError, config_from_official, from_official, read_official, to_official_state_dict
+from csdn.hub.official import (
+    CheckpointError,
+    config_from_official,
+    from_official,
+    read_official,
+    to_official_state_dict,
+)
 
 __all__ = ["CheckpointError", "config_from_official", "from_official", "read_official", "to_official_state_dict"]

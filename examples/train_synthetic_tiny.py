@@ -39,7 +39,7 @@ import csdn
 from csdn import CSDN, CSDNConfig
 from csdn.data import SYSUMM01
 from csdn.data.synthetic import write_sysu
-from csdn.hub.api import save_pretrained
+from csdn.hub.loading import save_pretrained
 from csdn.io.card import describe_architecture, evaluation_records, front_matter, usage_section
 from csdn.io.pretrained import MODEL_CARD_NAME, WEIGHTS_NAME
 from csdn.system.fileio import atomic_write, sha256_file

@@ -1,7 +1,7 @@
 """A synthetic checkpoint in the authors' format, built from the key table of DESIGN section 4.
 
 It is derived from OpenAI's CLIP module names and the table alone, independently of
-csdn.hub.convert's mapping, so the conversion is checked against the format, not itself.
+csdn.hub.official's mapping, so the conversion is checked against the format, not itself.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 import csdn
 from csdn import cli
 from csdn.config import CSDNConfig
-from csdn.hub.convert import to_official_state_dict
+from csdn.hub.official import to_official_state_dict
 from csdn.model.network import CSDN
 
 # Unit-norm embeddings computed in different batches or processes agree to float32 rounding

@@ -7,7 +7,7 @@ import torch
 from official_format import official_state_dict
 
 from csdn import CSDNConfig
-from csdn.hub.convert import CheckpointError, from_official, to_official_state_dict
+from csdn.hub.official import CheckpointError, from_official, to_official_state_dict
 
 # where DESIGN's table puts each official tensor in the model
 PLACEMENTS = {

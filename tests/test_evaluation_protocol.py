@@ -196,10 +196,10 @@ def test_bad_arguments_are_explained(sysu_root, tmp_path):
 
 
 def test_cli_eval_prints_table_and_writes_json(sysu_root, tmp_path, monkeypatch, capsys):
-    import csdn.hub.api
+    import csdn.hub.loading
 
     loaded = []
-    monkeypatch.setattr(csdn.hub.api, "load", lambda name, **kw: loaded.append(name) or CountingModel())
+    monkeypatch.setattr(csdn.hub.loading, "load", lambda name, **kw: loaded.append(name) or CountingModel())
     out = tmp_path / "out" / "sysu.json"
     code = cli.main(
         [
@@ -227,9 +227,9 @@ def test_cli_eval_prints_table_and_writes_json(sysu_root, tmp_path, monkeypatch,
 
 
 def test_cli_eval_reports_a_broken_dataset(tmp_path, monkeypatch, capsys):
-    import csdn.hub.api
+    import csdn.hub.loading
 
-    monkeypatch.setattr(csdn.hub.api, "load", lambda name, **kw: CountingModel())
+    monkeypatch.setattr(csdn.hub.loading, "load", lambda name, **kw: CountingModel())
     code = cli.main(["eval", "--dataset", "llcm", "--root", str(tmp_path / "missing"), "--model", "x", "--quiet"])
     assert code == 2
     err = capsys.readouterr().err

@@ -18,9 +18,9 @@ from safetensors.torch import load_file, save_file
 
 import csdn
 from csdn.config import CSDNConfig
-from csdn.hub import api as hub
-from csdn.hub.api import WeightsError, WeightsNotAvailableError
-from csdn.hub.convert import from_official, to_official_state_dict
+from csdn.hub import loading as hub
+from csdn.hub.loading import WeightsError, WeightsNotAvailableError
+from csdn.hub.official import from_official, to_official_state_dict
 from csdn.hub.registry import AUTHORS_RELEASE, Registry, list_models, model_info
 from csdn.model.network import CSDN
 

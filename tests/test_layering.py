@@ -25,8 +25,8 @@ LAYERS = [
     {"csdn.io"},
     {"csdn.runtime"},  # exported models without torch: ground-floor modules only
     {"csdn.model"},
-    {"csdn.inference"},  # runs models it knows only by a Protocol (csdn.inference.protocol): it imports no model
-    {"csdn.hub", "csdn.convert"},  # csdn.convert: the contract's name for csdn.hub.convert
+    {"csdn.inference"},  # runs models it knows only by a Protocol (csdn.inference.contract): it imports no model
+    {"csdn.hub", "csdn.convert"},  # csdn.convert: the contract's name for csdn.hub.official
     {"csdn.retrieval"},
     {"csdn.data"},
     {"csdn.evaluation"},

@@ -163,9 +163,9 @@ def _eval(root: Path, *extra: str) -> list[str]:
 
 
 def test_cli_eval_table_prints_the_four_cells_and_writes_json(sysu_root, tmp_path, monkeypatch, capsys):
-    import csdn.hub.api
+    import csdn.hub.loading
 
-    monkeypatch.setattr(csdn.hub.api, "load", lambda name, **kw: CountingModel())
+    monkeypatch.setattr(csdn.hub.loading, "load", lambda name, **kw: CountingModel())
     out = tmp_path / "table.json"
     assert cli.main(_eval(sysu_root, "sysu", "--table", "--trials", "0", "1", "--json", str(out))) == 0
     printed = capsys.readouterr().out
@@ -186,9 +186,9 @@ def test_cli_eval_table_prints_the_four_cells_and_writes_json(sysu_root, tmp_pat
     ],
 )
 def test_cli_eval_table_refusals_are_one_line(sysu_root, tmp_path, monkeypatch, capsys, extra, problem):
-    import csdn.hub.api
+    import csdn.hub.loading
 
-    monkeypatch.setattr(csdn.hub.api, "load", lambda name, **kw: CountingModel())
+    monkeypatch.setattr(csdn.hub.loading, "load", lambda name, **kw: CountingModel())
     root = make_regdb(tmp_path / "regdb") if extra[0] == "regdb" else sysu_root
     assert cli.main(_eval(root, *extra)) == 2
     err = capsys.readouterr().err

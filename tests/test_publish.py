@@ -17,7 +17,7 @@ import csdn
 from csdn import CSDNConfig, cli
 from csdn.cli.publish import card_provenance
 from csdn.data.synthetic import write_regdb
-from csdn.hub.convert import from_official
+from csdn.hub.official import from_official
 from csdn.system.fileio import sha256_file
 
 

@@ -11,7 +11,7 @@ import pytest
 import csdn
 from csdn.cli.app import build_parser
 from csdn.data import DATASET_NAMES, READERS, DatasetReader, Sample, dataset_title, reader_for
-from csdn.data.registry import READER_CLASSES
+from csdn.data.catalog import READER_CLASSES
 from csdn.data.synthetic import LAYOUTS
 from csdn.evaluation.metrics import METRICS
 from csdn.export.formats import EXPORT_FORMATS

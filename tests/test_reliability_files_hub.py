@@ -131,7 +131,7 @@ def test_eval_json_refuses_an_existing_file_and_a_non_json_name(capsys, tmp_path
 
 def test_convert_into_a_folder_with_the_users_readme_refuses(capsys, tmp_path):
     from csdn.config import CSDNConfig
-    from csdn.hub.convert import to_official_state_dict
+    from csdn.hub.official import to_official_state_dict
     from csdn.model.network import CSDN
 
     torch.manual_seed(0)
@@ -335,7 +335,7 @@ def test_push_to_hub_hung_or_offline_gives_a_clear_error_in_time(fake_hub, tiny_
     import time
 
     from csdn.errors import HubError, HubTimeoutError
-    from csdn.hub.api import push_to_hub
+    from csdn.hub.loading import push_to_hub
 
     fake_hub.fail("/api/", "hang")
     start = time.perf_counter()

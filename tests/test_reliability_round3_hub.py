@@ -260,7 +260,7 @@ def _assert_refused_for_safety(message: str, path: Path) -> None:
 
 
 def test_convert_refuses_code_objects_for_safety_in_one_line(capsys, tmp_path):
-    from csdn.hub.convert import from_official
+    from csdn.hub.official import from_official
 
     for path in _hostile_files(tmp_path):
         with pytest.raises(CheckpointError) as caught:
@@ -273,7 +273,7 @@ def test_convert_refuses_code_objects_for_safety_in_one_line(capsys, tmp_path):
 
 
 def test_convert_names_a_torchscript_archive_and_an_unreadable_file(capsys, tmp_path):
-    from csdn.hub.convert import from_official
+    from csdn.hub.official import from_official
 
     script = _torchscript_file(tmp_path)
     with pytest.raises(

@@ -311,7 +311,7 @@ def _pickled_object(path: Path) -> Path:
 
 
 def test_load_errors_never_pass_on_the_advice_to_unpickle_unsafely(tmp_path, capsys):
-    from csdn.hub.convert import read_official
+    from csdn.hub.official import read_official
     from csdn.train.checkpoint import load_checkpoint
 
     bad = _pickled_object(tmp_path / "last.pt")

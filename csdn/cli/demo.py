@@ -83,7 +83,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from csdn.data import SYSUMM01
     from csdn.data.synthetic import write_sysu
     from csdn.evaluation import eval_sysu
-    from csdn.hub.api import load
+    from csdn.hub.loading import load
     from csdn.retrieval import match
     from csdn.retrieval.visualize import draw_ranking, true_match_ranks
 

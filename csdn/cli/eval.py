@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from csdn.cli.embed import MODEL_HELP, add_device_option, add_overwrite_option, load_model, say_device
-from csdn.data.registry import DATASET_NAMES
+from csdn.data.catalog import DATASET_NAMES
 
 
 def register(commands) -> list[argparse.ArgumentParser]:

@@ -20,7 +20,7 @@ MODALITY_CHOICES = (*MODALITIES, "both")
 def run_export(args: argparse.Namespace) -> int:
     from csdn.export import Floors, export_model
     from csdn.export.api import ExportOptions
-    from csdn.hub.api import load
+    from csdn.hub.loading import load
     from csdn.system.fileio import refuse_existing
 
     options = dict(

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from csdn.cli.embed import add_overwrite_option
-from csdn.data.registry import DATASET_NAMES
+from csdn.data.catalog import DATASET_NAMES
 
 
 def run_models(args: argparse.Namespace) -> int:
@@ -29,7 +29,7 @@ def run_models(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from csdn.hub import api as hub
+    from csdn.hub import loading as hub
     from csdn.hub.architectures import build_model
     from csdn.hub.registry import open_registry
 
@@ -56,7 +56,7 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from csdn.hub.convert import from_official
+    from csdn.hub.official import from_official
     from csdn.io.pretrained import CONFIG_NAME, MODEL_CARD_NAME, WEIGHTS_NAME
     from csdn.system.fileio import refuse_existing
 

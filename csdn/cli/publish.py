@@ -91,8 +91,8 @@ def register(commands) -> list[argparse.ArgumentParser]:
 
 def _load(args: argparse.Namespace):
     """The model to release: the authors' checkpoint converted, or any model csdn.load reads."""
-    from csdn.hub.api import load
-    from csdn.hub.convert import from_official
+    from csdn.hub.loading import load
+    from csdn.hub.official import from_official
 
     if Path(args.model).suffix in CHECKPOINT_SUFFIXES:
         return from_official(args.model, image_size=tuple(args.image_size), dataset=args.dataset)
@@ -157,7 +157,7 @@ def _check(args: argparse.Namespace) -> Path | None:
 
 def run_publish(args: argparse.Namespace) -> int:
     """Handler for ``csdn publish``; returns the process exit code."""
-    from csdn.hub.api import upload_folder
+    from csdn.hub.loading import upload_folder
     from csdn.io.card import evaluation_records, evaluation_table, protocol_label
     from csdn.io.pretrained import WEIGHTS_NAME, save_pretrained
     from csdn.system.fileio import sha256_file

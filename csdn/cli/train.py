@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from csdn.data.registry import DATASET_NAMES
+from csdn.data.catalog import DATASET_NAMES
 from csdn.train.config import AUTOCAST_PRECISIONS, RECIPES, TrainConfig
 
 _ALIASES = {"stage1_epochs": "--epochs-stage1", "stage2_epochs": "--epochs-stage2", "stage3_epochs": "--epochs-stage3"}

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from csdn.data.catalog import DATASET_NAMES, reader_for
 from csdn.data.direction import parse_direction
-from csdn.data.registry import DATASET_NAMES, reader_for
 from csdn.data.samples import Sample, sample_arrays
 from csdn.evaluation.metrics import METRICS
 from csdn.evaluation.results import EvaluationResult, SearchResult, TrialResult
@@ -192,7 +192,7 @@ def _directions(reader: Any, direction: str | Sequence[str] | None) -> list[str]
 def _model(model: Any) -> Any:
     """A model object as it is; a registry name, ``hf-hub:`` id or local path loaded with :func:`csdn.load`."""
     if isinstance(model, (str, os.PathLike)):
-        from csdn.hub.api import load
+        from csdn.hub.loading import load
 
         return load(model)
     if not callable(getattr(model, "embed_image", None)):

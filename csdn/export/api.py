@@ -25,7 +25,7 @@ from csdn.export.samples import synthetic_people
 from csdn.export.verify import Floors, preprocessed, verify
 from csdn.images.decode import RESAMPLING, load_image
 from csdn.images.files import expand_folders
-from csdn.inference.protocol import EmbeddingModel
+from csdn.inference.contract import EmbeddingModel
 from csdn.modality import MODALITIES, normalize_modality
 from csdn.runtime.backends import require
 from csdn.runtime.embedder import ExportedGraph

@@ -23,8 +23,8 @@ from torch import nn
 
 from csdn.config import CLIP_RESNET_LAYOUT
 from csdn.errors import ExportError
+from csdn.inference.contract import EmbeddingModel
 from csdn.inference.fold import FoldedTower
-from csdn.inference.protocol import EmbeddingModel
 
 INPUT_NAME, OUTPUT_NAME = "images", "features"
 STEM_NODES = "/stem/"  # prefix of the names of the stem's nodes in the exported graph

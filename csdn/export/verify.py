@@ -23,7 +23,7 @@ import torch
 from csdn.errors import ArtifactError
 from csdn.export.samples import synthetic_people
 from csdn.images.decode import Preprocessing
-from csdn.inference.protocol import EmbeddingModel
+from csdn.inference.contract import EmbeddingModel
 from csdn.modality import MODALITIES
 from csdn.runtime.embedder import ExportedGraph
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 
 from csdn.config import CSDNConfig
-from csdn.hub.api import load
 from csdn.hub.architectures import ARCHITECTURES, model_class
+from csdn.hub.loading import load
 from csdn.hub.registry import RegistryLike, open_registry
 from csdn.model.network import CSDN
 

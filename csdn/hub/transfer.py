@@ -9,7 +9,7 @@ What went wrong is read from huggingface_hub's typed exceptions (``RepositoryNot
 ``HfHubHTTPError.response.status_code``, the HTTP client's ``ConnectError``/``TimeoutException``,
 ...) and from what the call observed itself (the file's size from the Hub's metadata, the bytes
 its progress bar was given), never from the wording of a message or a log line.
-Nothing here knows about models: :mod:`csdn.hub.api` locates and verifies weights on top of it.
+Nothing here knows about models: :mod:`csdn.hub.loading` locates and verifies weights on top of it.
 """
 
 from __future__ import annotations

@@ -21,8 +21,8 @@ import torch
 from csdn.errors import ImageTensorError
 from csdn.images.decode import Preprocessing
 from csdn.images.embedding import EmbeddingReport, Inputs, embed_inputs, read_inputs, refuse_nonfinite_images
+from csdn.inference.contract import EmbeddingModel
 from csdn.inference.fast import compute_dtype, inference_features
-from csdn.inference.protocol import EmbeddingModel
 from csdn.modality import normalize_modality
 from csdn.system.device import cpu_has_bf16
 

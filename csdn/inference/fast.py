@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import torch
 
 from csdn.config import CLIP_RESNET_LAYOUT
+from csdn.inference.contract import EmbeddingModel
 from csdn.inference.fold import FoldedTower
-from csdn.inference.protocol import EmbeddingModel
 from csdn.modality import normalize_modality
 
 COMPUTE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}

@@ -57,7 +57,7 @@ def _resolve_model(model: Any, what: str) -> Any:
             "from csdn embed)"
         )
     if isinstance(model, (str, os.PathLike)):
-        from csdn.hub.api import load
+        from csdn.hub.loading import load
 
         return load(model)
     return model

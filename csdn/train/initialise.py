@@ -57,7 +57,7 @@ def initial_model(
         overrides: dict[str, Any] = {"image_size": image_size} if image_size else {}
         return create_model(architecture, num_classes=num_classes, **overrides)
     elif init is not None and Path(init).exists() and _is_csdn_file(Path(init)):
-        from csdn.hub.api import load
+        from csdn.hub.loading import load
 
         model = load(str(init))
     else:

@@ -17,7 +17,7 @@ import torch
 
 from csdn.config import CSDNConfig
 from csdn.errors import CheckpointError
-from csdn.hub import api as hub  # hub.load looked up at call time (tests stand in for it)
+from csdn.hub import loading as hub  # hub.load looked up at call time (tests stand in for it)
 from csdn.io.pretrained import WEIGHTS_NAME
 from csdn.io.statedict import nonfinite_tensor
 from csdn.model.network import CSDN

@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from csdn.config import CSDNConfig
-from csdn.data.registry import reader_for
+from csdn.data.catalog import reader_for
 from csdn.hub.architectures import build_model
 from csdn.io.provenance import training_data
 from csdn.model.network import CSDN

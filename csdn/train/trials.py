@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from csdn.data.registry import reader_for
+from csdn.data.catalog import reader_for
 from csdn.evaluation.protocol import evaluate
 from csdn.evaluation.tables import ProtocolTable, merge_trials, result_from_dict
 from csdn.system.fileio import atomic_write_text
@@ -100,7 +100,7 @@ def run_trials(
                 return None
         if not main_process:
             continue
-        from csdn.hub.api import load
+        from csdn.hub.loading import load
 
         result = evaluate(
             load(model_dir, device=device, progress=False), dataset, root, trials=[trial], progress=progress

@@ -48,7 +48,7 @@ __all__ = [
 
 _JPEG_QUALITY = 90
 _TAG = {"sysu": 1, "regdb": 2, "llcm": 3}  # keeps the three layouts' random streams apart
-LAYOUTS = tuple(_TAG)  # the datasets (csdn.data.registry names) this module writes trees for
+LAYOUTS = tuple(_TAG)  # the datasets (csdn.data.catalog names) this module writes trees for
 MAX_IMAGES = 1_000_000  # per tree: SYSU-MM01, RegDB and LLCM hold 46k, 8k and 46k images
 MAX_TRIALS = 1000  # RegDB split trials (the benchmark uses 10); each writes four index files
 

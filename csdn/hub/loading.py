@@ -2,7 +2,7 @@
 path), ``load_config`` and ``push_to_hub``.
 
 A name is located (bundled with the package, downloaded from the Hub into its cache, or
-read from disk), verified completely by :mod:`csdn.hub.verify`, and only then built into a
+read from disk), verified completely by :mod:`csdn.hub.verified`, and only then built into a
 model. The saved-model format itself (``model.safetensors`` with the config in its
 metadata, ``config.json``, a model card) is :mod:`csdn.io.pretrained`'s.
 """
@@ -40,7 +40,7 @@ from csdn.hub.transfer import (
     hub_timeout,
     upload_folder,
 )
-from csdn.hub.verify import WeightsFile, load_verified, verified_config
+from csdn.hub.verified import WeightsFile, load_verified, verified_config
 from csdn.io.card import describe_architecture, render_model_card
 from csdn.io.pretrained import CONFIG_METADATA_KEY, CONFIG_NAME, MODEL_CARD_NAME, WEIGHTS_NAME, save_pretrained
 from csdn.io.safetensors import TensorInfo, read_safetensors_header, write_safetensors
@@ -95,7 +95,7 @@ def _local_weights(
     if path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
         raise ValueError(
             f"{path} looks like a PyTorch checkpoint, not a csdn model: convert the authors' checkpoint "
-            f"with `csdn convert {path} out/` (or csdn.hub.convert.from_official), then load out/; "
+            f"with `csdn convert {path} out/` (or csdn.hub.official.from_official), then load out/; "
             "a csdn train checkpoint (RUN/checkpoints/*.pt) loads with csdn.train.load_model or --model"
         )
     sidecar = path.with_name(CONFIG_NAME) if path.name == WEIGHTS_NAME else None
