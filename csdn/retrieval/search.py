@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from csdn.errors import SkippedImagesWarning
-from csdn.retrieval.embeddings import Embeddings, is_embeddings_file, load_embeddings
+from csdn.retrieval.embeddings import Embeddings, check_same_model, is_embeddings_file, load_embeddings
 from csdn.retrieval.exact import match_arrays
 from csdn.retrieval.matches import Matches
 
@@ -60,14 +60,14 @@ def _resolve_model(model: Any, what: str) -> Any:
 def _side(
     side: Any, what: str, modality: str, model: Any, embed_options: dict[str, Any]
 ) -> tuple[Any, Any, list[str] | None]:
-    """``(vectors, model used, row names or None)`` for one side of a match."""
+    """``(vectors, model used, row names or None)`` for one side of a match; a file or :class:`Embeddings`
+    stays one, so that the models its manifest names can be compared."""
     if _is_vectors(side):
         return side, model, None
-    if isinstance(side, Embeddings):
-        return side.vectors, model, list(side.paths)
     if isinstance(side, (str, os.PathLike)) and is_embeddings_file(side):
-        loaded = load_embeddings(side)
-        return loaded.vectors, model, loaded.paths
+        side = load_embeddings(side)
+    if isinstance(side, Embeddings):
+        return side, model, list(side.paths)
     from csdn.inference.embed import embed_with_report
 
     model = _resolve_model(model, what)
@@ -113,6 +113,11 @@ def match(
     embed_options = dict(embed_options or {})
     query_vectors, model, query_names = _side(query, "query", query_modality, model, embed_options)
     gallery_vectors, model, gallery_names = _side(gallery, "gallery", gallery_modality, model, embed_options)
+    if isinstance(query_vectors, Embeddings) and isinstance(gallery_vectors, Embeddings):
+        check_same_model(query_vectors.model, gallery_vectors.model)
+    query_vectors, gallery_vectors = (
+        side.vectors if isinstance(side, Embeddings) else side for side in (query_vectors, gallery_vectors)
+    )
     result = match_arrays(query_vectors, gallery_vectors, topk, **options)
     if query_names is None and gallery_names is None:
         return result
