@@ -109,7 +109,14 @@ def run_match(args: argparse.Namespace) -> int:
             _folder_ids(query.paths[: args.visualize_queries] + gallery.paths)
     check_same_model(query.model, gallery.model)
     with torchrun_world(None) as world:  # under torchrun: each rank ranks a slice of the gallery
-        result = match_on_ranks(query.vectors, gallery.vectors, topk=args.topk, progress=not args.quiet, world=world)
+        result = match_on_ranks(
+            query.vectors,
+            gallery.vectors,
+            topk=args.topk,
+            progress=not args.quiet,
+            world=world,
+            names=(f"query embeddings ({args.query})", f"gallery embeddings ({args.gallery})"),
+        )
     if result is None:
         return 0
     rows = [
