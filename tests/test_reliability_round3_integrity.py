@@ -119,7 +119,9 @@ def test_cli_embed_then_match_refuses_a_copied_manifest_and_warns_for_mixed_mode
     manifest_path(gallery).write_text(good.replace('"synthetic-tiny"', '"another-model"'))
     assert cli.main(["match", str(query), str(gallery), "--output", out, "--quiet"]) == 0
     err = capsys.readouterr().err
-    assert "csdn: warning: query and gallery were embedded with different models (synthetic-tiny and another-model)" in err
+    assert (
+        "csdn: warning: query and gallery were embedded with different models (synthetic-tiny and another-model)" in err
+    )
 
 
 # ---------------------------------------------------------------------------- class 10: embeddings message
@@ -172,3 +174,118 @@ def test_torchrun_match_of_identical_copies_still_runs(tmp_path):
     single = match(query, gallery, topk=3)
     lines = (tmp_path / "rank0" / "r.csv").read_text().splitlines()[1:]
     assert [int(line.split(",")[2]) for line in lines] == single.indices.reshape(-1).tolist()
+
+
+# ---------------------------------------------------------------------------- class 7: export metadata bound to its graph
+@pytest.fixture(scope="module")
+def export(tmp_path_factory) -> Path:
+    pytest.importorskip("onnxruntime", reason="needs the csdn-reid[onnx] extra (CI installs it)")
+    out = tmp_path_factory.mktemp("export") / "onnx"
+    assert cli.main(["export", "synthetic-tiny", str(out), "--quiet"]) == 0
+    return out
+
+
+def _edit(path: Path, **changes) -> None:
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def test_swapped_modality_labels_are_refused_by_the_runtime_and_export_info(export, tmp_path, capsys):
+    from csdn.errors import ArtifactError
+    from csdn.runtime import ExportedEmbedder
+
+    copy = Path(shutil.copytree(export, tmp_path / "copy"))
+    _edit(copy / "visible.onnx.json", modality="infrared")
+    _edit(copy / "infrared.onnx.json", modality="visible")
+    with pytest.raises(ArtifactError, match="does not hold the metadata .*onnx was exported with: one of its fields"):
+        ExportedEmbedder(copy)
+    for path in (copy, copy / "visible.onnx"):
+        assert cli.main(["export-info", str(path)]) == 2
+        assert "was changed after export" in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"mean": [0.5, 0.5, 0.5]}, {"std": [0.2, 0.2, 0.2]}, {"interpolation": "nearest"}, {"image_size": [128, 64]}],
+)
+def test_edited_preprocessing_is_refused_when_a_graph_is_loaded_on_its_own(export, tmp_path, change):
+    from csdn.errors import ArtifactError
+    from csdn.runtime import ExportedEmbedder, read_metadata
+
+    copy = Path(shutil.copytree(export, tmp_path / "copy"))
+    for name in ("visible", "infrared"):  # both files alike: the folder's consistency check cannot see it
+        _edit(copy / f"{name}.onnx.json", **change)
+    for target in (copy / "visible.onnx", copy):
+        with pytest.raises(ArtifactError, match="was changed after export, so the graph would run with preprocessing"):
+            ExportedEmbedder(target)
+    with pytest.raises(ArtifactError, match="infrared.onnx.json does not hold the metadata infrared.onnx was"):
+        read_metadata(copy / "infrared.onnx")
+
+
+def _restamp(artifact: Path, stamp: str | None, version: int) -> None:
+    """The graph rewritten with ``stamp`` (None: none) and its metadata made consistent with it otherwise."""
+    import onnx
+
+    from csdn.runtime.metadata import GRAPH_KEY
+    from csdn.system.fileio import sha256_file
+
+    proto = onnx.load(str(artifact))
+    kept = [(p.key, p.value) for p in proto.metadata_props if p.key != GRAPH_KEY]
+    del proto.metadata_props[:]
+    for key, value in kept + ([(GRAPH_KEY, stamp)] if stamp else []):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(artifact))
+    meta = artifact.with_name(artifact.name + ".json")
+    _edit(meta, format_version=version, files={artifact.name: sha256_file(artifact)})
+
+
+def test_an_export_from_before_the_binding_loads_with_a_warning_and_a_stripped_one_is_refused(export, tmp_path):
+    from csdn.errors import ArtifactError
+    from csdn.runtime import ExportedEmbedder
+    from csdn.runtime.metadata import UnboundMetadataWarning, graph_stamp
+
+    copy = Path(shutil.copytree(export, tmp_path / "copy"))
+    assert graph_stamp(export / "visible.onnx", "onnx") is not None
+    for name in ("visible", "infrared"):  # what csdn-reid wrote before: format_version 1, nothing in the graph
+        _restamp(copy / f"{name}.onnx", None, 1)
+    with pytest.warns(UnboundMetadataWarning, match="format_version 1, whose graph does not record its metadata"):
+        embedder = ExportedEmbedder(copy)
+    rgb = np.random.default_rng(0).integers(0, 256, size=(2, 64, 32, 3), dtype=np.uint8)
+    np.testing.assert_allclose(embedder.embed_image(rgb, "visible"), ExportedEmbedder(export).embed_image(rgb, "vis"))
+    _edit(copy / "visible.onnx.json", format_version=2)  # a current export whose graph lost its record
+    with pytest.raises(ArtifactError, match="visible.onnx was exported with: the graph records none"):
+        ExportedEmbedder(copy / "visible.onnx")
+    _restamp(copy / "infrared.onnx", "0" * 64, 1)  # a graph that records a hash is checked whatever the version
+    with pytest.raises(ArtifactError, match="one of its fields .* was changed after export"):
+        ExportedEmbedder(copy / "infrared.onnx")
+
+
+def test_openvino_graphs_carry_their_metadata_hash_too(tmp_path):
+    pytest.importorskip("openvino", reason="needs the csdn-reid[openvino] extra (CI installs it)")
+    import csdn
+    from csdn.errors import ArtifactError
+    from csdn.export import export_model
+    from csdn.runtime import ExportedEmbedder
+    from csdn.runtime.metadata import fields_sha256, graph_stamp, read_metadata
+
+    out = tmp_path / "ov"
+    (artifact,) = export_model(csdn.load("synthetic-tiny", progress=False), out, format="openvino", modality="ir")
+    assert graph_stamp(artifact, "openvino") == fields_sha256(read_metadata(artifact))
+    _edit(out / "infrared.xml.json", modality="visible")
+    with pytest.raises(ArtifactError, match="infrared.xml.json does not hold the metadata infrared.xml was exported"):
+        ExportedEmbedder(artifact)
+
+
+# ---------------------------------------------------------------------------- class 10: metadata format_version
+def test_a_string_format_version_is_called_a_string_not_newer(export, tmp_path):
+    from csdn.errors import ArtifactError
+    from csdn.runtime import read_metadata
+
+    copy = Path(shutil.copytree(export, tmp_path / "copy"))
+    for bad, shown in (("1", "'1' (str)"), (1.0, "1.0 (float)"), (True, "True (bool)"), (0, "0 (int)")):
+        _edit(copy / "visible.onnx.json", format_version=bad)
+        with pytest.raises(
+            ArtifactError, match=r"format_version must be a whole number \(1, 2, \.\.\.\), got "
+        ) as caught:
+            read_metadata(copy / "visible.onnx")
+        assert shown in str(caught.value) and "newer" not in str(caught.value)

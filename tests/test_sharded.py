@@ -61,6 +61,8 @@ def test_torchrun_embed_and_match_equal_a_single_process(folder):
             assert done.returncode == 0, done.stderr[-3000:]
     for side in ("query", "gallery"):
         one, two = (json.loads((folder / f"{side}{n}.npy.json").read_text()) for n in (1, 2))
+        for manifest in (one, two):  # each names and hashes its own array (rows equal only within bf16 rounding)
+            assert manifest.pop("file") == f"{side}{1 if manifest is one else 2}.npy" and manifest.pop("sha256")
         assert one == two and one["dtype"] == "bfloat16" and len(one["paths"]) == (5 if side == "query" else 9)
         rows = [torch.from_numpy(np.load(folder / f"{side}{n}.npy")).view(torch.bfloat16).float() for n in (1, 2)]
         torch.testing.assert_close(rows[1], rows[0], rtol=0, atol=2**-8)  # bf16 rounding of nearly equal floats
