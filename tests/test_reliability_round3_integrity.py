@@ -289,3 +289,17 @@ def test_a_string_format_version_is_called_a_string_not_newer(export, tmp_path):
         ) as caught:
             read_metadata(copy / "visible.onnx")
         assert shown in str(caught.value) and "newer" not in str(caught.value)
+
+
+def test_a_share_digest_is_of_the_stored_bytes_whatever_the_block_size(monkeypatch):
+    import csdn.retrieval.sharded as sharded
+
+    gallery = _rows(50, 8, 3)
+    whole = sharded.share_digest(gallery, 0, 50)
+    assert sharded.share_digest(gallery.numpy(), 0, 50) == whole  # a tensor or an array (a memory map) alike
+    monkeypatch.setattr(sharded, "_HASH_BYTES", 64)  # two rows a block
+    assert sharded.share_digest(gallery, 0, 50) == whole
+    changed = gallery.bfloat16().clone()
+    changed[25, 3] += 1
+    assert sharded.share_digest(changed, 20, 30) != sharded.share_digest(gallery.bfloat16(), 20, 30)
+    assert sharded.share_digest(changed, 0, 20) == sharded.share_digest(gallery.bfloat16(), 0, 20)

@@ -32,9 +32,7 @@ def share_digest(gallery: ArrayLike, first: int, end: int) -> str:
     step = max(1, _HASH_BYTES // max(1, int(gallery[:1].nbytes)))
     for start in range(first, end, step):
         block = torch.as_tensor(gallery[start : min(end, start + step)]).detach().cpu().contiguous()
-        if block.dtype == torch.bfloat16:  # numpy has no bfloat16: hash its bit patterns
-            block = block.view(torch.int16)
-        digest.update(block.numpy())
+        digest.update(block.reshape(-1).view(torch.uint8).numpy().data)  # its bytes, bfloat16 included
     return digest.hexdigest()
 
 
