@@ -108,6 +108,7 @@ def test_cli_embed_then_match_refuses_a_copied_manifest_and_warns_for_mixed_mode
     for side, modality in (("query", "ir"), ("gallery", "visible")):
         argv = ["embed", str(tmp_path / side), "--model", "synthetic-tiny", "--modality", modality, "--quiet"]
         assert cli.main([*argv, "--output", str(tmp_path / f"{side}.npy")]) == 0
+    capsys.readouterr()  # what embed printed
     out = str(tmp_path / "r.csv")
     query, gallery = tmp_path / "query.npy", tmp_path / "gallery.npy"
     good = manifest_path(gallery).read_text()
