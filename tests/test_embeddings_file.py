@@ -15,7 +15,20 @@ from safetensors.torch import load_file, save_file
 from csdn.errors import CSDNError, DiskFullError, EmbeddingsFileError
 from csdn.retrieval import Embeddings, load_embeddings, save_embeddings
 
-MANIFEST_KEYS = {"format", "version", "model", "modality", "flip", "precision", "dtype", "count", "dim", "paths"}
+MANIFEST_KEYS = {
+    "format",
+    "version",
+    "model",
+    "modality",
+    "flip",
+    "precision",
+    "dtype",
+    "count",
+    "dim",
+    "paths",
+    "file",
+    "sha256",
+}
 
 
 def unit_rows(count: int, dim: int, seed: int = 0) -> torch.Tensor:

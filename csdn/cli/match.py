@@ -7,7 +7,6 @@ import argparse
 import csv
 import io
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from csdn.errors import OutputExistsError
 from csdn.retrieval.embeddings import (
     EMBEDDINGS_SUFFIXES,
     Embeddings,
+    check_same_model,
     is_embeddings_file,
     legacy_manifest_path,
     load_embeddings,
@@ -115,14 +115,16 @@ def run_match(args: argparse.Namespace) -> int:
         _check_images(gallery.paths, "gallery")
         if args.ids_from_folders:
             _folder_ids(query.paths[: args.visualize_queries] + gallery.paths)
-    models = {side.model for side in (query, gallery) if side.model is not None}
-    if len(models) > 1:
-        print(
-            f"csdn: warning: query and gallery were embedded with different models ({', '.join(sorted(models))})",
-            file=sys.stderr,
-        )
+    check_same_model(query.model, gallery.model)
     with torchrun_world(None) as world:  # under torchrun: each rank ranks a slice of the gallery
-        result = match_on_ranks(query.vectors, gallery.vectors, topk=args.topk, progress=not args.quiet, world=world)
+        result = match_on_ranks(
+            query.vectors,
+            gallery.vectors,
+            topk=args.topk,
+            progress=not args.quiet,
+            world=world,
+            names=(f"query embeddings ({args.query})", f"gallery embeddings ({args.gallery})"),
+        )
     if "model" in cache:  # images were embedded here
         say_device(args.device)
     if result is None:

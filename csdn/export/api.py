@@ -29,7 +29,14 @@ from csdn.inference.contract import EmbeddingModel
 from csdn.modality import MODALITIES, normalize_modality
 from csdn.runtime.backends import require
 from csdn.runtime.embedder import ExportedGraph
-from csdn.runtime.metadata import ARTIFACT_SUFFIXES, PRECISIONS, ArtifactMetadata, metadata_path, record_files
+from csdn.runtime.metadata import (
+    ARTIFACT_SUFFIXES,
+    PRECISIONS,
+    ArtifactMetadata,
+    fields_sha256,
+    metadata_path,
+    record_files,
+)
 from csdn.system.fileio import atomic_write_text, refuse_existing
 from csdn.version import __version__
 
@@ -117,8 +124,11 @@ def calibration_batches(model: EmbeddingModel, modality: str, folder: Path | Non
     return [batch[i : i + CALIBRATION_BATCH] for i in range(0, len(batch), CALIBRATION_BATCH)]
 
 
-def _write_artifact(model: EmbeddingModel, modality: str, options: ExportOptions, folder: Path, work: Path) -> Path:
-    """Write the graph of ``modality`` in the requested format and precision into ``folder``; return its main file."""
+def _write_artifact(
+    model: EmbeddingModel, meta: ArtifactMetadata, options: ExportOptions, folder: Path, work: Path
+) -> Path:
+    """Write the graph ``meta`` describes into ``folder``, its fields' hash inside it; return its main file."""
+    modality = meta.modality
     onnx_fp32 = work / f"{modality}.fp32.onnx"
     write_onnx(model, modality, onnx_fp32, options.opset)
     source = onnx_fp32
@@ -129,7 +139,7 @@ def _write_artifact(model: EmbeddingModel, modality: str, options: ExportOptions
         source = work / f"{modality}.fp16.onnx"
         convert_fp16(onnx_fp32, source)
     target = folder / (modality + ARTIFACT_SUFFIXES[options.format][0])
-    EXPORT_FORMATS[options.format].save(source, target, options.precision)
+    EXPORT_FORMATS[options.format].save(source, target, options.precision, fields_sha256(meta))
     return target
 
 
@@ -201,8 +211,8 @@ def export_model(
         written = []
         for modality in settings.modalities:
             log(f"exporting the {modality} graph ({settings.format}, {settings.precision})")
-            artifact = _write_artifact(model, modality, settings, building, work)
             meta = _metadata(model, modality, settings, weights)
+            artifact = _write_artifact(model, meta, settings, building, work)
             record_files(meta, artifact)
             log(f"verifying {artifact.name} against the PyTorch model")
             meta.verification = verify(

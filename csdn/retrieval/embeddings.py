@@ -6,12 +6,17 @@ A file is ``NAME.safetensors`` (one tensor ``embeddings`` ``[N, D]``) or ``NAME.
 
     {"format": "csdn-embeddings", "version": 1, "model": "sysu", "modality": "infrared",
      "flip": true, "precision": "fp32", "dtype": "float32", "count": N, "dim": D,
-     "paths": ["cam3/0001.jpg", ...]}
+     "paths": ["cam3/0001.jpg", ...], "file": "e.npy", "sha256": "9f86d0..."}
 
 ``dtype`` is how the rows are stored: ``float32`` (default), or ``float16`` / ``bfloat16`` at half
 the size (``csdn.match`` still returns the exact float32 ranking of the stored values). numpy
 has no bfloat16, so a bfloat16 ``.npy`` holds the raw 16-bit patterns as ``uint16`` and only its
 manifest says what they are; such a file is never read without its manifest.
+
+``file`` and ``sha256`` (of the whole array file) bind the manifest to its array: a manifest left
+over from, or copied from, another run with the same N and D would otherwise label these rows with
+that run's paths, modality and model. Loading checks the hash (one streamed read of the file) and
+refuses a mismatch; a manifest from before these fields is still read, with a warning.
 
 Row ``i`` embeds ``paths[i]``. A ``.npy`` or ``.safetensors`` file without a manifest is read
 too, its rows labelled ``"0"``, ``"1"``, ... Files written before this naming (manifest
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +37,7 @@ import numpy as np
 import torch
 
 from csdn.errors import EmbeddingsFileError
-from csdn.system.fileio import atomic_write, atomic_write_text, refuse_existing
+from csdn.system.fileio import atomic_write, atomic_write_text, refuse_existing, sha256_file
 
 __all__ = [
     "Embeddings",
@@ -40,6 +46,9 @@ __all__ = [
     "manifest_path",
     "legacy_manifest_path",
     "check_embeddings_path",
+    "check_same_model",
+    "MixedModelsWarning",
+    "UncheckedManifestWarning",
     "is_embeddings_file",
     "storage_dtype",
     "EMBEDDINGS_FORMAT",
@@ -55,6 +64,14 @@ TENSOR_NAME = "embeddings"  # the one tensor of a .safetensors embeddings file
 _SCAN_ELEMENTS = 1 << 24  # rows checked for NaN/inf at a time: 64 MiB of float32
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _NPY_DTYPES = {torch.float32: np.float32, torch.float16: np.float16, torch.bfloat16: np.uint16}  # how .npy holds each
+
+
+class UncheckedManifestWarning(UserWarning):
+    """A manifest from before csdn-reid recorded its array's hash: read, but not proven to describe the array."""
+
+
+class MixedModelsWarning(UserWarning):
+    """Query and gallery embeddings whose manifests name different models."""
 
 
 @dataclass
@@ -212,6 +229,7 @@ def save_embeddings(
         "count": vectors.shape[0],
         "dim": vectors.shape[1],
         "paths": labels,
+        "file": path.name,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".npy":
@@ -223,6 +241,7 @@ def save_embeddings(
         from safetensors.torch import save_file
 
         atomic_write(path, lambda temp: save_file({TENSOR_NAME: vectors}, str(temp), metadata={"format": "pt"}))
+    manifest["sha256"] = sha256_file(path)
     atomic_write_text(manifest_path(path), json.dumps(manifest, indent=1) + "\n")
     return path
 
@@ -245,6 +264,12 @@ def _read_npy(path: Path) -> torch.Tensor:
     except (ValueError, OSError, EOFError) as err:
         raise EmbeddingsFileError(f"{path} is not a readable .npy array ({err})") from err
     bf16_bits = array.dtype == np.uint16 and _stated_dtype(path) == "bfloat16"
+    if array.dtype == np.uint16 and _find_manifest(path) is None:
+        raise EmbeddingsFileError(
+            f"{path} holds uint16 values and has no manifest ({manifest_path(path).name}) beside it: a bfloat16 "
+            "embeddings file stores its rows as uint16 and only its manifest says so; put the manifest written with "
+            "it back beside it, or embed the images again"
+        )
     if not (np.issubdtype(array.dtype, np.floating) or bf16_bits):
         raise _not_floats(path, array.dtype)
     if array.ndim != 2:
@@ -258,11 +283,19 @@ def _read_npy(path: Path) -> torch.Tensor:
     return torch.from_numpy(array)
 
 
+def _find_manifest(path: Path) -> Path | None:
+    """The manifest of ``path``: ``NAME.npy.json``, else the older ``NAME.json``, else None."""
+    for manifest_file in (manifest_path(path), legacy_manifest_path(path)):
+        if manifest_file.is_file():
+            return manifest_file
+    return None
+
+
 def _stated_dtype(path: Path) -> Any:
     """The ``dtype`` field of ``path``'s manifest, if it has one (read before the array's own checks)."""
-    manifest_file = manifest_path(path)
-    if not manifest_file.is_file():
-        manifest_file = legacy_manifest_path(path)
+    manifest_file = _find_manifest(path)
+    if manifest_file is None:
+        return None
     try:
         return json.loads(manifest_file.read_text(encoding="utf-8")).get("dtype")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
@@ -293,11 +326,9 @@ def _read_safetensors(path: Path) -> torch.Tensor:
 
 def _read_manifest(path: Path, vectors: torch.Tensor) -> dict[str, Any]:
     """The manifest's fields, checked against the array they describe."""
-    manifest_file = manifest_path(path)
-    if not manifest_file.is_file():
-        manifest_file = legacy_manifest_path(path)
+    manifest_file = _find_manifest(path)
     count, dim = vectors.shape
-    if not manifest_file.is_file():
+    if manifest_file is None:
         return {"paths": [str(i) for i in range(count)]}
     redo = f"embed the images again (or delete {manifest_file.name} to label rows by index)"
     try:
@@ -327,14 +358,59 @@ def _read_manifest(path: Path, vectors: torch.Tensor) -> dict[str, Any]:
             f"two files do not belong together; write both again (csdn embed --dtype {_dtype_name(vectors.dtype)}), "
             "or restore the matching manifest"
         )
+    _check_binding(manifest, manifest_file, path)
     return {key: manifest.get(key) for key in ("model", "modality", "flip", "precision")} | {
         "paths": [str(p) for p in paths]
     }
 
 
+def _check_binding(manifest: dict[str, Any], manifest_file: Path, path: Path) -> None:
+    """Refuse a manifest whose recorded hash is not ``path``'s; warn for one from before hashes were recorded."""
+    recorded = manifest.get("sha256")
+    if recorded is None:
+        warnings.warn(
+            UncheckedManifestWarning(
+                f"{manifest_file} records no SHA-256 of its array (written before csdn-reid recorded one), so "
+                f"it cannot be proven to describe {path.name}; its labels are used as they are. Write both "
+                "again with `csdn embed` (or save_embeddings) to have them checked"
+            ),
+            stacklevel=4,
+        )
+        return
+    actual = sha256_file(path)
+    if actual != recorded:
+        written_for = manifest.get("file") or "another array"
+        raise EmbeddingsFileError(
+            f"{manifest_file} does not belong to {path}: it was written for {written_for} with SHA-256 "
+            f"{str(recorded)[:16]}..., but {path.name} has SHA-256 {actual[:16]}... (a manifest left over from, "
+            f"or copied from, another run would label these rows with that run's paths, modality and model); "
+            f"write both again with `csdn embed`, or put back the manifest written with {path.name}"
+        )
+
+
+def check_same_model(query_model: str | None, gallery_model: str | None) -> None:
+    """Warn (:class:`MixedModelsWarning`) when the two sides' manifests name different models (None: unknown).
+
+    A warning, not an error: the name is the one the user gave (a zoo name, a path, a Hub id, an
+    export folder), so the same weights can appear under two names; embeddings of truly different
+    models do not share a space, and their ranking means nothing.
+    """
+    if query_model is not None and gallery_model is not None and query_model != gallery_model:
+        warnings.warn(
+            MixedModelsWarning(
+                f"query and gallery were embedded with different models ({query_model} and {gallery_model}); "
+                "embeddings of different models do not share one space, so this ranking is meaningless "
+                "unless both names are the same weights: embed both sides with one model"
+            ),
+            stacklevel=3,
+        )
+
+
 def load_embeddings(path: str | os.PathLike) -> Embeddings:
     """Read an embeddings file and its manifest, checked: float ``[N, D]`` rows, as many as the manifest
-    lists, none holding NaN or inf. A ``.npy`` file is memory-mapped, not read into memory.
+    lists, none holding NaN or inf, the manifest's recorded SHA-256 that of the file (read once, streamed).
+    A ``.npy`` file is memory-mapped, not read into memory. A manifest that records no hash (written
+    before csdn-reid recorded one) is read with an :class:`UncheckedManifestWarning`.
 
     Raises ``FileNotFoundError`` for a missing file, :class:`csdn.errors.EmbeddingsFileError` for
     one that is not a valid embeddings file (the message names the file and the problem).

@@ -66,7 +66,8 @@ def _resolve_model(model: Any, what: str) -> Any:
 def _side(
     side: Any, what: str, modality: str, model: Any, embed_options: dict[str, Any]
 ) -> tuple[Any, Any, list[str] | None]:
-    """``(vectors, model used, row names or None)`` for one side of a match."""
+    """``(vectors, model used, row names or None)`` for one side of a match; a file or :class:`Embeddings`
+    stays one, so that the models its manifest names can be compared."""
     if _is_vectors(side):
         return side, model, None
     if not torch_installed():
@@ -77,11 +78,10 @@ def _side(
         )
     from csdn.retrieval.embeddings import Embeddings, is_embeddings_file, load_embeddings
 
-    if isinstance(side, Embeddings):
-        return side.vectors, model, list(side.paths)
     if isinstance(side, (str, os.PathLike)) and is_embeddings_file(side):
-        loaded = load_embeddings(side)
-        return loaded.vectors, model, loaded.paths
+        side = load_embeddings(side)
+    if isinstance(side, Embeddings):
+        return side, model, list(side.paths)
     from csdn.inference.embed import embed_with_report
 
     model = _resolve_model(model, what)
@@ -128,6 +128,7 @@ def match(
     embed_options = dict(embed_options or {})
     query_vectors, model, query_names = _side(query, "query", query_modality, model, embed_options)
     gallery_vectors, model, gallery_names = _side(gallery, "gallery", gallery_modality, model, embed_options)
+    query_vectors, gallery_vectors = _vectors(query_vectors, gallery_vectors)
     result = _search(query_vectors, gallery_vectors, topk, **options)
     if query_names is None and gallery_names is None:
         return result
@@ -137,6 +138,17 @@ def match(
         query_names=tuple(query_names or map(str, range(_rows(query_vectors)))),
         gallery_names=tuple(gallery_names or map(str, range(_rows(gallery_vectors)))),
     )
+
+
+def _vectors(query: Any, gallery: Any) -> tuple[Any, Any]:
+    """Both sides as vectors; when both came from files or :class:`Embeddings`, their models are compared first."""
+    if not torch_installed():  # then both sides are arrays (_side refuses the rest)
+        return query, gallery
+    from csdn.retrieval.embeddings import Embeddings, check_same_model
+
+    if isinstance(query, Embeddings) and isinstance(gallery, Embeddings):
+        check_same_model(query.model, gallery.model)
+    return tuple(side.vectors if isinstance(side, Embeddings) else side for side in (query, gallery))  # type: ignore[return-value]
 
 
 def _search(query: Any, gallery: Any, topk: int, **options: Any) -> Matches:

@@ -1,7 +1,7 @@
 """Exact matching split across the ranks of a ``torchrun`` world.
 
-Each rank ranks its own contiguous slice of the gallery (a memory-mapped file is read only
-there), rank 0 gathers the per-slice top-k lists and merges them. Slices follow gallery
+Each rank ranks its own contiguous slice of the gallery (of a memory-mapped file it reads only that
+slice and, to prove that the ranks read the same gallery, the next rank's slice), rank 0 gathers the per-slice top-k lists and merges them. Slices follow gallery
 order and each list is already ordered by (score desc, index asc), so a stable sort of their
 concatenation by score keeps equal scores in gallery order: the merged answer is the one
 :func:`csdn.retrieval.exact.match_arrays` gives in one process.
@@ -9,44 +9,79 @@ concatenation by score keeps equal scores in gallery order: the merged answer is
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
+from csdn.errors import DistributedError
 from csdn.retrieval.exact import match_arrays
 from csdn.retrieval.matches import Matches, merge_ranked
 from csdn.retrieval.rows import ArrayLike
 from csdn.system.distributed import World, check_same, current_world, fingerprint, run_share, shard_bounds
 
-__all__ = ["match_on_ranks", "merge_shards"]
+__all__ = ["match_on_ranks", "merge_shards", "share_digest"]
 
-_SAMPLE_ROWS = 8  # gallery rows at each end that every rank hashes to prove it reads the same gallery
+_HASH_BYTES = 64 * 2**20  # gallery bytes hashed at a time: a memory-mapped gallery stays mapped
 
 
-def _gallery_sample(gallery: ArrayLike) -> torch.Tensor:
-    ends = [gallery[:_SAMPLE_ROWS], gallery[-_SAMPLE_ROWS:]]
-    return torch.cat([torch.as_tensor(part).reshape(len(part), -1) for part in ends])
+def share_digest(gallery: ArrayLike, first: int, end: int) -> str:
+    """SHA-256 of the stored bytes of ``gallery[first:end]``, read a block of rows at a time."""
+    digest = hashlib.sha256()
+    step = max(1, _HASH_BYTES // max(1, int(gallery[:1].nbytes)))
+    for start in range(first, end, step):
+        block = torch.as_tensor(gallery[start : min(end, start + step)]).detach().cpu().contiguous()
+        digest.update(block.reshape(-1).view(torch.uint8).numpy().data)  # its bytes, bfloat16 included
+    return digest.hexdigest()
+
+
+def _check_shares(gallery: ArrayLike, world: World, name: str) -> None:
+    """Every share of the gallery is hashed by its own rank and by the rank before it; all ranks compare.
+
+    Each rank reads two shares, not the whole gallery, yet a row that differs anywhere (a stale copy
+    of the file on one machine) is caught: the two ranks that hashed its share disagree.
+    """
+    count = gallery.shape[0]
+    owned = [(world.rank + step) % world.size for step in (0, 1)]
+    mine = {share: share_digest(gallery, *shard_bounds(count, World(share, world.size))) for share in owned}
+    seen: list[Any] = [None] * world.size
+    dist.all_gather_object(seen, mine)
+    for share in range(world.size):
+        checker = (share - 1) % world.size
+        if seen[share][share] != seen[checker][share]:
+            first, end = shard_bounds(count, World(share, world.size))
+            raise DistributedError(
+                f"the ranks of this torchrun world read different {name}: rank {share} and rank {checker} see "
+                f"different rows in {first}-{end - 1} (rank {share}'s share; SHA-256 {seen[share][share][:12]} vs "
+                f"{seen[checker][share][:12]}); give every rank the same file (a stale copy on one machine?)"
+            )
 
 
 def match_on_ranks(
-    query: ArrayLike, gallery: ArrayLike, topk: int = 10, *, world: World | None = None, **options: Any
+    query: ArrayLike,
+    gallery: ArrayLike,
+    topk: int = 10,
+    *,
+    world: World | None = None,
+    names: tuple[str, str] = ("query embeddings", "gallery embeddings"),
+    **options: Any,
 ) -> Matches | None:
     """``match_arrays(query, gallery, topk, **options)`` with the gallery split across the ranks.
 
-    Every rank must pass the same query and gallery (checked: shapes, dtypes, the query and the
-    gallery's first and last rows); every rank raises the same
-    :class:`csdn.errors.DistributedError` if they differ or if any rank's share fails. Returns
-    the merged ``Matches`` on rank 0 and None on the others. Outside a torchrun world this is
-    plain ``match_arrays``.
+    Every rank must pass the same query and gallery, checked before any ranking: shapes and dtypes,
+    the whole query, and every gallery share (hashed by its own rank and by the one before it). Every rank raises the same :class:`csdn.errors.DistributedError`, naming
+    the ranks, the rows and ``names`` (what the query and gallery are, e.g. their files), if they
+    differ or if any rank's share fails. Returns the merged ``Matches`` on rank 0 and None on the
+    others. Outside a torchrun world this is plain ``match_arrays``.
     """
     world = world or current_world()
     if not world.active:
         return match_arrays(query, gallery, topk, **options)
     shape = (tuple(query.shape), tuple(gallery.shape), str(gallery.dtype))
-    check_same(
-        fingerprint(shape, torch.as_tensor(query), _gallery_sample(gallery)), "query and gallery embeddings", world
-    )
+    check_same(fingerprint(shape), f"shapes or dtypes of the {names[0]} and {names[1]}", world)
+    check_same(fingerprint(torch.as_tensor(query)), names[0], world)
+    _check_shares(gallery, world, names[1])
     first, end = shard_bounds(gallery.shape[0], world)
 
     def share() -> tuple[torch.Tensor, torch.Tensor] | None:

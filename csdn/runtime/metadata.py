@@ -5,13 +5,24 @@ preprocessing it expects, the weights it came from, and the parity figures measu
 when it was written. ``<artifact>.json`` holds all of that plus the SHA-256 of every
 file of the artifact, so a file altered or swapped after export is refused on load
 instead of silently giving different embeddings.
+
+The metadata's own fields are bound the other way: their SHA-256 (:func:`fields_sha256`) is
+written into the graph itself (ONNX ``metadata_props``, OpenVINO ``rt_info``, key
+:data:`GRAPH_KEY`), and the graph's files are hashed into the metadata. Editing a field (the
+modality, the mean, the image size) then breaks one of the two, so it is refused on load, also
+for a graph loaded on its own. Exports from before this (``format_version`` 1) carry no such
+hash; they are still read, with an :class:`UnboundMetadataWarning`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
+import mmap
+import warnings
+import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +32,25 @@ from csdn.images.decode import RESAMPLING
 from csdn.modality import MODALITIES
 from csdn.system.fileio import sha256_file
 
-METADATA_FORMAT_VERSION = 1
+METADATA_FORMAT_VERSION = 2  # 2: the fields' SHA-256 is recorded inside the graph
+GRAPH_KEY = "csdn_metadata_sha256"  # the graph's metadata entry holding fields_sha256()
+# what fields_sha256() covers: everything known before the graph is written (files and
+# verification figures are written after it, and the files bind themselves by their own hashes)
+BOUND_FIELDS = (
+    "format",
+    "modality",
+    "precision",
+    "image_size",
+    "mean",
+    "std",
+    "interpolation",
+    "feature_dim",
+    "input_name",
+    "output_name",
+    "opset",
+    "source",
+    "package_version",
+)
 # format -> the files of one artifact, as suffixes of its stem (the first is the file users name)
 ARTIFACT_SUFFIXES = {"onnx": (".onnx",), "openvino": (".xml", ".bin")}
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -32,6 +61,10 @@ def metadata_path(artifact: str | Path) -> Path:
     """``visible.onnx`` -> ``visible.onnx.json``."""
     artifact = Path(artifact)
     return artifact.with_name(artifact.name + ".json")
+
+
+class UnboundMetadataWarning(UserWarning):
+    """An export from before the metadata's fields were hashed into the graph: edits to them go unnoticed."""
 
 
 def artifact_files(artifact: str | Path, format: str) -> list[Path]:
@@ -81,7 +114,12 @@ class ArtifactMetadata:
         if not isinstance(data, dict):
             raise ArtifactError(f"{where}: not an exported-model metadata file (expected a JSON object); {REEXPORT}")
         version = data.get("format_version", METADATA_FORMAT_VERSION)
-        if not isinstance(version, int) or version > METADATA_FORMAT_VERSION:
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ArtifactError(
+                f"{where}: metadata format_version must be a whole number (1, 2, ...), got {version!r} "
+                f"({type(version).__name__}); {REEXPORT}"
+            )
+        if version > METADATA_FORMAT_VERSION:
             raise ArtifactError(
                 f"{where}: metadata format_version {version!r} is newer than this csdn-reid reads "
                 f"({METADATA_FORMAT_VERSION}); upgrade with `pip install -U csdn-reid`"
@@ -133,6 +171,92 @@ class ArtifactMetadata:
             raise ArtifactError(f"{where}: metadata holds unusable values: {'; '.join(problems)}; {REEXPORT}")
 
 
+def fields_sha256(meta: ArtifactMetadata) -> str:
+    """SHA-256 of the :data:`BOUND_FIELDS` of ``meta``, as canonical JSON (the same before and after a JSON trip)."""
+    data = json.loads(meta.to_json())
+    canonical = json.dumps({key: data[key] for key in BOUND_FIELDS}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _varint(data: mmap.mmap, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos, shift = pos + 1, shift + 7
+        if byte < 0x80:
+            return value, pos
+
+
+def _onnx_props(path: Path) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file, read from its protobuf fields without the ``onnx`` package
+    (the runtime needs only onnxruntime); the graph itself is skipped over, not parsed."""
+    props: dict[str, str] = {}
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        pos = 0
+        while pos < len(data):
+            key, pos = _varint(data, pos)
+            wire = key & 7
+            if wire == 0:
+                pos = _varint(data, pos)[1]
+            elif wire in (1, 5):
+                pos += 8 if wire == 1 else 4
+            elif wire == 2:
+                length, pos = _varint(data, pos)
+                if key >> 3 == 14:  # ModelProto.metadata_props: StringStringEntryProto {1: key, 2: value}
+                    entry, inner, end = {}, pos, pos + length
+                    while inner < end:
+                        tag, inner = _varint(data, inner)
+                        size, inner = _varint(data, inner)
+                        entry[tag >> 3] = data[inner : inner + size].decode("utf-8")
+                        inner += size
+                    props[entry.get(1, "")] = entry.get(2, "")
+                pos += length
+            else:
+                raise ValueError(f"protobuf wire type {wire}")
+        if pos != len(data):
+            raise ValueError("truncated")
+    return props
+
+
+def graph_stamp(artifact: str | Path, format: str) -> str | None:
+    """The :data:`GRAPH_KEY` entry inside the graph of ``artifact`` (None if it has none)."""
+    artifact = Path(artifact)
+    try:
+        if format == "onnx":
+            return _onnx_props(artifact).get(GRAPH_KEY)
+        entry = ElementTree.parse(artifact).getroot().find(f"rt_info/{GRAPH_KEY}")
+        return None if entry is None else entry.get("value")
+    except (ValueError, IndexError, UnicodeDecodeError, ElementTree.ParseError) as err:
+        raise ArtifactError(f"{artifact} is not a readable {format} graph ({err}); {REEXPORT}") from None
+
+
+def _check_stamp(meta: ArtifactMetadata, artifact: Path, where: Path) -> None:
+    """Refuse metadata whose fields are not the ones hashed into the graph at export."""
+    stamped = graph_stamp(artifact, meta.format)
+    if stamped is None and meta.format_version < 2:
+        warnings.warn(
+            UnboundMetadataWarning(
+                f"{where} comes from an export of format_version {meta.format_version}, whose graph does not "
+                f"record its metadata, so edits to {where.name} (modality, mean, image size...) cannot be "
+                "detected; export the model again to protect it"
+            ),
+            stacklevel=3,
+        )
+        return
+    if stamped != fields_sha256(meta):
+        raise ArtifactError(
+            f"{where} does not hold the metadata {artifact.name} was exported with: "
+            + (
+                "the graph records none"
+                if stamped is None
+                else "one of its fields (modality, precision, image_size, mean, std, interpolation, feature_dim, "
+                "names, opset, source) was changed after export"
+            )
+            + f", so the graph would run with preprocessing or a modality it was not made for; {REEXPORT}"
+        )
+
+
 def record_files(meta: ArtifactMetadata, artifact: Path) -> None:
     """Store the SHA-256 of each file of ``artifact`` in ``meta.files``."""
     meta.files = {path.name: sha256_file(path) for path in artifact_files(artifact, meta.format)}
@@ -171,4 +295,5 @@ def read_metadata(artifact: str | Path) -> ArtifactMetadata:
                 f"by the export that verified it) records {recorded}. The file was changed or replaced after "
                 f"export, so its verification no longer holds; {REEXPORT}"
             )
+    _check_stamp(meta, artifact, where)
     return meta
