@@ -17,26 +17,16 @@ import importlib
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from csdn.errors import CSDNError, cli_flags
 from csdn.retrieval.checks import torch_installed
 from csdn.system.allocator import keep_freed_memory
 
-# Each module (csdn.cli.<name>) registers its sub-commands, named here so that they can be listed
-# when the module needs torch and torch is missing: ``register(commands) -> [parser, ...]``, every
-# parser with ``set_defaults(func=handler)``, ``handler(args) -> exit code``.
-COMMAND_MODULES = {
-    "models": ("models", "info", "convert"),
-    "embed": ("embed",),
-    "match": ("match",),
-    "eval": ("eval",),
-    "synth": ("synth",),
-    "train": ("train",),
-    "export": ("export", "export-info"),
-    "demo": ("demo",),
-    "publish": ("publish",),
-}
+# Each module (csdn.cli.<name>) registers its sub-commands: ``register(commands) -> [parser, ...]``, every
+# parser with ``set_defaults(func=handler)``, ``handler(args) -> exit code``. The modules import no torch
+# at load (their handlers do), so every command's --help works where torch is not installed.
+COMMAND_MODULES = ("models", "embed", "match", "eval", "synth", "train", "export", "demo", "publish")
 NEEDS_TORCH = "needs PyTorch, which is not installed here: pip install torch (https://pytorch.org/get-started/locally/)"
 
 # Errors whose message is written for the user (csdn's own, bad values, files and disks);
@@ -74,8 +64,8 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"csdn: error: {where}{one_line(message)} (see {self.prog} --help)\n")
 
 
-def error_message(error: Exception) -> str:
-    """The text after ``csdn: error: `` for ``error``, on one line."""
+def error_message(error: Exception, command: str = "this command") -> str:
+    """The text after ``csdn: error: `` for ``error`` (raised by ``command``, e.g. ``csdn embed``), on one line."""
     message = one_line(str(error))
     if isinstance(error, OSError) and not isinstance(error, CSDNError) and error.errno in _DISK_FULL:
         where = f" writing {error.filename}" if error.filename else ""
@@ -83,7 +73,7 @@ def error_message(error: Exception) -> str:
     if isinstance(error, USER_ERRORS):
         return message or type(error).__name__
     if isinstance(error, ImportError) and not torch_installed():
-        return message if NEEDS_TORCH in message else f"this command {NEEDS_TORCH}"
+        return f"{command} {NEEDS_TORCH}"
     return f"{message or 'no message'} ({type(error).__name__}; run with --debug for the traceback)"
 
 
@@ -94,38 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"csdn-reid {__version__}")
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for name, command_names in COMMAND_MODULES.items():
-        module = _command_module(name)
-        registered = module.register(commands) if module is not None else _stand_ins(commands, command_names)
-        for command in registered:
+    for name in COMMAND_MODULES:
+        for command in importlib.import_module(f"csdn.cli.{name}").register(commands):
             # SUPPRESS: absent after the command, it leaves the value given before it
             command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
             command.set_defaults(flags=_flags(command), command_parser=command)
     return parser
-
-
-def _command_module(name: str) -> Any:
-    """``csdn.cli.<name>``, or None when it cannot be imported because torch is not installed."""
-    try:
-        return importlib.import_module(f"csdn.cli.{name}")
-    except ImportError:
-        if torch_installed():
-            raise
-        return None
-
-
-def _stand_ins(commands: Any, names: Sequence[str]) -> list[argparse.ArgumentParser]:
-    """Commands that only say they need torch (any arguments, ``--help`` included, end in that one line)."""
-    parsers = []
-    for name in names:
-        parser = commands.add_parser(name, help="(needs PyTorch, which is not installed here)", add_help=False)
-        parser.set_defaults(func=_needs_torch, needs_torch=name)
-        parsers.append(parser)
-    return parsers
-
-
-def _needs_torch(args: argparse.Namespace) -> NoReturn:
-    raise ModuleNotFoundError(f"csdn {args.needs_torch} {NEEDS_TORCH}", name="torch")
 
 
 def _flags(command: argparse.ArgumentParser) -> dict[str, str]:
@@ -157,9 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         keep_freed_memory()
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
-    if unknown and not getattr(
-        args, "needs_torch", False
-    ):  # told by the command's own parser, so the message names the command
+    if unknown:  # told by the command's own parser, so the message names the command
         getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for the run records that keep it
     if not hasattr(args, "func"):
@@ -176,6 +138,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         # one write: under torchrun every rank reports, and whole lines do not interleave
-        sys.stderr.write(f"csdn: error: {error_message(error)}\n")
+        sys.stderr.write(f"csdn: error: {error_message(error, args.command_parser.prog)}\n")
         sys.stderr.flush()
         return 2

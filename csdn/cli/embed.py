@@ -7,13 +7,16 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from csdn.errors import describe_skipped
+from csdn.images.decode import SENSOR_BIT_DEPTHS
+from csdn.images.embedding import TORCH_PRECISIONS
 from csdn.images.files import expand_folders
-from csdn.images.transforms import SENSOR_BIT_DEPTHS
-from csdn.inference.fast import COMPUTE_DTYPES
-from csdn.retrieval.embeddings import STORAGE_DTYPES, Embeddings, check_embeddings_path, manifest_path, save_embeddings
+from csdn.retrieval.checks import STORAGE_DTYPE_NAMES
+
+if TYPE_CHECKING:
+    from csdn.retrieval.embeddings import Embeddings
 
 MODEL_HELP = (
     "registry name, hf-hub:org/repo, a local folder / .safetensors file, a csdn train run folder "
@@ -52,6 +55,7 @@ def embed_files(model: Any, inputs: Sequence[str], modality: str, args: argparse
     """
     from csdn.inference.embed import embed_with_report
     from csdn.modality import normalize_modality
+    from csdn.retrieval.embeddings import Embeddings
 
     modality = normalize_modality(modality)
     paths = [str(p) for p in expand_folders(inputs)]
@@ -84,6 +88,7 @@ def embed_files(model: Any, inputs: Sequence[str], modality: str, args: argparse
 
 def run_embed(args: argparse.Namespace) -> int:
     from csdn.cli.sharded import embed_on_ranks, torchrun_world
+    from csdn.retrieval.embeddings import check_embeddings_path, manifest_path, save_embeddings
     from csdn.system.fileio import refuse_existing
 
     output = check_embeddings_path(args.output)
@@ -107,7 +112,7 @@ def add_embedding_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     parser.add_argument("--no-flip", action="store_true", help="no flip test-time augmentation (half-size embeddings)")
     parser.add_argument(
-        "--precision", choices=tuple(COMPUTE_DTYPES), default="fp32", help="compute precision (default fp32)"
+        "--precision", choices=TORCH_PRECISIONS, default="fp32", help="compute precision (default fp32)"
     )
     add_device_option(parser)
     parser.add_argument(
@@ -154,7 +159,7 @@ def register(commands) -> list[argparse.ArgumentParser]:
     add_overwrite_option(embed, "replace an existing --output file and its manifest")
     embed.add_argument(
         "--dtype",
-        choices=tuple(STORAGE_DTYPES),
+        choices=STORAGE_DTYPE_NAMES,
         default="float32",
         help="how the rows are stored: float16/bfloat16 halve the file; csdn match still ranks "
         "them exactly (default float32)",

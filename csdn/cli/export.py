@@ -7,10 +7,8 @@ import argparse
 import sys
 
 from csdn.cli.embed import add_overwrite_option
-from csdn.export.api import VERIFY_IDENTITIES
 from csdn.export.formats import DEFAULT_FORMAT, EXPORT_FORMATS
-from csdn.export.graph import DEFAULT_OPSET, OPSETS
-from csdn.export.verify import FLOORS
+from csdn.export.settings import DEFAULT_OPSET, FLOORS, OPSETS, VERIFY_IDENTITIES
 from csdn.modality import MODALITIES
 from csdn.runtime.metadata import PRECISIONS
 

@@ -8,7 +8,7 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from csdn.cli.embed import (
     MODEL_HELP,
@@ -19,15 +19,9 @@ from csdn.cli.embed import (
     say_device,
 )
 from csdn.errors import OutputExistsError
-from csdn.retrieval.embeddings import (
-    EMBEDDINGS_SUFFIXES,
-    Embeddings,
-    check_same_model,
-    is_embeddings_file,
-    legacy_manifest_path,
-    load_embeddings,
-    manifest_path,
-)
+
+if TYPE_CHECKING:
+    from csdn.retrieval.embeddings import Embeddings
 
 RANKING_SUFFIXES = (".csv", ".json")
 
@@ -39,6 +33,8 @@ def _check_suffix(path: Path, suffixes: tuple[str, ...], what: str) -> None:
 
 def _side(path: str, modality: str, args: argparse.Namespace, cache: dict[str, Any]) -> Embeddings:
     """One side of ``csdn match``: an embeddings file, or images embedded now with ``--model``."""
+    from csdn.retrieval.embeddings import EMBEDDINGS_SUFFIXES, is_embeddings_file, load_embeddings
+
     if is_embeddings_file(path):
         return load_embeddings(path)
     if args.model is None:
@@ -55,6 +51,7 @@ def _check_outputs(outputs: dict[str, Path], args: argparse.Namespace) -> None:
     """No output may be an input (an input file, its manifest, an image of an input folder), even with
     --overwrite; none may exist without it, and each must be writable: all checked before any work."""
     from csdn.images.files import images_in
+    from csdn.retrieval.embeddings import is_embeddings_file, legacy_manifest_path, manifest_path
     from csdn.retrieval.visualize import refuse_drawn_image
     from csdn.system.fileio import check_writable, refuse_existing
 
@@ -85,6 +82,7 @@ def _check_outputs(outputs: dict[str, Path], args: argparse.Namespace) -> None:
 
 def run_match(args: argparse.Namespace) -> int:
     from csdn.cli.sharded import torchrun_world
+    from csdn.retrieval.embeddings import check_same_model
     from csdn.retrieval.sharded import match_on_ranks
     from csdn.retrieval.visualize import check_sheet_size, refuse_drawn_image
     from csdn.system.fileio import atomic_write_all

@@ -7,8 +7,6 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 from csdn.cli.embed import add_overwrite_option
 from csdn.data.catalog import DATASET_NAMES
 
@@ -46,6 +44,8 @@ def run_info(args: argparse.Namespace) -> int:
             return 0
     else:
         config = hub.load_config(name, revision=args.revision)
+    import torch
+
     with torch.device("meta"):  # sizes only: no memory, no initialisation
         num_parameters = sum(p.numel() for p in build_model(config).parameters())
     for line in hub.describe_architecture(config, num_parameters):

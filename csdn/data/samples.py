@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from csdn.images.transforms import load_image
+from csdn.images.decode import load_image
 
 UNKNOWN_CAMERA = -1
 

@@ -19,10 +19,11 @@ import numpy as np
 
 from csdn.errors import ExportError, setting_name
 from csdn.export.formats import DEFAULT_FORMAT, EXPORT_FORMATS
-from csdn.export.graph import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, check_opset, write_onnx
+from csdn.export.graph import INPUT_NAME, OUTPUT_NAME, check_opset, write_onnx
 from csdn.export.quantize import convert_fp16, quantize_int8
 from csdn.export.samples import synthetic_people
-from csdn.export.verify import Floors, preprocessed, verify
+from csdn.export.settings import DEFAULT_OPSET, MAX_VERIFY_IDENTITIES, MIN_VERIFY_IDENTITIES, VERIFY_IDENTITIES, Floors
+from csdn.export.verify import preprocessed, verify
 from csdn.images.decode import RESAMPLING, load_image
 from csdn.images.files import expand_folders
 from csdn.inference.contract import EmbeddingModel
@@ -43,8 +44,6 @@ from csdn.version import __version__
 CALIBRATION_IMAGES = 32  # per modality
 CALIBRATION_BATCH = 8
 CALIBRATION_SEED = 20242
-VERIFY_IDENTITIES = 100
-MIN_VERIFY_IDENTITIES, MAX_VERIFY_IDENTITIES = 10, 2000  # 2000: 4000 renders, ~10 min and ~0.5 GB at 288x144
 
 
 @dataclass

@@ -23,14 +23,13 @@ from torch import nn
 
 from csdn.config import CLIP_RESNET_LAYOUT
 from csdn.errors import ExportError
+from csdn.export.settings import DEFAULT_OPSET, OPSETS
 from csdn.inference.contract import EmbeddingModel
 from csdn.inference.fold import FoldedTower
 
 INPUT_NAME, OUTPUT_NAME = "images", "features"
 STEM_NODES = "/stem/"  # prefix of the names of the stem's nodes in the exported graph
 FIRST_BLOCK_NODES = "/blocks/blocks.0/"  # ... and of the trunk's first bottleneck block
-OPSETS = range(13, 21)  # per-channel int8 needs 13; 20 is the newest the TorchScript exporter writes
-DEFAULT_OPSET = 17
 
 
 class FeatureGraph(nn.Module):

@@ -14,7 +14,6 @@ Two checks, on fixed synthetic pedestrians (:mod:`csdn.export.samples`):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,6 +21,7 @@ import torch
 
 from csdn.errors import ArtifactError
 from csdn.export.samples import synthetic_people
+from csdn.export.settings import FLOORS, Floors
 from csdn.images.decode import Preprocessing
 from csdn.inference.contract import EmbeddingModel
 from csdn.modality import MODALITIES
@@ -32,17 +32,6 @@ PARITY_BATCH_SIZES = (1, 3, 8)
 PARITY_PEOPLE = 4  # per modality
 VERIFY_SEED = 20240
 AGREEMENT_SEED = 20241
-
-
-@dataclass(frozen=True)
-class Floors:
-    """What a reduced-precision graph must reach on the synthetic gallery."""
-
-    cosine: float  # smallest cosine between an artifact embedding and the PyTorch one
-    top1: float  # share of queries with the same top-1 gallery match as PyTorch
-
-
-FLOORS = {"fp16": Floors(cosine=0.999, top1=0.99), "int8": Floors(cosine=0.98, top1=0.97)}
 
 
 def preprocessed(model: EmbeddingModel, images) -> np.ndarray:

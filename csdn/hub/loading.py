@@ -10,6 +10,7 @@ metadata, ``config.json``, a model card) is :mod:`csdn.io.pretrained`'s.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,7 +43,14 @@ from csdn.hub.transfer import (
 )
 from csdn.hub.verified import WeightsFile, load_verified, verified_config
 from csdn.io.card import describe_architecture, render_model_card
-from csdn.io.pretrained import CONFIG_METADATA_KEY, CONFIG_NAME, MODEL_CARD_NAME, WEIGHTS_NAME, save_pretrained
+from csdn.io.pretrained import (
+    CONFIG_METADATA_KEY,
+    CONFIG_NAME,
+    MODEL_CARD_NAME,
+    WEIGHTS_NAME,
+    register_model_hub,
+    save_pretrained,
+)
 from csdn.io.safetensors import TensorInfo, read_safetensors_header, write_safetensors
 from csdn.model.network import CSDN
 from csdn.system.device import resolve_device
@@ -321,3 +329,6 @@ def push_to_hub(
         return upload_folder(
             folder, repo_id, private=private, token=token, commit_message=commit_message, timeout=timeout
         )
+
+
+register_model_hub(sys.modules[__name__])  # what CSDN.from_pretrained / model.push_to_hub go through

@@ -36,6 +36,8 @@ from csdn.images.batches import (
 from csdn.images.decode import ACCEPTED_IMAGE_INPUTS, Preprocessing, check_bit_depth
 from csdn.images.files import expand_folders
 
+TORCH_PRECISIONS = ("fp32", "bf16")  # what the PyTorch engine computes in (the CLI offers them without torch)
+
 
 @dataclass(frozen=True)
 class Inputs:

@@ -30,11 +30,12 @@ from dataclasses import dataclass
 import torch
 
 from csdn.config import CLIP_RESNET_LAYOUT
+from csdn.images.embedding import TORCH_PRECISIONS
 from csdn.inference.contract import EmbeddingModel
 from csdn.inference.fold import FoldedTower
 from csdn.modality import normalize_modality
 
-COMPUTE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+COMPUTE_DTYPES = dict(zip(TORCH_PRECISIONS, (torch.float32, torch.bfloat16), strict=True))
 ACTIVATION_BUDGET = 16 * 2**20  # bytes of the largest activation map of one chunk of images
 
 

@@ -15,7 +15,7 @@ is wrong, and how to get a good copy.
 
 This module never names a model class: :func:`load_verified` is given one, and the mixin's
 ``from_pretrained`` and ``push_to_hub`` go through the model hub that :mod:`csdn.hub` plugs in
-(:func:`register_model_hub`), which knows the registry, the Hub and the architecture table.
+(:mod:`csdn.hub.loading` registers itself with :func:`register_model_hub`), which knows the registry, the Hub and the architecture table.
 """
 
 from __future__ import annotations
@@ -278,7 +278,7 @@ class ModelHub(Protocol):
 
 
 _MODEL_HUB: list[ModelHub] = []  # the registered hub (at most one)
-MODEL_HUB_MODULE = "csdn.hub"  # registers itself when imported
+MODEL_HUB_MODULE = "csdn.hub.loading"  # registers itself when imported
 
 
 def register_model_hub(hub: ModelHub) -> None:

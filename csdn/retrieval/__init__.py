@@ -8,11 +8,11 @@ installed); the rest is imported on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from csdn.retrieval.matches import Matches
 from csdn.retrieval.search import NamedMatches, match
+from csdn.system.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from csdn.retrieval.embeddings import Embeddings, load_embeddings, save_embeddings
@@ -28,9 +28,4 @@ _LAZY = {
 __all__ = ["Embeddings", "FaissIndex", "Matches", "NamedMatches", "load_embeddings", "match", "save_embeddings"]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'csdn.retrieval' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, globals(), _LAZY)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "STORAGE_DTYPE_NAMES",
     "CHUNK_BYTES",
     "HALF_DTYPE_NAMES",
     "SAFE_NORM_RANGE",
@@ -45,6 +46,7 @@ UNIT_NORM_TOLERANCE = 2e-6
 # 1e300 would overflow float32 to inf. Cosine similarity does not change with scale.
 SAFE_NORM_RANGE = (1e-12, 1e12)
 HALF_DTYPE_NAMES = ("float16", "bfloat16")
+STORAGE_DTYPE_NAMES = ("float32", *HALF_DTYPE_NAMES)  # how an embeddings file may store its rows
 
 
 def torch_installed() -> bool:

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from csdn.errors import EmbeddingsFileError
+from csdn.retrieval.checks import STORAGE_DTYPE_NAMES
 from csdn.system.fileio import atomic_write, atomic_write_text, refuse_existing, sha256_file
 
 __all__ = [
@@ -62,7 +63,7 @@ EMBEDDINGS_VERSION = 1
 EMBEDDINGS_SUFFIXES = (".safetensors", ".npy")
 TENSOR_NAME = "embeddings"  # the one tensor of a .safetensors embeddings file
 _SCAN_ELEMENTS = 1 << 24  # rows checked for NaN/inf at a time: 64 MiB of float32
-STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+STORAGE_DTYPES = dict(zip(STORAGE_DTYPE_NAMES, (torch.float32, torch.float16, torch.bfloat16), strict=True))
 _NPY_DTYPES = {torch.float32: np.float32, torch.float16: np.float16, torch.bfloat16: np.uint16}  # how .npy holds each
 
 
