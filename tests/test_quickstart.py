@@ -186,3 +186,28 @@ def test_match_visualize_from_embeddings_files_without_identities(capsys, tmp_pa
         ["match", "query.safetensors", "gallery.safetensors", "--output", "ranked3.json", "--visualize", "picture.jpg"]
     )
     assert code == 2 and "--visualize picture.jpg must end in .png" in capsys.readouterr().err
+
+
+def _readme_block(heading: str) -> list[list[str]]:
+    """The ``csdn`` commands of the first bash block under README's ``heading``, as argument lists."""
+    text = (REPOSITORY / "README.md").read_text(encoding="utf-8")
+    section = text[text.index(heading) :]
+    block = section[
+        section.index("```bash\n") + len("```bash\n") : section.index("```", section.index("```bash\n") + 7)
+    ]
+    joined = block.replace("\\\n", " ")
+    return [line.split()[1:] for line in joined.splitlines() if line.startswith("csdn ")]
+
+
+def test_the_readme_training_smoke_test_runs_and_its_experiment_file_repeats_it(tmp_path, capsys):
+    commands = _readme_block("## Training, smoke test")
+    assert [argv[0] for argv in commands] == ["synth", "train"]
+    for argv in commands:
+        assert cli.main([arg.replace("/tmp/", f"{tmp_path}/") for arg in argv]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"stage 3 \(image\) epoch 2/2 .* msel .* \| eval: rank-1 [\d.]+%  mAP [\d.]+%", err)
+    assert "last eval (stage 3 epoch 2)" in err and (tmp_path / "run" / "epochs.csv").is_file()
+    again = ["train", "--config", str(tmp_path / "run" / "experiment.toml"), "--output", str(tmp_path / "run2")]
+    assert cli.main([*again, "--no-progress"]) == 0
+    first, second = (Path(tmp_path, run, "model", "model.safetensors").read_bytes() for run in ("run", "run2"))
+    assert first == second  # the same run, from its own experiment file
