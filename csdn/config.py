@@ -130,8 +130,9 @@ def read_preset(architecture: str) -> dict[str, Any]:
     """The parsed preset file of ``architecture``, its ``config`` as flat :class:`CSDNConfig` fields.
 
     ``ValueError`` naming the known architectures if it has none. Besides ``config`` a preset
-    may say what its backbone is called (``backbone``) and which CLIP weights it starts from
-    (``clip``, a name of the registry's ``clip`` table), which the model card and ``csdn publish`` read.
+    may say what its backbone is called (``backbone``), how its image side is built (``structure``; both
+    templates over the config's fields) and which CLIP weights it starts from (``clip``, a name of the
+    registry's ``clip`` table), which the model card, ``csdn info`` and ``csdn publish`` read.
     """
     path = _preset_files().get(architecture)
     if path is None:

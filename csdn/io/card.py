@@ -188,17 +188,29 @@ def front_matter(
     return ["---", data.to_yaml(), "---", ""]
 
 
-def backbone_name(config: CSDNConfig) -> str:
-    """What the config's architecture calls its backbone: its preset's ``backbone``, a template over the
-    config's fields (``"CLIP RN50"``; ``"CLIP ModifiedResNet (blocks {vision_layers}, ...)"``)."""
+def _preset_text(config: CSDNConfig, key: str) -> str | None:
+    """The config's architecture preset's ``key``, a template over the config's fields, filled in; None when
+    the preset has none (or is not installed here)."""
     try:
-        template = read_preset(config.architecture).get("backbone")
+        template = read_preset(config.architecture).get(key)
     except ValueError:  # an architecture installed elsewhere, whose preset is not here
         template = None
     if not template:
-        return f"the {config.architecture} backbone"
+        return None
     fields = {name: list(value) if isinstance(value, tuple) else value for name, value in vars(config).items()}
     return str(template).format(**fields)
+
+
+def backbone_name(config: CSDNConfig) -> str:
+    """What the config's architecture calls its backbone: its preset's ``backbone``
+    (``"CLIP RN50"``; ``"CLIP ModifiedResNet (blocks {vision_layers}, ...)"``)."""
+    return _preset_text(config, "backbone") or f"the {config.architecture} backbone"
+
+
+def structure_text(config: CSDNConfig) -> str:
+    """How the architecture's image side is built, as its preset's ``structure`` says (e.g. CSDN's stem per
+    modality, shared trunk and attention pool); otherwise only the embedding size, which every one has."""
+    return _preset_text(config, "structure") or f"image features to {config.embed_dim}-d"
 
 
 def _metrics_table(metrics: Any) -> list[str]:
@@ -218,8 +230,7 @@ def describe_architecture(config: CSDNConfig, num_parameters: int) -> list[str]:
     """One line per architecture fact, for the model card and ``csdn info``."""
     height, width = config.image_size
     return [
-        f"Backbone: {backbone_name(config)}, a stem per modality and a shared trunk (layer4 stride "
-        f"{config.last_stride}), attention pool to {config.embed_dim}-d",
+        f"Backbone: {backbone_name(config)}, {structure_text(config)}",
         f"Input: {height}x{width} (HxW), ImageNet normalisation",
         f"Test feature: {config.test_feature_dim}-d (GeM half + projection half, each unit norm); "
         f"embedding with flip test-time augmentation: {2 * config.test_feature_dim}-d",
