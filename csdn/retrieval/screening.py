@@ -190,12 +190,35 @@ def screen_chunks(
         for start in range(0, num, chunk_size):
             block = gallery[start : start + chunk_size]
             stored = block.detach() if isinstance(block, torch.Tensor) else as_tensor(block)
-            norms = torch.linalg.vector_norm(stored, dim=1).float()
+            narrow, norms = _narrowed(stored, buffers)
             low, high = max(SAFE_NORM_RANGE[0], torch.finfo(stored.dtype).tiny), SAFE_NORM_RANGE[1]
             if not bool(((norms >= low) & (norms <= high)).all()):  # (norms below ``tiny`` lose precision)
                 stored, norms = float32_rows(block, "gallery", first_row + start)
-            narrow = stored
-            if stored.dtype != torch.bfloat16:
-                narrow = buffers.get("narrow", tuple(stored.shape), torch.bfloat16).copy_(stored)
+                narrow, _ = _narrowed(stored, buffers)
             yield first_row + start, stored, narrow, norms
             bar.update(len(stored))
+
+
+_WIDENED_ROWS = 256  # float16 rows widened at a time: 3 MiB of float32 at D = 3072, still in cache
+
+
+def _narrowed(stored: torch.Tensor, buffers: ScratchBuffers) -> tuple[torch.Tensor, torch.Tensor]:
+    """``stored`` rows in bfloat16 for the screen, and their float32 norms.
+
+    float16 has no direct fast path to bfloat16 on CPUs, and a norm of float16 rows is a second
+    slow pass; both run far faster on float32, so float16 rows are widened a block at a time into
+    cache-sized scratch, and each block yields its norms and its bfloat16 copy while it is there
+    (norms exact to float32, within the bound's allowance for norms rounded to the storage dtype).
+    """
+    if stored.dtype == torch.bfloat16:
+        return stored, torch.linalg.vector_norm(stored, dim=1).float()
+    narrow = buffers.get("narrow", tuple(stored.shape), torch.bfloat16)
+    if stored.dtype != torch.float16:
+        return narrow.copy_(stored), torch.linalg.vector_norm(stored, dim=1).float()
+    norms = buffers.get("norms", (len(stored),), torch.float32)
+    wide = buffers.get("wide", (_WIDENED_ROWS, *stored.shape[1:]), torch.float32)
+    for start in range(0, len(stored), _WIDENED_ROWS):
+        rows = wide[: len(stored[start : start + _WIDENED_ROWS])].copy_(stored[start : start + _WIDENED_ROWS])
+        torch.linalg.vector_norm(rows, dim=1, out=norms[start : start + len(rows)])
+        narrow[start : start + len(rows)].copy_(rows)
+    return narrow, norms
