@@ -245,3 +245,17 @@ def test_working_memory_is_bounded_by_the_chunks(tmp_path, dtype, screen):
     score_bytes = 200 * 2000 * 4
     bound = 6 * (chunk_bytes + score_bytes) / 2**20 + 8  # documented: chunk + bf16 copy + score block twins
     assert float(out.stdout.strip().splitlines()[-1]) < bound < 0.5 * rows * dim * 4 / 2**20
+
+
+def test_float16_rows_whose_norm_overflows_float16_rank_exactly():
+    """Rows of a float16 gallery are normed in float32 a block at a time: one whose float16 norm would
+    overflow (|g| > 65504) is screened like any other and still ranks by its true cosine."""
+    generator = torch.Generator().manual_seed(3)
+    gallery = torch.randn(700, 48, generator=generator)
+    gallery[[5, 300, 650]] *= 12_000  # norms ~8e4: infinite in float16 (max 65504), ordinary in float32
+    gallery = gallery.to(torch.float16)
+    assert torch.isinf(torch.linalg.vector_norm(gallery[[5, 300, 650]], dim=1)).all()
+    query = torch.cat([gallery[[5, 300, 650]].float() / 12_000, torch.randn(10, 48, generator=generator)])
+    result = match(query, gallery, topk=5)
+    assert_exact_topk(result, query, gallery, 5)
+    assert result.indices[:3, 0].tolist() == [5, 300, 650]
