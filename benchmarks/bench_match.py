@@ -336,6 +336,8 @@ def main() -> None:
         "(other work on the machine slows every number)"
     )
 
+    if args.workdir is not None:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)  # a folder named for the files may not exist yet
     with tempfile.TemporaryDirectory(dir=args.workdir) as folder:
         start = time.perf_counter()
         paths = write_galleries(Path(folder), data, size, args.per_id)
