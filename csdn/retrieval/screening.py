@@ -218,7 +218,8 @@ def _narrowed(stored: torch.Tensor, buffers: ScratchBuffers) -> tuple[torch.Tens
     norms = buffers.get("norms", (len(stored),), torch.float32)
     wide = buffers.get("wide", (_WIDENED_ROWS, *stored.shape[1:]), torch.float32)
     for start in range(0, len(stored), _WIDENED_ROWS):
-        rows = wide[: len(stored[start : start + _WIDENED_ROWS])].copy_(stored[start : start + _WIDENED_ROWS])
-        torch.linalg.vector_norm(rows, dim=1, out=norms[start : start + len(rows)])
-        narrow[start : start + len(rows)].copy_(rows)
+        block = stored[start : start + _WIDENED_ROWS]
+        rows = wide[: len(block)].copy_(block)
+        torch.linalg.vector_norm(rows, dim=1, out=norms[start : start + len(block)])
+        narrow[start : start + len(block)].copy_(rows)
     return narrow, norms

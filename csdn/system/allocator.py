@@ -19,6 +19,7 @@ import ctypes
 import ctypes.util
 import os
 import platform
+from collections.abc import Mapping
 
 # mallopt parameter numbers from glibc's <malloc.h>
 _M_TRIM_THRESHOLD = -1
@@ -30,13 +31,13 @@ OPT_OUT = "CSDN_MALLOC"
 _GLIBC_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
 
 
-def keep_freed_memory(environ: dict[str, str] | None = None) -> bool:
+def keep_freed_memory(environ: Mapping[str, str] | None = None) -> bool:
     """Apply the settings above to this process; returns whether they were applied.
 
     Skipped (False) off glibc, with ``CSDN_MALLOC=default``, or when the user set glibc's own
     allocator variables: their choice stands.
     """
-    environ = dict(os.environ) if environ is None else environ
+    environ = os.environ if environ is None else environ
     if environ.get(OPT_OUT, "").strip().lower() == "default":
         return False
     if any(name in environ for name in _GLIBC_VARIABLES):

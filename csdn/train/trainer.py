@@ -577,8 +577,9 @@ def fit(
     that many epochs in this call (for time-limited jobs).
 
     ``device_requested`` is what the user asked for when ``device`` was resolved beforehand (the
-    CLI's ``--device auto``), so the device line of ``echo`` says why. ``on_start(output_dir)`` runs on rank 0 when a new run starts, after every check passed (the
-    CLI writes its experiment records there, so a refused run leaves no folder).
+    CLI's ``--device auto``), so the device line of ``echo`` says why. ``on_start(output_dir)``
+    runs on rank 0 when a new run starts, after every check passed (the CLI writes its experiment
+    records there, so a refused run leaves no folder).
 
     ``echo`` prints one plain line per stage and per epoch to stderr (losses, lr, images/s,
     evaluation results in percent) and a closing summary, with or without ``progress`` bars
