@@ -3,7 +3,10 @@
 Every size that shapes a tensor lives here, so the full CLIP-RN50 model and the
 tiny models used in tests and demos are built by the very same code. The config
 round-trips through JSON (``config.json`` and the safetensors metadata), which is
-what makes a saved model self-describing.
+what makes a saved model self-describing. A saved config document also carries the
+model's provenance beside the architecture (:data:`PROVENANCE_KEY`); the config itself
+never holds it (it is ``model.provenance``): :func:`split_provenance` and
+:func:`join_provenance` take the two apart and put them together.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +39,7 @@ DEFAULT_ARCHITECTURE = "csdn_rn50"
 # Bottlenecks, attnpool, text_encoder): what the BatchNorm folding, the CLIP and the authors' key
 # maps are written for. A model class declares its layout; code written for one asks for it.
 CLIP_RESNET_LAYOUT = "clip-resnet"
-PROVENANCE_KEY = "meta"  # config.json's top-level provenance record, beside (not inside) the architecture
+PROVENANCE_KEY = "meta"  # a saved config document's top-level provenance record, beside the architecture
 
 # config.json (format 2): section -> {key in the section: CSDNConfig field}
 SECTIONS: dict[str, dict[str, str]] = {
@@ -196,9 +199,8 @@ class CSDNConfig:
     The defaults are the paper's model: OpenAI CLIP RN50 with layer4 at stride 1,
     288x144 inputs and 395 identities (SYSU-MM01 training set). ``architecture`` names the
     preset (and, through ``csdn.hub.architectures``, the model class) these sizes belong to.
-    ``meta`` is the model's provenance (dataset, trial, source checkpoint, metrics), carried
-    beside the architecture: it is no part of it, is written as its own record
-    (:data:`PROVENANCE_KEY`), and is ignored when two configs are compared for fit.
+    The model's provenance (dataset, trial, source checkpoint, metrics) is no part of it: it is
+    the model's ``provenance``, saved beside the config (:func:`join_provenance`).
     """
 
     architecture: str = DEFAULT_ARCHITECTURE
@@ -226,8 +228,6 @@ class CSDNConfig:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "lanczos"  # resize filter of the test transform
-    # provenance (dataset, source checkpoint, ...); not architecture
-    meta: dict[str, Any] = field(default_factory=dict, compare=False)  # equal configs: the same architecture
 
     def __post_init__(self) -> None:
         for name in ("image_size", "vision_layers", "mean", "std"):
@@ -270,8 +270,6 @@ class CSDNConfig:
             raise SettingError(
                 f"architecture must name a preset (e.g. {DEFAULT_ARCHITECTURE!r}), got {self.architecture!r}"
             )
-        if not isinstance(self.meta, dict):
-            raise SettingError(f"meta (the provenance record) must be an object, got {type(self.meta).__name__}")
         if len(self.image_size) != 2:
             raise SettingError(f"image_size must be (height, width), got {self.image_size}")
         for side in self.image_size:
@@ -340,8 +338,8 @@ class CSDNConfig:
         return cls.preset("csdn_tiny", num_classes=num_classes, **overrides)
 
     # ------------------------------------------------------------------ serialisation
-    def architecture_dict(self) -> dict[str, Any]:
-        """The architecture alone, in format 2: its name and the nested sections (no provenance)."""
+    def to_dict(self) -> dict[str, Any]:
+        """Format 2: the architecture's name and the nested sections (the provenance is :func:`join_provenance`'s)."""
         sections = {
             section: {key: _plain(getattr(self, name)) for key, name in keys.items()}
             for section, keys in SECTIONS.items()
@@ -353,15 +351,20 @@ class CSDNConfig:
             **sections,
         }
 
-    def to_dict(self) -> dict[str, Any]:
-        """Format 2: :meth:`architecture_dict` plus the provenance record under :data:`PROVENANCE_KEY`."""
-        return {**self.architecture_dict(), PROVENANCE_KEY: copy.deepcopy(self.meta)}
-
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CSDNConfig:
-        """A config from :meth:`to_dict`'s form (format 2) or a flat format-1 one (whose architecture is inferred)."""
+        """A config from :meth:`to_dict`'s form (format 2) or a flat format-1 one (whose architecture is inferred).
+
+        A saved document with its provenance record is read with :func:`split_provenance`; here that
+        record is refused, so no caller drops it unknowingly.
+        """
         if not isinstance(data, Mapping):
             raise ValueError(f"a CSDN config must be a JSON object, got {type(data).__name__}")
+        if PROVENANCE_KEY in data:
+            raise ValueError(
+                f"this CSDN config holds a provenance record ({PROVENANCE_KEY!r}), which is the model's, not the "
+                "config's: read a saved config document with csdn.config.split_provenance, which returns both"
+            )
         data = dict(data)
         model_type = data.pop("model_type", "csdn")
         if model_type != "csdn":
@@ -369,9 +372,8 @@ class CSDNConfig:
         implied = 2 if set(SECTIONS) & set(data) else 1  # an unversioned config says by its shape
         version = _format_version(data, implied, READABLE_CONFIG_VERSIONS, "the CSDN config")
         data.pop("format_version", None)
-        meta = data.pop(PROVENANCE_KEY, {})
         if version == 1:
-            reject_unknown_fields(data, cls, "unknown CSDN config field(s)", exclude={"architecture", PROVENANCE_KEY})
+            reject_unknown_fields(data, cls, "unknown CSDN config field(s)", exclude={"architecture"})
             settings = data
             settings.setdefault("architecture", infer_architecture(settings))
         else:
@@ -379,7 +381,7 @@ class CSDNConfig:
             if architecture is None:
                 raise ValueError("a format-2 CSDN config needs its 'architecture' (a preset name, e.g. 'csdn_rn50')")
             settings = {**flatten_sections(data, "the CSDN config"), "architecture": architecture}
-        return cls(**settings, meta=meta)
+        return cls(**settings)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -387,6 +389,32 @@ class CSDNConfig:
     @classmethod
     def from_json(cls, text: str) -> CSDNConfig:
         return cls.from_dict(json.loads(text))
+
+
+def split_provenance(data: Mapping[str, Any]) -> tuple[CSDNConfig, dict[str, Any]]:
+    """A saved config document (``config.json``, the weights' metadata, a training checkpoint's
+    ``model_config``; format 1 or 2) as its :class:`CSDNConfig` and its provenance record (a copy;
+    ``{}`` when it has none)."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"a CSDN config must be a JSON object, got {type(data).__name__}")
+    settings = dict(data)
+    provenance = settings.pop(PROVENANCE_KEY, {})
+    if not isinstance(provenance, dict):
+        raise SettingError(
+            f"{PROVENANCE_KEY} (the provenance record) must be an object, got {type(provenance).__name__}"
+        )
+    return CSDNConfig.from_dict(settings), copy.deepcopy(provenance)
+
+
+def join_provenance(config: CSDNConfig, provenance: Mapping[str, Any]) -> dict[str, Any]:
+    """The saved config document: ``config``'s format-2 form with (a copy of) ``provenance`` under
+    :data:`PROVENANCE_KEY`, beside the sections."""
+    return {**config.to_dict(), PROVENANCE_KEY: copy.deepcopy(dict(provenance))}
+
+
+def document_json(config: CSDNConfig, provenance: Mapping[str, Any]) -> str:
+    """:func:`join_provenance`'s document as the JSON text ``config.json`` and the weights' metadata hold."""
+    return json.dumps(join_provenance(config, provenance), indent=2, sort_keys=True)
 
 
 def infer_architecture(settings: Mapping[str, Any]) -> str:

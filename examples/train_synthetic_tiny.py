@@ -58,7 +58,7 @@ REGISTRY = REPOSITORY / "csdn" / "weights" / "registry.json"
 # colours, which the generator makes unrelated to their infrared appearance.
 DATA = dict(num_train_ids=1000, num_test_ids=50, images_per_camera=2, seed=0, size=(128, 64))
 INPUT_SIZE = (64, 32)  # the model's input; images are generated at 128x64 and resized
-# A small tree the test suite regenerates and re-scores in seconds (config.meta["check"]).
+# A small tree the test suite regenerates and re-scores in seconds (model.provenance["check"]).
 CHECK_DATA = dict(num_train_ids=2, num_test_ids=16, images_per_camera=2, seed=1, size=(128, 64))
 CHECK_PROTOCOL = dict(mode="all", shots=1, trials=[0, 1])
 TRIALS = list(range(10))
@@ -160,7 +160,7 @@ def records(results: list) -> list[dict[str, Any]]:
 
 
 def check_evaluation(model: CSDN, workdir: Path) -> dict[str, Any]:
-    """The small deterministic held-out score recorded in config.meta for tests/test_bundled.py."""
+    """The small deterministic held-out score recorded in model.provenance for tests/test_bundled.py."""
     root = workdir / "check"
     write_sysu(root, **CHECK_DATA)
     result = csdn.evaluate(model.eval(), "sysu", root=root, progress=False, **CHECK_PROTOCOL)
@@ -424,7 +424,7 @@ def rescore(output: Path, workdir: Path, *, progress: bool, threads: int) -> dic
     torch.set_num_threads(threads)
     model = csdn.load(output, progress=False)
     tree = _tree(workdir, progress, reuse=True)
-    meta = dict(model.config.meta)
+    meta = dict(model.provenance)
     _score(
         meta,
         model,

@@ -38,19 +38,19 @@ def run_info(args: argparse.Namespace) -> int:
         for key, value in registry.get(name).to_dict().items():
             print(f"{key}: {'-' if value is None else value}")
         try:
-            config = hub.load_config(name, revision=args.revision, local_files_only=True)
+            config, provenance = hub.load_saved_config(name, revision=args.revision, local_files_only=True)
         except hub.WeightsNotAvailableError:
             print(f'weights: not in the local cache (csdn.load("{name}") downloads and verifies them)')
             return 0
     else:
-        config = hub.load_config(name, revision=args.revision)
+        config, provenance = hub.load_saved_config(name, revision=args.revision)
     import torch
 
     with torch.device("meta"):  # sizes only: no memory, no initialisation
         num_parameters = sum(p.numel() for p in build_model(config).parameters())
     for line in hub.describe_architecture(config, num_parameters):
         print(line)
-    for key, value in config.meta.items():
+    for key, value in provenance.items():
         print(f"meta.{key}: {json.dumps(value)}")
     return 0
 

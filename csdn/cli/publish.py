@@ -24,7 +24,7 @@ PROTOCOLS: dict[str, list[dict[str, Any]]] = {
     "llcm": [{"shots": 1}],  # both directions, 10 trials
 }
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")
-NONSTANDARD_KEY = "evaluation_note"  # config.meta: why the card's numbers are not the benchmark's
+NONSTANDARD_KEY = "evaluation_note"  # model.provenance: why the card's numbers are not the benchmark's
 
 
 def license_id(text: str) -> str:
@@ -107,9 +107,9 @@ def card_provenance(model, dataset: str, license_name: str | None) -> dict[str, 
     from csdn.io.card import dataset_title
 
     meta: dict[str, Any] = {"dataset": dataset_title(dataset)}
-    meta["license"] = license_name or model.config.meta.get("license", "other")
+    meta["license"] = license_name or model.provenance.get("license", "other")
     clip_name = read_preset(model.config.architecture).get("clip")
-    if "base_model" not in model.config.meta and clip_name:
+    if "base_model" not in model.provenance and clip_name:
         clip = open_registry().clip_entries.get(clip_name)
         if clip is not None:
             meta["base_model"] = clip.repo_id  # CSDN fine-tunes OpenAI's CLIP RN50

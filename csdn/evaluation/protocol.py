@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from csdn.config import join_provenance
 from csdn.data.catalog import DATASET_NAMES, reader_for
 from csdn.data.direction import parse_direction
 from csdn.data.samples import Sample, sample_arrays
@@ -55,8 +56,9 @@ def weights_fingerprint(model: Any) -> str:
     digest = hashlib.blake2b(digest_size=16)
     digest.update(type(model).__qualname__.encode())
     config = getattr(model, "config", None)
-    if config is not None and hasattr(config, "to_dict"):
-        digest.update(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
+    if config is not None and hasattr(config, "to_dict"):  # with the provenance, as when the config held it
+        document = join_provenance(config, getattr(model, "provenance", None) or {})
+        digest.update(json.dumps(document, sort_keys=True, default=str).encode())
     for name, tensor in model.state_dict().items():
         flat = tensor.detach().cpu().contiguous().reshape(-1)
         digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
@@ -248,7 +250,7 @@ def evaluate(
         flip: flip test-time augmentation (the paper's protocol).
         cache_dir: keep embeddings on disk here, keyed by the model's weights and ``flip``.
         allow_overlap: score a RegDB trial whose test identities the model was trained on
-            (its saved ``meta`` names its trial; by default that is refused, and with
+            (its ``provenance`` names its trial; by default that is refused, and with
             ``trials=None`` the model's own trial is scored).
 
     Distances are ``-(probes @ gallery.T)`` of the unit-norm embeddings (ranking by cosine
@@ -308,7 +310,7 @@ def _setup(
     split) and checked against what the model was trained on."""
     chosen = None if trials is None else list(trials)
     model = _model(model)
-    origin = trained_on(getattr(getattr(model, "config", None), "meta", None))
+    origin = trained_on(getattr(model, "provenance", None))
     named = reader_for(dataset) if isinstance(dataset, str) else None
     if chosen is None and origin.trial is not None and origin.dataset == getattr(named, "name", None):
         chosen = [origin.trial]  # a RegDB model is scored on its own split

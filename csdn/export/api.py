@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from csdn.config import join_provenance
 from csdn.errors import ExportError, setting_name
 from csdn.export.formats import DEFAULT_FORMAT, EXPORT_FORMATS
 from csdn.export.graph import INPUT_NAME, OUTPUT_NAME, check_opset, write_onnx
@@ -27,6 +28,7 @@ from csdn.export.verify import preprocessed, verify
 from csdn.images.decode import RESAMPLING, load_image
 from csdn.images.files import expand_folders
 from csdn.inference.contract import EmbeddingModel
+from csdn.io.pretrained import WEIGHTS_SHA256_KEY
 from csdn.modality import MODALITIES, normalize_modality
 from csdn.runtime.backends import require
 from csdn.runtime.embedder import ExportedGraph
@@ -142,6 +144,11 @@ def _write_artifact(
     return target
 
 
+def _provenance(model: EmbeddingModel) -> dict:
+    """The model's provenance record (``model.provenance``); a model without one has an empty record."""
+    return getattr(model, "provenance", None) or {}
+
+
 def _metadata(
     model: EmbeddingModel, modality: str, options: ExportOptions, weights: dict[str, str | None]
 ) -> ArtifactMetadata:
@@ -158,7 +165,7 @@ def _metadata(
         input_name=INPUT_NAME,
         output_name=OUTPUT_NAME,
         opset=options.opset,
-        source={"model": options.source, **weights, "config": config.to_dict()},
+        source={"model": options.source, **weights, "config": join_provenance(config, _provenance(model))},
         package_version=__version__,
     )
 
@@ -198,7 +205,7 @@ def export_model(
     if not overwrite:
         refuse_existing([out])
     weights = {
-        "weights_sha256": settings.weights_sha256 or model.config.meta.get("weights_sha256"),
+        "weights_sha256": settings.weights_sha256 or _provenance(model).get(WEIGHTS_SHA256_KEY),
         "state_sha256": state_sha256(model),
     }
     building = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")

@@ -365,7 +365,7 @@ def from_clip(
     if missing:
         raise CLIPWeightsError(f"CLIP weights lack {len(missing)} tensors CSDN needs, e.g. {', '.join(missing[:5])}")
     model.load_state_dict(mapped, strict=False)
-    model.config.meta.setdefault("init", f"CLIP {weights}")
+    model.provenance.setdefault("init", f"CLIP {weights}")
     if named and name in opened.clip_entries:  # the Hub's name for these weights: the card's base_model
-        model.config.meta.setdefault("base_model", opened.clip_entries[name].repo_id)
+        model.provenance.setdefault("base_model", opened.clip_entries[name].repo_id)
     return model

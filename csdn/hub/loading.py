@@ -59,6 +59,7 @@ from csdn.system.fileio import atomic_write
 __all__ = [
     "load",
     "load_config",
+    "load_saved_config",
     "save_pretrained",
     "DEFAULT_MODEL",
     "push_to_hub",
@@ -293,6 +294,20 @@ def load_config(
     timeout: float | None = None,
 ) -> CSDNConfig:
     """The config of a model, from the same verified file :func:`load` would use, without building it."""
+    options = dict(revision=revision, local_files_only=local_files_only, cache_dir=cache_dir, timeout=timeout)
+    return load_saved_config(name_or_path, registry=registry, **options)[0]
+
+
+def load_saved_config(
+    name_or_path: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    local_files_only: bool | None = None,
+    cache_dir: str | Path | None = None,
+    registry: RegistryLike = None,
+    timeout: float | None = None,
+) -> tuple[CSDNConfig, dict[str, Any]]:
+    """:func:`load_config`'s config and the model's provenance record (what ``load(...).provenance`` holds)."""
     weights = _locate(
         name_or_path,
         revision=revision,
@@ -303,7 +318,8 @@ def load_config(
         progress=False,
         timeout=timeout,
     )
-    return verified_config(weights)[0]
+    config, provenance, _ = verified_config(weights)
+    return config, provenance
 
 
 def push_to_hub(

@@ -169,20 +169,20 @@ def from_official(
     """Load the authors' released checkpoint (e.g. ``model_119.pth``) as a CSDN model in eval mode.
 
     No CLIP weights are needed: the checkpoint already holds the text encoder and
-    the prompt templates' token embeddings. ``dataset`` is recorded in the config's
-    provenance (``meta``) and shown on the model card.
+    the prompt templates' token embeddings. ``dataset`` is recorded in the model's
+    ``provenance`` (saved as ``meta``) and shown on the model card.
     """
     state = read_official(path)
     config = config_from_official(state, image_size)
-    config.meta.update(source=Path(path).name, source_sha256=sha256_file(path), init="official checkpoint")
-    config.meta[WEIGHTS_KEY] = CONVERTED
-    if dataset:
-        config.meta["dataset"] = dataset
     cls = model_class(config.architecture)
     if getattr(cls, "layout", None) != CLIP_RESNET_LAYOUT:  # the official names are those of this layout
         raise CheckpointError(f"architecture {config.architecture!r} has no official checkpoint layout")
     model = cls(config)
     load_official_state(model, state)
+    model.provenance.update(source=Path(path).name, source_sha256=sha256_file(path), init="official checkpoint")
+    model.provenance[WEIGHTS_KEY] = CONVERTED
+    if dataset:
+        model.provenance["dataset"] = dataset
     return model.eval()
 
 

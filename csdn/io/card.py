@@ -24,7 +24,7 @@ LIBRARY_NAME = "csdn-reid"
 PIPELINE_TAG = "image-feature-extraction"  # the Hub task: images in, embeddings out
 TASK_NAME = "Visible-infrared person re-identification"
 BASE_TAGS = ("person-reid", "visible-infrared", "cross-modality", "csdn")
-EVALUATION_KEY = "evaluation"  # config.meta[EVALUATION_KEY]: the records the model-index is made of
+EVALUATION_KEY = "evaluation"  # model.provenance[EVALUATION_KEY]: the records the model-index is made of
 # a record's score -> (model-index metric type, displayed name); values are fractions, shown as %
 METRICS = {"rank1": ("rank-1", "Rank-1"), "mAP": ("map", "mAP"), "mINP": ("minp", "mINP")}
 # dataset names as users type them -> the benchmark's own spelling
@@ -294,9 +294,16 @@ def _weights_note(meta: dict[str, Any]) -> str:
     return ""
 
 
-def render_model_card(config: CSDNConfig, num_parameters: int, *, repo_id: str | None = None) -> str:
-    """The ``README.md`` of a saved model: what it is, how it was made, how to use and cite it."""
-    meta = dict(config.meta)
+def render_model_card(
+    config: CSDNConfig,
+    num_parameters: int,
+    *,
+    provenance: Mapping[str, Any] | None = None,
+    repo_id: str | None = None,
+) -> str:
+    """The ``README.md`` of a saved model: what it is (``config``), how it was made (``provenance``, the
+    model's record), how to use and cite it."""
+    meta = dict(provenance or {})
     dataset = meta.get("dataset", "unspecified")
     records = evaluation_records(meta.get(EVALUATION_KEY))
     load_target = f"hf-hub:{repo_id}" if repo_id else "path/to/this/folder"

@@ -4,8 +4,9 @@
 
 A saved model is a folder: ``model.safetensors`` (every tensor, and the config in its metadata),
 ``config.json`` (the same config, plus the SHA-256 of the weights) and a ``README.md`` model card.
-The config (:class:`csdn.config.CSDNConfig`, format 2) holds the architecture in nested sections
-and, beside them, the provenance record ``meta``; format-1 (flat) configs are still read.
+The config document (format 2) holds the architecture (:class:`csdn.config.CSDNConfig`) in nested
+sections and, beside them, the model's provenance record ``meta`` (``model.provenance`` in memory:
+the config holds no provenance); format-1 (flat) configs are still read, their ``meta`` alike.
 
 Nothing is loaded before it is verified: the file's SHA-256 (against an expected one, else the one
 recorded in ``config.json``), a full parse of the safetensors header (which catches truncation),
@@ -20,6 +21,7 @@ This module never names a model class: :func:`load_verified` is given one, and t
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 from collections.abc import Callable, Mapping
@@ -32,7 +34,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from csdn.config import PROVENANCE_KEY, CSDNConfig
+from csdn.config import PROVENANCE_KEY, CSDNConfig, document_json, split_provenance
 from csdn.errors import IntegrityError, WeightsError
 from csdn.io.card import EVALUATION_KEY, evaluation_records, merge_records, render_model_card
 from csdn.io.safetensors import FLOAT_DTYPES, InvalidSafetensors, TensorInfo, parse_header, write_safetensors
@@ -41,7 +43,7 @@ from csdn.system.fileio import atomic_write, atomic_write_text, sha256_file
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
-# config.json's meta records the SHA-256 of the model.safetensors written with it (the file's own
+# config.json's provenance records the SHA-256 of the model.safetensors written with it (the file's own
 # metadata cannot hold its own hash); load verifies it, so a flipped bit in a local copy is refused.
 WEIGHTS_SHA256_KEY = "weights_sha256"
 MODEL_CARD_NAME = "README.md"
@@ -56,7 +58,7 @@ def package_version() -> str:
 
 
 def save_pretrained(
-    model: Any,  # an nn.Module with a CSDNConfig as .config
+    model: Any,  # an nn.Module with a CSDNConfig as .config and its provenance record as .provenance
     directory: str | Path,
     *,
     model_card: bool = True,
@@ -66,11 +68,11 @@ def save_pretrained(
 ) -> Path:
     """Write ``model.safetensors`` (config in its metadata), ``config.json`` and a ``README.md`` model card.
 
-    The config is written in format 2 (:meth:`CSDNConfig.to_dict`): the architecture's sections and,
-    beside them, the provenance record ``meta``.
+    The config is written in format 2 (:func:`csdn.config.join_provenance`): the architecture's sections
+    and, beside them, the model's ``provenance`` as the record ``meta``.
 
     Args:
-        extra_meta: provenance merged into the saved config's ``meta`` (e.g.
+        extra_meta: provenance merged into the saved ``meta`` (e.g.
             ``{"dataset": "SYSU-MM01", "metrics": {...}}``); the model itself is not changed.
         repo_id: the Hub repository the model card's usage snippet should name.
         evaluation: ``csdn.evaluate(...)`` results (one or a list) to record in the config
@@ -85,25 +87,32 @@ def save_pretrained(
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise ValueError(f"cannot save into {directory}: it exists and is not a directory")
-    config = CSDNConfig.from_dict(model.config.to_dict())
-    config.meta.update(extra_meta or {})
+    config: CSDNConfig = model.config
+    recorded_provenance = getattr(model, "provenance", {})
+    if not isinstance(recorded_provenance, Mapping):
+        raise ValueError(
+            f"the model's provenance must be a dict of JSON values, got {type(recorded_provenance).__name__}"
+        )
+    provenance = copy.deepcopy(dict(recorded_provenance))  # the model itself is not changed
+    provenance.update(extra_meta or {})
     if evaluation is not None:
-        recorded = evaluation_records(config.meta.get(EVALUATION_KEY))
-        config.meta[EVALUATION_KEY] = merge_records(recorded, evaluation_records(evaluation))
-    config.meta.pop(WEIGHTS_SHA256_KEY, None)  # a loaded model's record of its old file; recomputed below
+        recorded = evaluation_records(provenance.get(EVALUATION_KEY))
+        provenance[EVALUATION_KEY] = merge_records(recorded, evaluation_records(evaluation))
+    provenance.pop(WEIGHTS_SHA256_KEY, None)  # a loaded model's record of its old file; recomputed below
     try:
-        config_json = config.to_json()
+        config_json = document_json(config, provenance)
     except TypeError as err:
-        raise ValueError(f"config meta must hold JSON values (numbers, strings, lists, dicts): {err}") from err
+        raise ValueError(f"the provenance must hold JSON values (numbers, strings, lists, dicts): {err}") from err
     state = model.state_dict()
     directory.mkdir(parents=True, exist_ok=True)  # after every check: a refused call leaves nothing behind
     metadata = {"format": "pt", CONFIG_METADATA_KEY: config_json, "csdn_version": package_version()}
     atomic_write(directory / WEIGHTS_NAME, lambda temp: write_safetensors(temp, state, metadata))
-    config.meta[WEIGHTS_SHA256_KEY] = sha256_file(directory / WEIGHTS_NAME)
-    atomic_write_text(directory / CONFIG_NAME, config.to_json() + "\n")
+    provenance[WEIGHTS_SHA256_KEY] = sha256_file(directory / WEIGHTS_NAME)
+    atomic_write_text(directory / CONFIG_NAME, document_json(config, provenance) + "\n")
     if model_card:
         num_parameters = sum(p.numel() for p in model.parameters())
-        atomic_write_text(directory / MODEL_CARD_NAME, render_model_card(config, num_parameters, repo_id=repo_id))
+        card = render_model_card(config, num_parameters, provenance=provenance, repo_id=repo_id)
+        atomic_write_text(directory / MODEL_CARD_NAME, card)
     return directory
 
 
@@ -140,15 +149,16 @@ def read_config_text(path: Path, weights: WeightsFile) -> str:
         ) from None
 
 
-def _parse_config(text: str, where: str, weights: WeightsFile) -> CSDNConfig:
+def _parse_config(text: str, where: str, weights: WeightsFile) -> tuple[CSDNConfig, dict[str, Any]]:
     try:
-        return CSDNConfig.from_json(text)
+        return split_provenance(json.loads(text))
     except (ValueError, TypeError) as err:
         raise weights.error(f"{where} holds no valid CSDN config ({err})") from err
 
 
-def _config_of(weights: WeightsFile, metadata: Mapping[str, str]) -> CSDNConfig:
-    """The config from the file's metadata, checked against a ``config.json`` beside it (provenance may differ)."""
+def _config_of(weights: WeightsFile, metadata: Mapping[str, str]) -> tuple[CSDNConfig, dict[str, Any]]:
+    """The config and provenance from the file's metadata (else from the ``config.json`` beside it), the config
+    checked against that ``config.json`` (the provenance may differ: the sidecar adds the file's hash)."""
     sidecar = weights.sidecar()
     text = metadata.get(CONFIG_METADATA_KEY)
     if text is None and sidecar is None:
@@ -157,14 +167,15 @@ def _config_of(weights: WeightsFile, metadata: Mapping[str, str]) -> CSDNConfig:
             "architecture is unknown (save models with csdn's save_pretrained; convert the authors' "
             "checkpoint with `csdn convert`)"
         )
-    config = _parse_config(text, "its metadata", weights) if text is not None else None
+    stored = _parse_config(text, "its metadata", weights) if text is not None else None
     if sidecar is None:
-        assert config is not None
-        return config
-    other = _parse_config(read_config_text(sidecar, weights), str(sidecar), weights)
-    if config is None:
-        return other
-    differ = [field for field, value in vars(config).items() if field != "meta" and getattr(other, field) != value]
+        assert stored is not None
+        return stored
+    beside = _parse_config(read_config_text(sidecar, weights), str(sidecar), weights)
+    if stored is None:
+        return beside
+    config, other = stored[0], beside[0]
+    differ = [field for field, value in vars(config).items() if getattr(other, field) != value]
     if differ:
         details = "; ".join(
             f"{key}: {_shown(getattr(config, key))} in the metadata, {_shown(getattr(other, key))} in {CONFIG_NAME}"
@@ -174,7 +185,7 @@ def _config_of(weights: WeightsFile, metadata: Mapping[str, str]) -> CSDNConfig:
             f"{sidecar} disagrees with the config stored in the weights file ({details}); the stored one "
             f"belongs to the tensors, so delete or regenerate {CONFIG_NAME} (save_pretrained writes both)"
         )
-    return config
+    return stored
 
 
 def _shown(value: Any) -> Any:
@@ -210,8 +221,8 @@ def _recorded_sha256(weights: WeightsFile) -> str | None:
     return recorded.lower() if isinstance(recorded, str) else None
 
 
-def verified_config(weights: WeightsFile) -> tuple[CSDNConfig, dict[str, TensorInfo]]:
-    """Check the file's hash and header; return its config and declared tensors."""
+def verified_config(weights: WeightsFile) -> tuple[CSDNConfig, dict[str, Any], dict[str, TensorInfo]]:
+    """Check the file's hash and header; return its config, its provenance record and its declared tensors."""
     if weights.sha256 is not None:
         actual = sha256_file(weights.path)
         if actual != weights.sha256:
@@ -236,21 +247,22 @@ def verified_config(weights: WeightsFile) -> tuple[CSDNConfig, dict[str, TensorI
                 f"{weights.path.name} from a backup, download it again, or save the model again; if you "
                 f"replaced the weights on purpose, write them with save_pretrained, which records the new hash"
             )
-    return _config_of(weights, metadata), infos
+    return (*_config_of(weights, metadata), infos)
 
 
-ModelBuilder = Callable[[CSDNConfig], Any]  # config -> the model it describes (random weights)
+ModelBuilder = Callable[[CSDNConfig], Any]  # config -> the model it describes (random weights, no provenance)
 
 
 def load_verified(weights: WeightsFile, build: ModelBuilder, device: torch.device) -> Any:
-    """Verify ``weights`` completely, then ``build`` the model of its config and load it (eval mode, on ``device``).
+    """Verify ``weights`` completely, then ``build`` the model of its config and load it (eval mode, on ``device``),
+    its ``provenance`` the saved record.
 
     The config comes from the file, so it is untrusted: its sizes are bounded when it is parsed,
     and the model it describes is first built on the ``meta`` device (shapes only, no memory) and
     its tensors compared with the file's header, so a config claiming sizes the file does not
     hold fails before any real allocation.
     """
-    config, infos = verified_config(weights)
+    config, provenance, infos = verified_config(weights)
     with torch.device("meta"):
         skeleton = build(config)
     _check_tensors(weights, infos, skeleton.state_dict())
@@ -265,6 +277,7 @@ def load_verified(weights: WeightsFile, build: ModelBuilder, device: torch.devic
     if problem:
         raise weights.error(f"{problem} (corrupted, or saved from a diverged training run)")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
+    model.provenance = provenance
     return model.to(device).eval()
 
 
@@ -299,7 +312,15 @@ def model_hub() -> ModelHub:
 
 class PretrainedMixin:
     """``from_pretrained``, ``save_pretrained`` and ``push_to_hub`` for a module whose ``self.config`` is its
-    :class:`CSDNConfig`, as huggingface_hub's ``ModelHubMixin`` has them. Names no model class."""
+    :class:`CSDNConfig`, as huggingface_hub's ``ModelHubMixin`` has them. Names no model class.
+
+    ``provenance`` is the model's record of where it came from (dataset, trial, source checkpoint,
+    evaluations, ...), kept apart from the architecture config as huggingface_hub keeps model card
+    data apart from the config: a plain dict, empty for a new model, saved as ``config.json``'s
+    ``meta`` section and read back from it.
+    """
+
+    provenance: dict[str, Any]
 
     @classmethod
     def from_pretrained(cls, name_or_path: Any, **options: Any) -> Any:

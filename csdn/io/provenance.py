@@ -1,7 +1,7 @@
 """What a trained model records about its training data, and the RegDB leakage check that record enables.
 
 One place for these fields: :func:`training_data` writes them into a model's provenance record
-(``config.meta``, saved as the top-level ``meta`` section of ``config.json``, beside the
+(``model.provenance``, saved as the top-level ``meta`` section of ``config.json``, beside the
 architecture rather than inside it; format-1 configs' ``meta`` is read as the same record;
 ``csdn train`` does), :func:`trained_on` reads them back, and
 :func:`check_trial_overlap` refuses a RegDB evaluation whose test identities the

@@ -86,6 +86,7 @@ class CSDN(PretrainedMixin, nn.Module):
     def __init__(self, config: CSDNConfig | None = None):
         super().__init__()
         self.config = config = config or CSDNConfig()
+        self.provenance = {}  # where the weights came from (PretrainedMixin); a new model has none
         self.stem_visible, self.stem_infrared, self.trunk = self.build_tower(config)
         self.attnpool = attention_pool(config)
         self.gem_head = GeMHead(config.feature_dim, config.num_classes, config.gem_p, config.gem_eps)

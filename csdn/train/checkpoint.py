@@ -7,16 +7,21 @@ pure functions of (seed, stage, epoch, rank) in this trainer - every epoch
 seeds its own generators - so the epoch number *is* their complete state, and
 a resumed run replays exactly the draws an uninterrupted one makes. The file is
 written to a temporary name in the same folder and renamed into place, so a
-crash never leaves a half-written checkpoint.
+crash never leaves a half-written checkpoint. The model's config is recorded as ``config.json``
+holds it (``model_config``: the architecture's sections, the provenance record ``meta`` beside them).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from csdn.config import join_provenance, split_provenance
+from csdn.hub.architectures import build_model
+from csdn.model.network import CSDN
 from csdn.system.fileio import atomic_write_stream
 from csdn.system.torchfile import load_torch_file
 
@@ -47,3 +52,17 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"(found format {state.get('format') if isinstance(state, dict) else None!r})"
         )
     return state
+
+
+def model_record(model: CSDN) -> dict[str, Any]:
+    """A checkpoint's ``model_config``: ``model``'s config document, its provenance beside the sections."""
+    return join_provenance(model.config, model.provenance)
+
+
+def checkpoint_model(state: Mapping[str, Any]) -> CSDN:
+    """The model a checkpoint's ``model_config`` describes, as its architecture's class (random weights), with
+    the recorded provenance; checkpoints from before ``model.provenance`` hold it there the same way."""
+    config, provenance = split_provenance(state["model_config"])
+    model = build_model(config)
+    model.provenance = provenance
+    return model

@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 
-from csdn.config import CSDNConfig
 from csdn.errors import CheckpointError
 from csdn.hub import loading as hub  # hub.load looked up at call time (tests stand in for it)
 from csdn.io.pretrained import WEIGHTS_NAME
@@ -23,7 +22,7 @@ from csdn.io.statedict import nonfinite_tensor
 from csdn.model.network import CSDN
 from csdn.system.device import AUTO, resolve_device
 from csdn.system.torchfile import load_torch_file
-from csdn.train.checkpoint import CHECKPOINT_FORMAT, LAST
+from csdn.train.checkpoint import CHECKPOINT_FORMAT, LAST, checkpoint_model
 from csdn.train.experiment import EXPERIMENT_FILE, RUN_RECORD
 from csdn.train.rundir import checkpoint_dir
 
@@ -62,12 +61,13 @@ def is_training_checkpoint(state: Any) -> bool:
 
 
 def model_from_checkpoint(path: Path, state: dict[str, Any], device: torch.device) -> CSDN:
-    """The model weights of a training checkpoint, in eval mode on ``device`` (NaN/inf refused)."""
+    """The model of a training checkpoint (its architecture's class, its provenance), in eval mode on ``device``
+    (NaN/inf refused)."""
     problem = nonfinite_tensor(state["model"])
     if problem:
         raise CheckpointError(f"{path}: {problem} (a diverged training run, or a damaged file); it was not loaded")
     try:
-        model = CSDN(CSDNConfig.from_dict(state["model_config"]))
+        model = checkpoint_model(state)
         model.load_state_dict(state["model"])
     except (RuntimeError, TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: its model weights do not fit its model config ({err})") from None

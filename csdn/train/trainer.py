@@ -23,7 +23,7 @@ from csdn.system.device import device_note, resolve_device
 from csdn.system.fileio import atomic_write_text
 from csdn.train import ddp
 from csdn.train.augment import TrainAugment
-from csdn.train.checkpoint import LAST, load_checkpoint
+from csdn.train.checkpoint import LAST, checkpoint_model, load_checkpoint, model_record
 from csdn.train.config import TrainConfig
 from csdn.train.console import bars_wanted, emit, epoch_line, summary_table
 from csdn.train.data import TrainImages, resolve_train_set
@@ -94,7 +94,7 @@ def restore_buffers(model: torch.nn.Module, saved: Mapping[str, torch.Tensor]) -
 
 def save_model_from_state(state: dict[str, Any], directory: Path) -> None:
     """A checkpoint's weights as a loadable model (``csdn.load(directory)``), with its best record."""
-    model = build_model(CSDNConfig.from_dict(state["model_config"]))
+    model = checkpoint_model(state)
     model.load_state_dict(state["model"])
     model.save_pretrained(directory, extra_meta={"training": {"best": state["best"]}})
 
@@ -432,7 +432,7 @@ class _Trainer:
                 "stage": stage,
                 "epoch": done,
                 "model": self.model.state_dict(),
-                "model_config": self.model.config.to_dict(),
+                "model_config": model_record(self.model),
                 "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict() if scaler else None,
                 "scheduler": {"stage": stage, "next_epoch": done},
@@ -504,8 +504,7 @@ class _Trainer:
 
 
 def _restore_model(init: Init, checkpoint: dict[str, Any]) -> CSDN:
-    config = CSDNConfig.from_dict(checkpoint["model_config"])
-    model = init if isinstance(init, CSDN) else build_model(config)
+    model = init if isinstance(init, CSDN) else checkpoint_model(checkpoint)
     model.load_state_dict(checkpoint["model"])
     return model
 
@@ -636,7 +635,7 @@ def fit(
         model = _restore_model(init, checkpoint)
         frozen = set(checkpoint["frozen"])
         stage, done, best = checkpoint["stage"], checkpoint["epoch"], checkpoint["best"]
-    model.config.meta.update(_data_record(data, dataset_options))  # saved with every model of the run
+    model.provenance.update(_data_record(data, dataset_options))  # saved with every model of the run
     model.to(device)
     ddp.broadcast_state(model, world)
 
