@@ -58,7 +58,7 @@ def test_loads_offline_by_name_and_by_default(no_network, bundled):
 def test_model_card_and_config_describe_how_it_was_made(bundled):
     folder = default_registry_path().parent / NAME
     card = (folder / "README.md").read_text(encoding="utf-8")
-    meta = bundled.config.meta
+    meta = bundled.provenance
     assert meta["reproduce"] == "python examples/train_synthetic_tiny.py" and meta["reproduce"] in card
     assert "not a model for real cameras" in card
     sidecar = json.loads((folder / "config.json").read_text())["meta"]
@@ -78,14 +78,14 @@ def test_model_card_header_holds_the_held_out_scores(bundled):
     assert card.data.model_name == NAME and card.data.datasets == ["csdn-reid-synthetic-pedestrians"]
     values = {(r.dataset_config, r.metric_type): r.metric_value for r in card.data.eval_results}
     for protocol in ("all", "indoor"):
-        recorded = bundled.config.meta["metrics"][f"{protocol}-search"]
+        recorded = bundled.provenance["metrics"][f"{protocol}-search"]
         where = f"{protocol}-search single-shot, infrared->visible"
         for key, metric in (("rank1", "rank-1"), ("mAP", "map"), ("mINP", "minp")):
             assert values[(where, metric)] == pytest.approx(100 * recorded[key], abs=0.01)
 
 
 def test_reproduces_its_recorded_check_evaluation(bundled, tmp_path):
-    check = bundled.config.meta["check"]
+    check = bundled.provenance["check"]
     generator = dict(check["generator"])
     assert generator.pop("layout") == "sysu"
     write_sysu(tmp_path / "people", **{**generator, "size": tuple(generator["size"])})

@@ -29,7 +29,7 @@ def _metrics(card_data) -> dict[tuple[str, str, str], float]:
 
 
 def test_header_parses_back_with_huggingface_hub(tiny_model, results, tmp_path):
-    tiny_model.config.meta.update(dataset="sysu", license="mit", base_model="timm/resnet50_clip.openai")
+    tiny_model.provenance.update(dataset="sysu", license="mit", base_model="timm/resnet50_clip.openai")
     folder = hub.save_pretrained(tiny_model, tmp_path / "model", repo_id="acme/csdn-sysu", evaluation=results)
 
     header = metadata_load(folder / "README.md")
@@ -49,7 +49,7 @@ def test_header_parses_back_with_huggingface_hub(tiny_model, results, tmp_path):
         assert math.isclose(metrics[(*where, "minp")], 100 * result.mINP, abs_tol=0.006)
     assert all(r.task_type == "image-feature-extraction" and r.dataset_split == "test" for r in card.data.eval_results)
     # the records travel with the weights, so the card can be written again from a loaded model
-    assert csdn.load(folder).config.meta["evaluation"] == evaluation_records(results)
+    assert csdn.load(folder).provenance["evaluation"] == evaluation_records(results)
 
 
 def test_a_new_result_replaces_the_same_protocol_and_keeps_the_others(tiny_model, results, tmp_path):

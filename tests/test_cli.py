@@ -101,7 +101,7 @@ def test_convert_writes_a_loadable_model_and_protects_existing_output(capsys, tm
     code, out, _ = run(capsys, *args)
     assert code == 0 and "csdn.load(" in out
     converted = csdn.load(tmp_path / "out")
-    assert converted.config.meta["dataset"] == "sysu"
+    assert converted.provenance["dataset"] == "sysu"
     probe = torch.randn(2, 3, 64, 32)
     assert torch.equal(converted.embed_image(probe, "ir"), original.embed_image(probe, "ir"))
     assert "sysu" in (tmp_path / "out" / "README.md").read_text()

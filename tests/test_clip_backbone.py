@@ -129,8 +129,8 @@ def test_rn50_download_is_verified_and_cached(clip_server, tmp_path):
     served.unlink()  # a second call must not touch the network
     assert clip_backbone.download_openai("RN50", progress=False) == first
     model = from_clip("RN50", source="openai", num_classes=4, image_size=(64, 32), progress=False)
-    assert model.config.meta["init"] == "CLIP RN50"
-    assert model.config.meta["base_model"] == "timm/resnet50_clip.openai"  # the same weights' Hub name
+    assert model.provenance["init"] == "CLIP RN50"
+    assert model.provenance["base_model"] == "timm/resnet50_clip.openai"  # the same weights' Hub name
 
 
 def test_rn50_download_with_wrong_checksum_is_discarded(clip_server, tmp_path, monkeypatch):
@@ -193,7 +193,7 @@ def test_rn50_comes_from_the_hub_at_the_pinned_revision(clip_on_hub, fake_hub, s
     model = from_clip("RN50", num_classes=4, image_size=(64, 32), progress=False)
     _check_initialised_from(model, small_clip.state_dict(), (4, 2))
     assert f"/{CLIP_REPO}/resolve/{commit}/{CLIP_FILE}" in fake_hub.paths_requested("HEAD")
-    assert model.config.meta["base_model"] == CLIP_REPO and model.config.meta["init"] == "CLIP RN50"
+    assert model.provenance["base_model"] == CLIP_REPO and model.provenance["init"] == "CLIP RN50"
     fake_hub.commit(CLIP_REPO, {CLIP_FILE: b"a later upload"})  # main moves on; the pin does not
     again = from_clip("RN50", num_classes=4, image_size=(64, 32), progress=False)
     assert torch.equal(again.trunk.layer1[0].conv1.weight, model.trunk.layer1[0].conv1.weight)

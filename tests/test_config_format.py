@@ -5,6 +5,7 @@ own record (the model's, not the config's), every size bounded before anything i
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -181,3 +182,33 @@ def test_a_config_json_that_is_not_utf8_is_named(tiny_model, tmp_path):
     (folder / CONFIG_NAME).write_bytes(b'{"meta": "\xff\xfe"}')
     with pytest.raises(WeightsError, match=rf"{folder / CONFIG_NAME} is not UTF-8 text"):
         csdn.load(folder)
+
+
+def test_a_save_load_round_trip_keeps_the_provenance_beside_the_config(tiny_model, tmp_path):
+    tiny_model.provenance.update(training_data("regdb", 2), note={"epochs": [1, 2]})
+    recorded = json.loads(json.dumps(tiny_model.provenance))
+    folder = tiny_model.save_pretrained(tmp_path / "m", extra_meta={"license": "mit"})
+    assert tiny_model.provenance == recorded  # extra_meta goes to the files, not into the model
+    saved = {**recorded, "license": "mit"}
+    # config.json: the document, the weights' hash added to its meta; the metadata: the same without the hash
+    digest = hashlib.sha256((folder / WEIGHTS_NAME).read_bytes()).hexdigest()
+    text = (folder / CONFIG_NAME).read_text()
+    assert text == document_json(tiny_model.config, {**saved, "weights_sha256": digest}) + "\n"
+    assert list(json.loads(text)) == sorted(["architecture", "format_version", "model_type", "meta", *SECTIONS])
+    metadata, _ = read_safetensors_header(folder / WEIGHTS_NAME)
+    assert metadata[CONFIG_METADATA_KEY] == document_json(tiny_model.config, saved)
+
+    loaded = csdn.load(folder, device="cpu")
+    assert loaded.config == tiny_model.config and loaded.provenance == saved
+    assert not hasattr(loaded.config, "meta")
+    loaded.provenance["note"]["epochs"].append(3)  # the loaded record is the model's own
+    assert csdn.load(folder, device="cpu").provenance["note"] == {"epochs": [1, 2]}
+    assert csdn.load_config(folder) == tiny_model.config
+    from csdn.hub.loading import load_saved_config
+
+    assert load_saved_config(folder) == (tiny_model.config, saved)
+    # saving what was loaded writes the same bytes again
+    loaded.provenance["note"]["epochs"].pop()
+    again = loaded.save_pretrained(tmp_path / "again")
+    for name in (CONFIG_NAME, WEIGHTS_NAME):  # (the card lists the record in its order: the loaded one is sorted)
+        assert (again / name).read_bytes() == (folder / name).read_bytes(), name

@@ -65,8 +65,8 @@ def test_official_key_set_converts_with_nothing_missing_or_unexpected(tmp_path, 
 def test_conversion_needs_no_clip_weights_and_embeds(tmp_path):
     config = CSDNConfig.tiny(num_classes=5)
     model = from_official(_save(official_state_dict(config), tmp_path), image_size=(64, 32), dataset="sysu")
-    assert model.config.meta["dataset"] == "sysu"
-    assert model.config.meta["source"] == "model_119.pth"
+    assert model.provenance["dataset"] == "sysu"
+    assert model.provenance["source"] == "model_119.pth"
     emb = model.embed_image(torch.randn(2, 3, 64, 32), "infrared")
     assert emb.shape == (2, 2 * config.test_feature_dim)
     assert torch.isfinite(emb).all()

@@ -17,7 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import csdn
-from csdn.config import CSDNConfig
+from csdn.config import CSDNConfig, split_provenance
 from csdn.hub import loading as hub
 from csdn.hub.loading import WeightsError, WeightsNotAvailableError
 from csdn.hub.official import from_official, to_official_state_dict
@@ -75,13 +75,14 @@ def test_saved_folder_is_self_describing(tiny_model, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == sorted(FILES)  # no temporary files left behind
     metadata, tensors = hub.read_safetensors_header(out / "model.safetensors")
     assert metadata["format"] == "pt"
-    stored = CSDNConfig.from_json(metadata["csdn_config"])
-    sidecar = CSDNConfig.from_json((out / "config.json").read_text()).to_dict()
+    stored, stored_provenance = split_provenance(json.loads(metadata["csdn_config"]))
+    sidecar, sidecar_provenance = split_provenance(json.loads((out / "config.json").read_text()))
     # config.json adds the file's SHA-256 (the file cannot hold its own hash)
-    assert sidecar["meta"].pop("weights_sha256") == hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
-    assert stored.to_dict() == sidecar
-    assert stored.meta == {"dataset": "SYSU-MM01"}
-    assert tiny_model.config.meta == {}  # extra_meta goes to the file, not into the model
+    digest = hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
+    assert sidecar_provenance.pop("weights_sha256") == digest
+    assert stored == sidecar and stored_provenance == sidecar_provenance
+    assert stored_provenance == {"dataset": "SYSU-MM01"}
+    assert tiny_model.provenance == {}  # extra_meta goes to the file, not into the model
     assert set(tensors) == set(tiny_model.state_dict())
     card = (out / "README.md").read_text()
     params = sum(p.numel() for p in tiny_model.parameters())
@@ -165,8 +166,8 @@ def test_converted_official_checkpoint_reloads_bit_identical(tmp_path):
     converted.save_pretrained(tmp_path / "out")
     reloaded = csdn.load(tmp_path / "out")
     assert_identical(converted, reloaded)
-    assert reloaded.config.meta["dataset"] == "sysu"
-    assert reloaded.config.meta["source"] == "model_119.pth"
+    assert reloaded.provenance["dataset"] == "sysu"
+    assert reloaded.provenance["source"] == "model_119.pth"
     for modality in ("visible", "infrared"):
         assert torch.equal(reloaded.embed_image(_images(), modality), original.embed_image(_images(), modality))
 

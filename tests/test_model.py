@@ -233,7 +233,7 @@ def test_text_features_reject_out_of_range_labels(tiny_model):
 
 
 def test_config_json_round_trip_and_validation():
-    config = CSDNConfig.tiny(num_classes=11, meta={"dataset": "sysu"})
+    config = CSDNConfig.tiny(num_classes=11)
     again = CSDNConfig.from_json(config.to_json())
     assert again == config
     assert again.feature_grid == (4, 2)

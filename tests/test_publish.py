@@ -65,7 +65,7 @@ def test_publish_converts_evaluates_cards_and_pushes(checkpoint, tiny_sysu, fake
     assert entry["revision"] == fake_hub.branches["acme/csdn-sysu"]["main"]
     assert entry["sha256"] == hashlib.sha256(files["model.safetensors"]).hexdigest()
     loaded = csdn.load("hf-hub:acme/csdn-sysu", revision=entry["revision"])
-    assert loaded.config.meta["dataset"] == "SYSU-MM01" and loaded.config.meta["source"] == "model_119.pth"
+    assert loaded.provenance["dataset"] == "SYSU-MM01" and loaded.provenance["source"] == "model_119.pth"
 
 
 def test_dry_run_writes_the_folder_and_pushes_nothing(checkpoint, tiny_sysu, fake_hub, tmp_path, monkeypatch, capsys):

@@ -73,8 +73,8 @@ def test_a_trial_overlapping_the_training_identities_is_refused_naming_the_overl
 def test_a_converted_models_card_says_converted(tiny_model):
     from csdn.io.card import render_model_card
 
-    tiny_model.config.meta.update(weights="converted", dataset="sysu")
-    card = render_model_card(tiny_model.config, 1)
+    tiny_model.provenance.update(weights="converted", dataset="sysu")
+    card = render_model_card(tiny_model.config, 1, provenance=tiny_model.provenance)
     assert "converted from the authors' release" in card and "Self-trained" not in card
 
 

@@ -156,7 +156,7 @@ def test_load_model_reads_a_checkpoint_with_weights_only(run, monkeypatch):
     monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(k.get("weights_only")) or real(*a, **k))
     model = load_model(run / "checkpoints" / "last.pt", device="cpu")
     assert calls == [True] and not model.training
-    assert model.config.meta["dataset"] == "folder"
+    assert model.provenance["dataset"] == "folder"
 
 
 # ---------------------------------------------------------------------------- H: one device default

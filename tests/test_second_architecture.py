@@ -80,7 +80,7 @@ def test_a_registry_row_loads_it_by_name_alias_and_tag_and_it_saves_and_reloads(
     assert "Backbone: plain convolutions" in card
     assert "attention pool" not in card and "stem per modality" not in card  # CSDN-RN50's structure is not claimed
     again = csdn.load(folder)
-    assert type(again) is PlainConvCSDN and again.config.meta["dataset"] == "synthetic"
+    assert type(again) is PlainConvCSDN and again.provenance["dataset"] == "synthetic"
     torch.testing.assert_close(again.embed_image(images, "infrared", progress=False), before, atol=1e-6, rtol=0)
 
 

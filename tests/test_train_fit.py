@@ -172,10 +172,10 @@ def test_fit_logs_checkpoints_and_saves_the_final_model(reference_run):
     assert best["epoch"] == summary["best"]["epoch"] + 1
     assert TrainConfig.from_dict(json.loads((output / "train_config.json").read_text())) == END_TO_END
     best_model = csdn.load(output / "best")
-    assert best_model.config.meta["training"]["best"]["epoch"] == summary["best"]["epoch"]
+    assert best_model.provenance["training"]["best"]["epoch"] == summary["best"]["epoch"]
     assert all(torch.equal(best_model.state_dict()[name], tensor) for name, tensor in best["model"].items())
     loaded = csdn.load(output / "model")
-    assert loaded.config.meta["training"]["epochs"] == [3, 3, 6]
+    assert loaded.provenance["training"]["epochs"] == [3, 3, 6]
     for name, tensor in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], tensor)
     assert not model.training and all(p.requires_grad for p in model.parameters())

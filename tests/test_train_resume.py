@@ -140,9 +140,38 @@ def test_a_crash_between_best_pt_and_last_pt_leaves_no_stale_best(root, uninterr
     summary = json.loads((tmp_path / "summary.json").read_text())
     best_pt = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
     best_model = csdn.load(tmp_path / "best")
-    assert summary["best"] == best_pt["best"] == best_model.config.meta["training"]["best"]
+    assert summary["best"] == best_pt["best"] == best_model.provenance["training"]["best"]
     assert summary["best"] == json.loads((uninterrupted["output"] / "summary.json").read_text())["best"]
     _assert_same_weights(best_model, best_pt["model"])
+
+
+def test_a_checkpoint_with_its_provenance_inside_the_model_config_still_resumes_and_loads(
+    root, uninterrupted, tmp_path
+):
+    """Checkpoints written while the config held the provenance: ``model_config`` flat (format 1), ``meta``
+    among its fields. Resuming one keeps its record, and ``--model`` reads it."""
+    from csdn.config import split_provenance
+    from csdn.train import load_model
+    from csdn.train.checkpoint import save_checkpoint
+
+    _fit(root, tmp_path, stop_after=5, validate=_metric)
+    last = tmp_path / "checkpoints" / "last.pt"
+    state = load_checkpoint(last)
+    config, _ = split_provenance(state["model_config"])
+    flat = {k: list(v) if isinstance(v, tuple) else v for k, v in vars(config).items()}
+    del flat["architecture"]
+    recorded = {"weights": "self-trained", "dataset": "folder", "note": "written by 0.1"}
+    save_checkpoint({**state, "model_config": {"format_version": 1, **flat, "meta": recorded}}, last)
+
+    checkpoint_model = load_model(last, device="cpu")
+    assert checkpoint_model.provenance == recorded
+    _assert_same_weights(checkpoint_model, state["model"])
+    resumed = _fit(root, tmp_path, None, resume=True, validate=_metric)
+    _assert_same_weights(resumed, uninterrupted["state"])
+    assert resumed.provenance["note"] == "written by 0.1"  # the record came through the resume
+    assert csdn.load(tmp_path / "model").provenance["note"] == "written by 0.1"
+    again = load_checkpoint(last)["model_config"]  # and is written back as config.json holds it
+    assert again["format_version"] == 2 and again["meta"]["note"] == "written by 0.1"
 
 
 def test_evaluate_is_logged_but_never_picks_the_model(root, tmp_path):
