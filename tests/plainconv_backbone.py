@@ -26,6 +26,7 @@ class PlainConvCSDN(CSDN):
     stages 2-4 stride like ResNet's, ending at ``feature_dim`` channels and stride ``downsample``."""
 
     layout = "plain-conv"
+    int8_float_modules = ("stem_visible", "stem_infrared", "trunk.0")  # its own names: stems, first convolution
 
     @staticmethod
     def build_tower(config: CSDNConfig) -> tuple[nn.Module, nn.Module, nn.Module]:

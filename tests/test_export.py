@@ -27,7 +27,7 @@ from csdn.errors import (
     OutputExistsError,
     SkippedImagesWarning,
 )
-from csdn.export import FLOORS, FP32_TOLERANCE, export_model
+from csdn.export import FLOORS, FP32_TOLERANCE, Floors, export_model
 from csdn.runtime import ExportedEmbedder, read_metadata
 from csdn.system.fileio import sha256_file
 
@@ -368,3 +368,72 @@ def test_the_command_line_exports_and_reports(tmp_path, capsys):
     assert "csdn: error: unsupported ONNX opset 21" in capsys.readouterr().err
     assert cli.main(["export", "synthetic-tiny", str(out)]) == 2
     assert "already exists; pass --overwrite" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- int8: what stays float32
+def _float_convs(path: Path) -> set[str]:
+    """The Conv nodes of a QDQ graph whose weights were not quantised (no DequantizeLinear feeds them)."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    dequantized = {output for node in graph.node if node.op_type == "DequantizeLinear" for output in node.output}
+    return {node.name for node in graph.node if node.op_type == "Conv" and node.input[1] not in dequantized}
+
+
+def _convs(path: Path) -> list[str]:
+    import onnx
+
+    return [node.name for node in onnx.load(str(path)).graph.node if node.op_type == "Conv"]
+
+
+class _LaterBlocksFloat(csdn.CSDN):
+    int8_float_modules = ("stem_infrared", "trunk.layer2")  # the infrared stem: not in a visible graph
+
+
+@pytest.mark.parametrize(
+    "cls, expected",
+    [
+        (csdn.CSDN, ("/stem/", "/blocks/blocks.0/")),  # CLIP layout: the stem and trunk.layer1.0, folded
+        (_LaterBlocksFloat, ("/blocks/blocks.1/",)),  # csdn_tiny has one block per layer: layer2's is blocks.1
+    ],
+)
+def test_int8_keeps_float_exactly_the_modules_the_model_class_declares(cls, expected, tiny_model, tmp_path):
+    from csdn.export.graph import INPUT_NAME, write_onnx
+    from csdn.export.quantize import quantize_int8
+
+    model = cls(tiny_model.config).eval()
+    model.load_state_dict(tiny_model.state_dict())
+    graph = write_onnx(model, "visible", tmp_path / "fp32.onnx")
+    keep = graph.node_prefixes(cls.int8_float_modules)
+    calibration = [np.random.default_rng(0).standard_normal((4, 3, 64, 32)).astype(np.float32)]
+    quantize_int8(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", calibration, INPUT_NAME, keep)
+    convs = _convs(tmp_path / "fp32.onnx")
+    wanted = {name for name in convs if name.startswith(expected)}
+    assert keep == expected and wanted and len(wanted) < len(convs)
+    assert _float_convs(tmp_path / "int8.onnx") == wanted
+
+
+def test_the_export_asks_the_model_which_modules_stay_float(tiny_model, tmp_path, monkeypatch):
+    import csdn.export.api as api
+
+    asked = []
+    real = api.quantize_int8
+    monkeypatch.setattr(api, "quantize_int8", lambda *args: asked.append(args[-1]) or real(*args))
+    model = _LaterBlocksFloat(tiny_model.config).eval()
+    model.load_state_dict(tiny_model.state_dict())
+    lenient = Floors(cosine=1e-6, top1=1e-6)  # random weights: the graph's agreement is not the point
+    export_model(model, tmp_path / "out", modality="visible", precision="int8", floors=lenient, verify_identities=20)
+    assert asked == [("/blocks/blocks.1/",)]
+    assert _float_convs(tmp_path / "out" / "visible.onnx") == {
+        name for name in _convs(tmp_path / "out" / "visible.onnx") if name.startswith("/blocks/blocks.1/")
+    }
+
+
+def test_a_declared_module_the_model_does_not_have_is_refused(tiny_model, tmp_path):
+    class Misspelt(csdn.CSDN):
+        int8_float_modules = ("trunk.layer9",)
+
+    model = Misspelt(tiny_model.config).eval()
+    with pytest.raises(ExportError, match=r"Misspelt.int8_float_modules names 'trunk.layer9', which is no module"):
+        export_model(model, tmp_path / "out", modality="visible", precision="int8", verify_identities=20)
+    assert not (tmp_path / "out").exists()

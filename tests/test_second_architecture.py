@@ -108,3 +108,26 @@ def test_it_exports_unfolded_and_the_graph_passes_its_own_verification(plainconv
     assert [path.name for path in files] == ["visible.onnx"]
     record = json.loads((tmp_path / "exported" / "visible.onnx.json").read_text())
     assert record["verification"]["passed"] and record["feature_dim"] == model.config.test_feature_dim
+
+
+def test_its_int8_graph_keeps_float_the_modules_it_declares(plainconv, tmp_path):
+    import numpy as np
+    import onnx
+
+    from csdn.export.graph import INPUT_NAME, write_onnx
+    from csdn.export.quantize import quantize_int8
+
+    torch.manual_seed(1)
+    model = csdn.create_model(ARCHITECTURE).eval()
+    graph = write_onnx(model, "infrared", tmp_path / "fp32.onnx")
+    keep = graph.node_prefixes(PlainConvCSDN.int8_float_modules)  # its own names, not CLIP's trunk.layer1.0
+    assert keep == ("/stem_infrared/", "/trunk/trunk.0/")
+    calibration = [np.random.default_rng(0).standard_normal((4, 3, *model.config.image_size)).astype(np.float32)]
+    quantize_int8(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", calibration, INPUT_NAME, keep)
+    nodes = onnx.load(str(tmp_path / "int8.onnx")).graph.node
+    dequantized = {out for node in nodes if node.op_type == "DequantizeLinear" for out in node.output}
+    convs = {node.name: node.input[1] not in dequantized for node in nodes if node.op_type == "Conv"}
+    stem_convs = [m for name, m in model.named_modules() if name.startswith("stem_infrared") and isinstance(m, torch.nn.Conv2d)]
+    kept = sorted(name for name, is_float in convs.items() if is_float)
+    assert len(kept) == len(stem_convs) + 1 and all(name.startswith(keep) for name in kept)  # + trunk.0's conv
+    assert not all(convs.values())  # the rest of the trunk is quantised

@@ -131,11 +131,13 @@ def _write_artifact(
     """Write the graph ``meta`` describes into ``folder``, its fields' hash inside it; return its main file."""
     modality = meta.modality
     onnx_fp32 = work / f"{modality}.fp32.onnx"
-    write_onnx(model, modality, onnx_fp32, options.opset)
+    graph = write_onnx(model, modality, onnx_fp32, options.opset)
     source = onnx_fp32
     if options.precision == "int8":
         source = work / f"{modality}.int8.onnx"
-        quantize_int8(onnx_fp32, source, calibration_batches(model, modality, options.calibration), INPUT_NAME)
+        keep_float = graph.node_prefixes(getattr(model, "int8_float_modules", ()))  # the model's own choice
+        batches = calibration_batches(model, modality, options.calibration)
+        quantize_int8(onnx_fp32, source, batches, INPUT_NAME, keep_float)
     elif options.precision == "fp16" and not EXPORT_FORMATS[options.format].own_fp16:
         source = work / f"{modality}.fp16.onnx"
         convert_fp16(onnx_fp32, source)

@@ -11,11 +11,14 @@ exact, quantise fully and share nothing at run time anyway.
 
 The folding is written for CLIP's ModifiedResNet (:data:`csdn.config.CLIP_RESNET_LAYOUT`); a model
 of another layout is exported with its own stem and trunk modules as they are (BatchNorms unfolded).
+Either way the graph knows which of its modules computes which of the model's (:attr:`FeatureGraph.sources`),
+so a model's own module names (``int8_float_modules``) say which graph nodes int8 keeps in float32.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -28,8 +31,14 @@ from csdn.inference.contract import EmbeddingModel
 from csdn.inference.fold import FoldedTower
 
 INPUT_NAME, OUTPUT_NAME = "images", "features"
-STEM_NODES = "/stem/"  # prefix of the names of the stem's nodes in the exported graph
-FIRST_BLOCK_NODES = "/blocks/blocks.0/"  # ... and of the trunk's first bottleneck block
+
+
+def _scope_name(qualified: str) -> str:
+    """What the TorchScript ONNX exporter calls a module in node names: its qualified name from the last
+    part that is not an index on (``blocks.0`` stays ``blocks.0``, ``blocks.0.conv1`` becomes ``conv1``)."""
+    atoms = qualified.split(".")
+    named = [i for i, atom in enumerate(atoms) if not atom.isnumeric()]
+    return ".".join(atoms[named[-1] :]) if named else qualified
 
 
 class FeatureGraph(nn.Module):
@@ -40,15 +49,52 @@ class FeatureGraph(nn.Module):
         self.model = model
         self.stem: nn.Module
         self.blocks: nn.Module
+        stem = f"stem_{modality}"
+        self.sources: dict[str, nn.Module] = {}  # the model's module name -> the graph module computing it
         if model.layout != CLIP_RESNET_LAYOUT:
-            self.stem, self.blocks = model.stem_visible if modality == "visible" else model.stem_infrared, model.trunk
+            self.stem, self.blocks = model.get_submodule(stem), model.trunk
+            for name, top in ((stem, self.stem), ("trunk", self.blocks)):
+                self.sources.update({f"{name}.{sub}".rstrip("."): module for sub, module in top.named_modules()})
             return
         with torch.no_grad():
             tower = FoldedTower(model.stem_visible, model.stem_infrared, model.trunk, torch.float32)
         self.stem, self.blocks = tower.stems[modality], tower.blocks  # graph node names start /stem/, /blocks/
+        trunk_blocks = [
+            f"trunk.{name}.{index}"
+            for name, layer in model.trunk.named_children()
+            for index in range(len(layer))  # FoldedTower's order: layer1's blocks, then layer2's, ...
+        ]
+        self.sources = {stem: self.stem, "trunk": self.blocks, **dict(zip(trunk_blocks, self.blocks))}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.features_from_map(self.blocks(self.stem(images)))
+
+    def node_prefixes(self, modules: Iterable[str]) -> tuple[str, ...]:
+        """The ONNX node-name prefixes (``/stem/``, ``/blocks/blocks.0/``) of the graph modules computing the
+        model's ``modules`` (module names or prefixes of them, e.g. ``trunk.layer1.0``); a module this
+        modality's graph does not run (the other stem) has none; a name of no module of the model is an error."""
+        wanted = tuple(modules)
+        known = [name for name, _ in self.model.named_modules()]
+        unknown = [p for p in wanted if not any(n == p or n.startswith(p + ".") for n in known)]
+        if unknown:
+            raise ExportError(
+                f"{type(self.model).__name__}.int8_float_modules names {', '.join(map(repr, unknown))}, which "
+                "is no module of the model; name its own modules (e.g. 'stem_visible', 'trunk')"
+            )
+        chosen = [
+            graph_module
+            for name, graph_module in self.sources.items()
+            if any(name == prefix or name.startswith(prefix + ".") for prefix in wanted)
+        ]
+        qualified = {id(module): name for name, module in self.named_modules()}  # first names, as the exporter's
+        prefixes = []
+        for top in (self.stem, self.blocks):  # the modules forward calls, and inside them their children
+            for relative, module in top.named_modules():
+                if any(module is graph_module for graph_module in chosen):
+                    atoms = relative.split(".") if relative else []
+                    chain = [top, *(top.get_submodule(".".join(atoms[: k + 1])) for k in range(len(atoms)))]
+                    prefixes.append("/" + "/".join(_scope_name(qualified[id(m)]) for m in chain) + "/")
+        return tuple(p for p in dict.fromkeys(prefixes) if not any(p != q and p.startswith(q) for q in prefixes))
 
 
 def check_opset(opset: int) -> int:
@@ -61,8 +107,8 @@ def check_opset(opset: int) -> int:
     return opset
 
 
-def write_onnx(model: EmbeddingModel, modality: str, path: Path, opset: int = DEFAULT_OPSET) -> None:
-    """Trace the feature graph of ``modality`` into ``path`` (float32, dynamic batch)."""
+def write_onnx(model: EmbeddingModel, modality: str, path: Path, opset: int = DEFAULT_OPSET) -> FeatureGraph:
+    """Trace the feature graph of ``modality`` into ``path`` (float32, dynamic batch); return the traced graph."""
     graph = FeatureGraph(model, modality).eval()
     height, width = model.config.image_size
     example = torch.zeros(2, 3, height, width)
@@ -79,3 +125,4 @@ def write_onnx(model: EmbeddingModel, modality: str, path: Path, opset: int = DE
             do_constant_folding=True,
             dynamo=False,
         )
+    return graph

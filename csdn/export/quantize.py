@@ -6,23 +6,23 @@ reads as its own int8 graph. Only the trunk's convolutions are quantised, weight
 output channel (int8, symmetric) and activations per tensor (uint8, ranges from
 calibration images): they carry almost all of the arithmetic. The tail (GeM's powers,
 the attention pool's softmax, the normalisations) stays float32, where int8 rounding would
-cost accuracy for no speed, and so do the modality stem and the trunk's first bottleneck
-block (~8% of RN50's work): the stem sees raw pixels whose statistics differ most between
-modalities, and the first block's rounding error travels through every later layer. On the
-bundled model (500 synthetic identities per modality) keeping them in float32 lifted top-1
-agreement with fp32 from 95.0% to 97.0% (infrared) and the smallest cosine from 0.963 to
-0.996 (visible).
+cost accuracy for no speed, and so do the convolutions the exporter names in ``keep_float``:
+the modules a model class declares in ``int8_float_modules``. CSDN's are the modality stems and
+the trunk's first bottleneck block (~8% of RN50's work): the stem sees raw pixels whose
+statistics differ most between modalities, and the first block's rounding error travels through
+every later layer. On the bundled model (500 synthetic identities per modality) keeping them in
+float32 lifted top-1 agreement with fp32 from 95.0% to 97.0% (infrared) and the smallest cosine
+from 0.963 to 0.996 (visible).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from csdn.export.graph import FIRST_BLOCK_NODES, STEM_NODES
 from csdn.runtime.backends import require
 
 QUANTISED_OPS = ["Conv"]
@@ -40,11 +40,14 @@ class _Calibration:
         return None if batch is None else {self.input_name: batch}
 
 
-def quantize_int8(source: Path, target: Path, calibration: list[np.ndarray], input_name: str) -> None:
+def quantize_int8(
+    source: Path, target: Path, calibration: list[np.ndarray], input_name: str, keep_float: Sequence[str] = ()
+) -> None:
     """Write the int8 QDQ version of the float32 graph ``source`` to ``target``.
 
     ``calibration`` is a list of preprocessed float32 batches ``[B, 3, H, W]``; the
-    activation ranges are their minimum and maximum.
+    activation ranges are their minimum and maximum. Convolutions whose node names start with one
+    of ``keep_float`` (:meth:`csdn.export.graph.FeatureGraph.node_prefixes`) stay float32.
     """
     quantization = require("onnxruntime.quantization", "int8 export")
     onnx = require("onnx", "int8 export")
@@ -57,7 +60,7 @@ def quantize_int8(source: Path, target: Path, calibration: list[np.ndarray], inp
         kept_float = [
             node.name
             for node in onnx.load(str(prepared), load_external_data=False).graph.node
-            if node.op_type == "Conv" and node.name.startswith((STEM_NODES, FIRST_BLOCK_NODES))
+            if node.op_type == "Conv" and node.name.startswith(tuple(keep_float))
         ]
         quantization.quantize_static(
             str(prepared),

@@ -76,12 +76,16 @@ class CSDN(PretrainedMixin, nn.Module):
     :func:`csdn.load` (or :meth:`from_pretrained`), or start from CLIP with :func:`csdn.hub.clip.from_clip`.
 
     A backbone with another tensor layout subclasses this, builds its own ``stem_visible``,
-    ``stem_infrared`` and ``trunk`` (:meth:`build_tower`) and declares its own ``layout``; code
+    ``stem_infrared`` and ``trunk`` (:meth:`build_tower`) and declares its own ``layout`` (and
+    ``int8_float_modules``, named in its own modules); code
     written for CLIP's ModifiedResNet (the folded fast path, the CLIP and official key maps)
     asks for :data:`csdn.config.CLIP_RESNET_LAYOUT` and steps aside or refuses otherwise.
     """
 
     layout: ClassVar[str] = CLIP_RESNET_LAYOUT
+    # modules (names or name prefixes) an int8 export keeps in float32: the stems see raw pixels, and
+    # the first block's rounding error travels through the whole trunk (csdn.export.quantize)
+    int8_float_modules: ClassVar[tuple[str, ...]] = ("stem_visible", "stem_infrared", "trunk.layer1.0")
 
     def __init__(self, config: CSDNConfig | None = None):
         super().__init__()
