@@ -127,7 +127,9 @@ def test_its_int8_graph_keeps_float_the_modules_it_declares(plainconv, tmp_path)
     nodes = onnx.load(str(tmp_path / "int8.onnx")).graph.node
     dequantized = {out for node in nodes if node.op_type == "DequantizeLinear" for out in node.output}
     convs = {node.name: node.input[1] not in dequantized for node in nodes if node.op_type == "Conv"}
-    stem_convs = [m for name, m in model.named_modules() if name.startswith("stem_infrared") and isinstance(m, torch.nn.Conv2d)]
+    stem_convs = [
+        m for name, m in model.named_modules() if name.startswith("stem_infrared") and isinstance(m, torch.nn.Conv2d)
+    ]
     kept = sorted(name for name, is_float in convs.items() if is_float)
     assert len(kept) == len(stem_convs) + 1 and all(name.startswith(keep) for name in kept)  # + trunk.0's conv
     assert not all(convs.values())  # the rest of the trunk is quantised

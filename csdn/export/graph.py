@@ -20,6 +20,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -41,6 +42,11 @@ def _scope_name(qualified: str) -> str:
     return ".".join(atoms[named[-1] :]) if named else qualified
 
 
+def _within(name: str, prefixes: Iterable[str]) -> bool:
+    """Whether the module ``name`` is one of ``prefixes`` or inside one (``trunk.layer1.0.conv1`` in ``trunk``)."""
+    return any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
+
+
 class FeatureGraph(nn.Module):
     """``[N, 3, H, W]`` preprocessed images -> f(x) ``[N, feature_dim + embed_dim]`` for one modality."""
 
@@ -49,11 +55,12 @@ class FeatureGraph(nn.Module):
         self.model = model
         self.stem: nn.Module
         self.blocks: nn.Module
-        stem = f"stem_{modality}"
+        stem_name = f"stem_{modality}"
         self.sources: dict[str, nn.Module] = {}  # the model's module name -> the graph module computing it
         if model.layout != CLIP_RESNET_LAYOUT:
-            self.stem, self.blocks = model.get_submodule(stem), model.trunk
-            for name, top in ((stem, self.stem), ("trunk", self.blocks)):
+            self.stem = model.stem_visible if modality == "visible" else model.stem_infrared
+            self.blocks = model.trunk
+            for name, top in ((stem_name, self.stem), ("trunk", self.blocks)):
                 self.sources.update({f"{name}.{sub}".rstrip("."): module for sub, module in top.named_modules()})
             return
         with torch.no_grad():
@@ -62,9 +69,9 @@ class FeatureGraph(nn.Module):
         trunk_blocks = [
             f"trunk.{name}.{index}"
             for name, layer in model.trunk.named_children()
-            for index in range(len(layer))  # FoldedTower's order: layer1's blocks, then layer2's, ...
+            for index in range(len(list(layer.children())))  # FoldedTower's order: layer1's blocks, then layer2's, ...
         ]
-        self.sources = {stem: self.stem, "trunk": self.blocks, **dict(zip(trunk_blocks, self.blocks))}
+        self.sources = {stem_name: self.stem, "trunk": self.blocks, **dict(zip(trunk_blocks, self.blocks))}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.features_from_map(self.blocks(self.stem(images)))
@@ -74,18 +81,14 @@ class FeatureGraph(nn.Module):
         model's ``modules`` (module names or prefixes of them, e.g. ``trunk.layer1.0``); a module this
         modality's graph does not run (the other stem) has none; a name of no module of the model is an error."""
         wanted = tuple(modules)
-        known = [name for name, _ in self.model.named_modules()]
-        unknown = [p for p in wanted if not any(n == p or n.startswith(p + ".") for n in known)]
+        known = [name for name, _ in cast(nn.Module, self.model).named_modules()]
+        unknown = [prefix for prefix in wanted if not any(_within(name, [prefix]) for name in known)]
         if unknown:
             raise ExportError(
                 f"{type(self.model).__name__}.int8_float_modules names {', '.join(map(repr, unknown))}, which "
                 "is no module of the model; name its own modules (e.g. 'stem_visible', 'trunk')"
             )
-        chosen = [
-            graph_module
-            for name, graph_module in self.sources.items()
-            if any(name == prefix or name.startswith(prefix + ".") for prefix in wanted)
-        ]
+        chosen = [graph_module for name, graph_module in self.sources.items() if _within(name, wanted)]
         qualified = {id(module): name for name, module in self.named_modules()}  # first names, as the exporter's
         prefixes = []
         for top in (self.stem, self.blocks):  # the modules forward calls, and inside them their children

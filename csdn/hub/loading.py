@@ -294,8 +294,14 @@ def load_config(
     timeout: float | None = None,
 ) -> CSDNConfig:
     """The config of a model, from the same verified file :func:`load` would use, without building it."""
-    options = dict(revision=revision, local_files_only=local_files_only, cache_dir=cache_dir, timeout=timeout)
-    return load_saved_config(name_or_path, registry=registry, **options)[0]
+    return load_saved_config(
+        name_or_path,
+        revision=revision,
+        local_files_only=local_files_only,
+        cache_dir=cache_dir,
+        registry=registry,
+        timeout=timeout,
+    )[0]
 
 
 def load_saved_config(

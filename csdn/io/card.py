@@ -308,7 +308,7 @@ def render_model_card(
     records = evaluation_records(meta.get(EVALUATION_KEY))
     load_target = f"hf-hub:{repo_id}" if repo_id else "path/to/this/folder"
     hidden = ("metrics", "license", EVALUATION_KEY)
-    provenance = [f"- {key}: `{value}`" for key, value in meta.items() if key not in hidden]
+    recorded = [f"- {key}: `{value}`" for key, value in meta.items() if key not in hidden]
     lines = [
         *front_matter(
             license_name=meta.get("license", "other"),
@@ -330,7 +330,7 @@ def render_model_card(
         *_evaluation_section(records),
         *_metrics_table(meta.get("metrics")),
         *usage_section(f'csdn.load("{load_target}")'),
-        *(["## Provenance", "", *provenance, ""] if provenance else []),
+        *(["## Provenance", "", *recorded, ""] if recorded else []),
         "## License and citation",
         "",
         "The csdn-reid code is MIT-licensed. Weights converted from the authors' release "

@@ -14,9 +14,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from csdn.config import CSDNConfig
 from csdn.data.catalog import reader_for
-from csdn.hub.architectures import build_model
 from csdn.io.provenance import training_data
 from csdn.model.network import CSDN
 from csdn.system.device import device_note, resolve_device
