@@ -17,15 +17,26 @@ from csdn.system.lazy import lazy_attributes
 if TYPE_CHECKING:
     from csdn.retrieval.embeddings import Embeddings, load_embeddings, save_embeddings
     from csdn.retrieval.faiss_index import FaissIndex
+    from csdn.retrieval.prepared import PreparedGallery
 
 _LAZY = {
     "Embeddings": "csdn.retrieval.embeddings",
     "load_embeddings": "csdn.retrieval.embeddings",
     "save_embeddings": "csdn.retrieval.embeddings",
     "FaissIndex": "csdn.retrieval.faiss_index",
+    "PreparedGallery": "csdn.retrieval.prepared",
 }
 
-__all__ = ["Embeddings", "FaissIndex", "Matches", "NamedMatches", "load_embeddings", "match", "save_embeddings"]
+__all__ = [
+    "Embeddings",
+    "FaissIndex",
+    "Matches",
+    "NamedMatches",
+    "PreparedGallery",
+    "load_embeddings",
+    "match",
+    "save_embeddings",
+]
 
 
 __getattr__ = lazy_attributes(__name__, globals(), _LAZY)

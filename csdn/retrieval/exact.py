@@ -16,6 +16,7 @@ import torch
 from csdn.retrieval.checks import CHUNK_BYTES, check_dtypes, check_gallery, check_topk, is_half, positive_int
 from csdn.retrieval.faiss_index import FaissIndex
 from csdn.retrieval.matches import Matches, merge_ranked
+from csdn.retrieval.prepared import PreparedGallery
 from csdn.retrieval.rows import ArrayLike, gallery_chunks, prepare_queries
 from csdn.retrieval.screening import ScratchBuffers, bf16_is_fast, candidates, rescored, screen_chunks, screen_slack
 
@@ -32,7 +33,7 @@ _SCORE_BYTES = 64 * 2**20
 
 def match_arrays(
     query: ArrayLike,
-    gallery: ArrayLike,
+    gallery: ArrayLike | PreparedGallery,
     topk: int = 10,
     *,
     backend: str = "exact",
@@ -51,7 +52,8 @@ def match_arrays(
         gallery: ``[G, D]`` torch tensor or numpy array, float32 or half precision (float16,
             bfloat16: half the memory, same exact answer); a ``numpy.memmap`` (e.g.
             ``np.load(path, mmap_mode="r")``, or ``load_embeddings(...).vectors``) is read one
-            chunk at a time.
+            chunk at a time; or a :class:`~csdn.retrieval.prepared.PreparedGallery`, whose screen
+            copy and norms were computed once for many searches (its own ``chunk_size`` holds).
         topk: matches per query; more than ``G`` returns all ``G``.
         backend: ``"exact"`` (default) or ``"faiss"`` (approximate, see ``FaissIndex``;
             it builds an index for this one call, so build a ``FaissIndex`` yourself to
@@ -63,8 +65,8 @@ def match_arrays(
         faiss_options: keyword arguments for ``FaissIndex`` (faiss backend only).
         screen: exact backend only: rule rows out with a bfloat16 product first and re-score the
             rest in float32 (:mod:`csdn.retrieval.screening`; same answer, 2-3x faster where
-            bfloat16 units exist). Default: on where they exist, for half-precision galleries
-            and for batches of ``SCREEN_MIN_QUERIES`` or more queries.
+            bfloat16 units exist). Default: on where they exist, for half-precision and prepared
+            galleries and for batches of ``SCREEN_MIN_QUERIES`` or more queries.
         first_row: the gallery row number of ``gallery[0]`` when it is a slice of a larger gallery
             (exact backend): result indices and error messages count from it.
 
@@ -96,6 +98,14 @@ def match_arrays(
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(map(repr, BACKENDS))}")
     k = check_topk(topk)
     queries = prepare_queries(query)
+    prepared = gallery if isinstance(gallery, PreparedGallery) else None
+    if prepared is not None:
+        if chunk_size is not None and chunk_size != prepared.chunk_size:
+            raise ValueError(
+                f"chunk_size={chunk_size} differs from the prepared gallery's {prepared.chunk_size}; "
+                "pass chunk_size to PreparedGallery instead"
+            )
+        gallery = prepared.rows
     num_gallery, dim = check_gallery(gallery, queries.shape[1])
     check_dtypes(query, gallery)
     if backend == "faiss":
@@ -111,24 +121,28 @@ def match_arrays(
 
     k = min(k, num_gallery)
     num_queries = queries.shape[0]
-    chunk = positive_int(chunk_size, "chunk_size") or max(1, CHUNK_BYTES // (4 * dim))
+    chunk = prepared.chunk_size if prepared else positive_int(chunk_size, "chunk_size") or CHUNK_BYTES // (4 * dim)
+    chunk = max(1, chunk)
     query_chunk = positive_int(query_chunk_size, "query_chunk_size") or max(1, _SCORE_BYTES // (4 * chunk))
 
     device = queries.device
     if num_queries == 0:
         return Matches(torch.empty(0, k, dtype=torch.int64, device=device), torch.empty(0, k, device=device))
     if screen is None:
-        screen = bf16_is_fast(device) and (is_half(gallery) or num_queries >= SCREEN_MIN_QUERIES)
+        screen = bf16_is_fast(device) and (
+            prepared is not None or is_half(gallery) or num_queries >= SCREEN_MIN_QUERIES
+        )
     best_scores = torch.empty(num_queries, 0, device=device)
     best_indices = torch.empty(num_queries, 0, dtype=torch.int64, device=device)
     narrow_queries = queries.bfloat16() if screen else queries
     slacks: dict[torch.dtype, tuple[torch.Tensor, float]] = {}
     buffers = ScratchBuffers()  # fresh multi-MiB tensors per chunk would cost page faults: reuse them
-    chunks = (
-        screen_chunks(gallery, chunk, progress, "match", first_row, buffers)
-        if screen
-        else gallery_chunks(gallery, chunk, progress, "match", first_row)
-    )
+    if not screen:
+        chunks = gallery_chunks(gallery, chunk, progress, "match", first_row)
+    elif prepared is not None:
+        chunks = prepared.chunks(progress, "match", first_row)
+    else:
+        chunks = screen_chunks(gallery, chunk, progress, "match", first_row, buffers)
     with torch.no_grad():
         for start, stored, narrow, norms in chunks:
             stored, norms = stored.to(device), norms.to(device)

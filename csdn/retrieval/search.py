@@ -77,7 +77,10 @@ def _side(
             name="torch",
         )
     from csdn.retrieval.embeddings import Embeddings, is_embeddings_file, load_embeddings
+    from csdn.retrieval.prepared import PreparedGallery
 
+    if isinstance(side, PreparedGallery):
+        return side, model, None
     if isinstance(side, (str, os.PathLike)) and is_embeddings_file(side):
         side = load_embeddings(side)
     if isinstance(side, Embeddings):
@@ -112,6 +115,8 @@ def match(
 
     * vectors: a ``[N, D]`` (or ``[D]``) torch tensor or numpy array, a ``numpy.memmap`` (the only kind
       where torch is not installed: then the search is numpy's and the result holds numpy arrays);
+    * a :class:`~csdn.retrieval.prepared.PreparedGallery` (gallery side: vectors made ready once for many
+      searches);
     * an embeddings file from ``csdn embed`` (``.safetensors`` / ``.npy``, labelled by its
       manifest) or an :class:`~csdn.retrieval.embeddings.Embeddings`;
     * images: a folder (searched recursively, hidden files skipped), an image path, or a

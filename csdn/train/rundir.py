@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from csdn.config import PROVENANCE_KEY
 from csdn.errors import SettingError, setting_name
 from csdn.system.fileio import atomic_write_text
 from csdn.train.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
@@ -121,7 +122,7 @@ def _best_position(best: dict[str, Any] | None) -> tuple[int, int] | None:
 
 def _saved_model_best(directory: Path) -> dict[str, Any] | None:
     try:
-        meta = json.loads((directory / "config.json").read_text(encoding="utf-8")).get("meta", {})
+        meta = json.loads((directory / "config.json").read_text(encoding="utf-8")).get(PROVENANCE_KEY, {})
     except (OSError, ValueError):
         return None
     return meta.get("training", {}).get("best")
