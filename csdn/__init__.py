@@ -14,10 +14,8 @@ and so does ``csdn.match`` on its numpy arrays (searched in numpy there).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from csdn.config import CSDNConfig
+from csdn.system.lazy import lazy_attributes
 from csdn.version import __version__
 
 # public name -> module that defines it (loaded on first access)
@@ -56,15 +54,7 @@ _LAZY_MODULES = (
 __all__ = ["CSDNConfig", "__version__", *_LAZY_ATTRIBUTES, *_LAZY_MODULES]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY_ATTRIBUTES:
-        value = getattr(importlib.import_module(_LAZY_ATTRIBUTES[name]), name)
-    elif name in _LAZY_MODULES:
-        value = importlib.import_module(f"csdn.{name}")
-    else:
-        raise AttributeError(f"module 'csdn' has no attribute {name!r}")
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, globals(), _LAZY_ATTRIBUTES, _LAZY_MODULES)
 
 
 def __dir__() -> list[str]:

@@ -105,9 +105,9 @@ def match_arrays(
                 f"chunk_size={chunk_size} differs from the prepared gallery's {prepared.chunk_size}; "
                 "pass chunk_size to PreparedGallery instead"
             )
-        gallery = prepared.rows
-    num_gallery, dim = check_gallery(gallery, queries.shape[1])
-    check_dtypes(query, gallery)
+    rows: ArrayLike = gallery.rows if isinstance(gallery, PreparedGallery) else gallery
+    num_rows, dim = check_gallery(rows, queries.shape[1])
+    check_dtypes(query, rows)
     if backend == "faiss":
         if chunk_size is not None or query_chunk_size is not None or screen is not None or first_row:
             raise ValueError(
@@ -115,11 +115,11 @@ def match_arrays(
             )
         options = dict(faiss_options or {})
         options.setdefault("progress", progress)
-        return FaissIndex(gallery, **options).search(queries, k)
+        return FaissIndex(rows, **options).search(queries, k)
     if faiss_options:
         raise ValueError('faiss_options only apply with backend="faiss"')
 
-    k = min(k, num_gallery)
+    k = min(k, num_rows)
     num_queries = queries.shape[0]
     chunk = prepared.chunk_size if prepared else positive_int(chunk_size, "chunk_size") or CHUNK_BYTES // (4 * dim)
     chunk = max(1, chunk)
@@ -129,20 +129,18 @@ def match_arrays(
     if num_queries == 0:
         return Matches(torch.empty(0, k, dtype=torch.int64, device=device), torch.empty(0, k, device=device))
     if screen is None:
-        screen = bf16_is_fast(device) and (
-            prepared is not None or is_half(gallery) or num_queries >= SCREEN_MIN_QUERIES
-        )
+        screen = bf16_is_fast(device) and (prepared is not None or is_half(rows) or num_queries >= SCREEN_MIN_QUERIES)
     best_scores = torch.empty(num_queries, 0, device=device)
     best_indices = torch.empty(num_queries, 0, dtype=torch.int64, device=device)
     narrow_queries = queries.bfloat16() if screen else queries
     slacks: dict[torch.dtype, tuple[torch.Tensor, float]] = {}
     buffers = ScratchBuffers()  # fresh multi-MiB tensors per chunk would cost page faults: reuse them
     if not screen:
-        chunks = gallery_chunks(gallery, chunk, progress, "match", first_row)
+        chunks = gallery_chunks(rows, chunk, progress, "match", first_row)
     elif prepared is not None:
         chunks = prepared.chunks(progress, "match", first_row)
     else:
-        chunks = screen_chunks(gallery, chunk, progress, "match", first_row, buffers)
+        chunks = screen_chunks(rows, chunk, progress, "match", first_row, buffers)
     with torch.no_grad():
         for start, stored, narrow, norms in chunks:
             stored, norms = stored.to(device), norms.to(device)

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import torch
 from tqdm.auto import tqdm
 
-from csdn.retrieval.checks import CHUNK_BYTES, check_gallery, is_tensor, positive_int
+from csdn.retrieval.checks import CHUNK_BYTES, check_gallery, positive_int
 from csdn.retrieval.rows import ArrayLike
 from csdn.retrieval.screening import ScratchBuffers, screen_chunks
 
@@ -96,4 +96,4 @@ def _prepared_chunks(rows: ArrayLike, chunk_size: int) -> Iterator[Chunk]:
 
 def _in_place_count(rows: ArrayLike) -> int | None:
     """The in-place modification counter of a tensor (None for numpy arrays, which have none)."""
-    return int(rows._version) if is_tensor(rows) else None
+    return int(rows._version) if isinstance(rows, torch.Tensor) else None

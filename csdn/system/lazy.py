@@ -8,18 +8,24 @@ parsers, which must work where torch is not installed.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 
-def lazy_attributes(package: str, namespace: dict[str, Any], table: Mapping[str, str]) -> Callable[[str], Any]:
+def lazy_attributes(
+    package: str, namespace: dict[str, Any], table: Mapping[str, str], submodules: Collection[str] = ()
+) -> Callable[[str], Any]:
     """A module ``__getattr__`` for ``package`` that imports ``table[name]`` (a module path) on first access
-    of ``name`` and keeps the value in the package's ``namespace`` (its ``globals()``)."""
+    of ``name``, or the submodule ``package.name`` for a name in ``submodules``, and keeps the value in the
+    package's ``namespace`` (its ``globals()``)."""
 
     def __getattr__(name: str) -> Any:
-        if name not in table:
+        if name in submodules:
+            value = importlib.import_module(f"{package}.{name}")
+        elif name in table:
+            value = getattr(importlib.import_module(table[name]), name)
+        else:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(table[name]), name)
         namespace[name] = value
         return value
 
