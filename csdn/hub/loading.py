@@ -304,25 +304,12 @@ def load_config(
     )[0]
 
 
-def load_saved_config(
-    name_or_path: str | os.PathLike,
-    *,
-    revision: str | None = None,
-    local_files_only: bool | None = None,
-    cache_dir: str | Path | None = None,
-    registry: RegistryLike = None,
-    timeout: float | None = None,
-) -> tuple[CSDNConfig, dict[str, Any]]:
-    """:func:`load_config`'s config and the model's provenance record (what ``load(...).provenance`` holds)."""
+def load_saved_config(name_or_path: str | os.PathLike, **options: Any) -> tuple[CSDNConfig, dict[str, Any]]:
+    """:func:`load_config`'s config (``options``: its keywords) and the model's provenance record (what
+    ``load(...).provenance`` holds)."""
+    revision, registry = options.pop("revision", None), options.pop("registry", None)
     weights = _locate(
-        name_or_path,
-        revision=revision,
-        registry=registry,
-        cache_dir=cache_dir,
-        local_files_only=local_files_only,
-        force_download=False,
-        progress=False,
-        timeout=timeout,
+        name_or_path, revision=revision, registry=registry, force_download=False, progress=False, **options
     )
     config, provenance, _ = verified_config(weights)
     return config, provenance
