@@ -8,7 +8,7 @@ keeps the copy and the norms, chunk by chunk, beside the rows, and ``match`` the
 screens and re-scores. The answer is the same exact float32 top-k, because the kept chunks are
 the very ones a plain call would compute.
 
-Memory: the rows are referenced, not copied (float64 rows excepted); the bfloat16 copy adds half the size of a float32
+Memory: the rows are referenced, not copied (see the class for one exception); the bfloat16 copy adds half the size of a float32
 gallery (the size of a float16 one; nothing for a bfloat16 gallery, whose rows are the copy).
 """
 
@@ -38,8 +38,8 @@ class PreparedGallery:
     seen, so prepare the gallery again after changing one.
 
     Args:
-        rows: the gallery, kept by reference (float64 rows, which the search reads as float32, are kept
-            as a float32 copy).
+        rows: the gallery, kept by reference (a numpy array that is not contiguous float16/float32, which
+            the search reads as float32, is kept as a float32 copy).
         chunk_size: rows per chunk (default: 128 MiB of float32 rows, as ``match`` uses).
         progress: a tqdm bar while preparing.
     """
