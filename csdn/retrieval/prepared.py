@@ -38,8 +38,8 @@ class PreparedGallery:
     seen, so prepare the gallery again after changing one.
 
     Args:
-        rows: the gallery, kept by reference (a numpy array that is not contiguous float16/float32, which
-            the search reads as float32, is kept as a float32 copy).
+        rows: the gallery, kept by reference (a numpy array that is not contiguous, or not float16/float32,
+            is kept as the copy a search would read it into).
         chunk_size: rows per chunk (default: 128 MiB of float32 rows, as ``match`` uses).
         progress: a tqdm bar while preparing.
     """
