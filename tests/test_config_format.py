@@ -207,6 +207,9 @@ def test_a_save_load_round_trip_keeps_the_provenance_beside_the_config(tiny_mode
     from csdn.hub.loading import load_saved_config
 
     assert load_saved_config(folder) == (tiny_model.config, saved)
+    assert load_saved_config(folder, local_files_only=True, timeout=5) == (tiny_model.config, saved)
+    with pytest.raises(TypeError, match="load_config's keywords, not force"):
+        load_saved_config(folder, force=True)
     # saving what was loaded writes the same bytes again
     loaded.provenance["note"]["epochs"].pop()
     again = loaded.save_pretrained(tmp_path / "again")

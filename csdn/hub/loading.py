@@ -307,10 +307,11 @@ def load_config(
 def load_saved_config(name_or_path: str | os.PathLike, **options: Any) -> tuple[CSDNConfig, dict[str, Any]]:
     """:func:`load_config`'s config (``options``: its keywords) and the model's provenance record (what
     ``load(...).provenance`` holds)."""
-    revision, registry = options.pop("revision", None), options.pop("registry", None)
-    weights = _locate(
-        name_or_path, revision=revision, registry=registry, force_download=False, progress=False, **options
-    )
+    settings = {"revision": None, "registry": None, "cache_dir": None, "local_files_only": None, "timeout": None}
+    unknown = sorted(set(options) - set(settings))
+    if unknown:
+        raise TypeError(f"load_saved_config() takes load_config's keywords, not {', '.join(unknown)}")
+    weights = _locate(name_or_path, **{**settings, **options}, force_download=False, progress=False)
     config, provenance, _ = verified_config(weights)
     return config, provenance
 
