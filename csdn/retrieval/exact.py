@@ -99,12 +99,11 @@ def match_arrays(
     k = check_topk(topk)
     queries = prepare_queries(query)
     prepared = gallery if isinstance(gallery, PreparedGallery) else None
-    if prepared is not None:
-        if chunk_size is not None and chunk_size != prepared.chunk_size:
-            raise ValueError(
-                f"chunk_size={chunk_size} differs from the prepared gallery's {prepared.chunk_size}; "
-                "pass chunk_size to PreparedGallery instead"
-            )
+    if prepared is not None and chunk_size is not None and chunk_size != prepared.chunk_size:
+        raise ValueError(
+            f"chunk_size={chunk_size} differs from the prepared gallery's {prepared.chunk_size}; "
+            "pass chunk_size to PreparedGallery instead"
+        )
     rows: ArrayLike = gallery.rows if isinstance(gallery, PreparedGallery) else gallery
     num_rows, dim = check_gallery(rows, queries.shape[1])
     check_dtypes(query, rows)
@@ -121,8 +120,10 @@ def match_arrays(
 
     k = min(k, num_rows)
     num_queries = queries.shape[0]
-    chunk = prepared.chunk_size if prepared else positive_int(chunk_size, "chunk_size") or CHUNK_BYTES // (4 * dim)
-    chunk = max(1, chunk)
+    if prepared is not None:
+        chunk = prepared.chunk_size
+    else:
+        chunk = positive_int(chunk_size, "chunk_size") or max(1, CHUNK_BYTES // (4 * dim))
     query_chunk = positive_int(query_chunk_size, "query_chunk_size") or max(1, _SCORE_BYTES // (4 * chunk))
 
     device = queries.device
