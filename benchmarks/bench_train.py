@@ -5,8 +5,9 @@ channel-exchanged) and P*K infrared images forward, every stage-3 loss, backward
 Adam. Two implementations of that step, from the same weights on the same batch:
 
 csdn     ``csdn.train.stages.image_step`` + ``make_optimizer`` (``recipe="reference"``):
-         single-query attention pool, GeM with a hand-written backward, fused Adam; also under
-         bfloat16 autocast where the CPU has native bf16 instructions;
+         channels-last tower with ``csdn.model.batchnorm``, single-query attention pool, GeM
+         with a hand-written backward, fused Adam; also under bfloat16 autocast where the CPU
+         has native bf16 instructions;
 authors  the authors' ``core/train.py::train`` step re-stated here (repo
          nengdong96/CSDN at commit 2224959): each modality through its own stem,
          concatenated, shared trunk, CLIP's attention pool called as a module (all 163
@@ -20,8 +21,9 @@ authors  the authors' ``core/train.py::train`` step re-stated here (repo
 
 Before timing, one step of each from identical copies checks that they compute the
 same thing: every loss term, every gradient and the parameter update after Adam, next
-to the authors' step run on the same images in another row order (what float rounding
-alone moves; see ``compare_one_step``). The bf16 side's loss is compared with fp32's on
+to the authors' step run on the same images in another row order (what reordering the
+batch sums alone moves; see ``compare_one_step``) and, with ``--float64``, next to the
+authors' step in float64 (what float32 rounding moves in all: the gradients' yardstick). The bf16 side's loss is compared with fp32's on
 the same weights and batch. Timing then alternates the sides round by round (rotating
 which goes first), so load from other processes hits them alike; images/s is the
 median over rounds and each speed-up the median of the per-round ratios. Weights and
@@ -339,7 +341,23 @@ def step_differences(side: Side, reference: Side, before: dict[str, torch.Tensor
     }
 
 
-def compare_one_step(ours: Side, theirs: Side, floor: Side) -> dict:
+def float64_side(model: CSDN, batch: dict[str, torch.Tensor], text: torch.Tensor) -> Side:
+    """The authors' step in float64 from ``model``'s weights: close to exact arithmetic, the yardstick
+    that shows how far float32 rounding moves each float32 side (the rows-reordered floor only
+    moves the batch sums; this also moves every convolution's rounding, which is larger)."""
+    twin = copy.deepcopy(model).double()
+    net = AuthorsImageModel(twin)
+    our_name = {id(p): name for name, p in twin.named_parameters()}
+    wide = {key: value.double() if value.is_floating_point() else value for key, value in batch.items()}
+    return Side(
+        "authors float64",
+        lambda: authors_losses(net, wide, text.double()),
+        authors_optimizer(net),
+        {our_name[id(p)]: p for p in net.parameters()},
+    )
+
+
+def compare_one_step(ours: Side, theirs: Side, floor: Side, truth: Side | None = None) -> dict:
     """One step of each from the same weights: loss terms, gradients and Adam's update.
 
     ``floor`` is the authors' step once more, on the same images with their rows (and
@@ -360,6 +378,13 @@ def compare_one_step(ours: Side, theirs: Side, floor: Side) -> dict:
             if not torch.equal(p, before[name]):
                 raise SystemExit(f"{name} does not start from the same weights on both sides")
     our_losses, their_losses, floor_losses = ours.run(), theirs.run(), floor.run()
+    distances = {}
+    if truth is not None:
+        truth.run()
+        distances = {
+            "csdn_vs_float64": step_differences(ours, truth, before),
+            "authors_vs_float64": step_differences(theirs, truth, before),
+        }
     losses = {}
     for key in their_losses:
         mine, other, rounded = (float(found[key].detach()) for found in (our_losses, their_losses, floor_losses))
@@ -374,6 +399,7 @@ def compare_one_step(ours: Side, theirs: Side, floor: Side) -> dict:
         "csdn_vs_authors": step_differences(ours, theirs, before),
         "floor_vs_authors": step_differences(floor, theirs, before),
         "csdn_vs_floor": step_differences(ours, floor, before),
+        **distances,
     }
 
 
@@ -442,12 +468,21 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 autocast side")
     parser.add_argument("--augment", action="store_true", help="also time CPU decode + augmentation per worker")
+    parser.add_argument(
+        "--float64",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also run the authors' step in float64 as the exact-arithmetic yardstick "
+        "(default: on for small; on full it adds ~4 minutes and ~10 GB, peaking near 24 GB)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     rounds = args.rounds or (3 if args.size == "full" else 5)
+    if args.float64 is None:
+        args.float64 = args.size == "small"
     model_config, ids, per_id = SIZES[args.size]
     bf16 = cpu_has_bf16() and not args.no_bf16
     images = 3 * ids * per_id
@@ -485,8 +520,9 @@ def main() -> None:
             + ", ".join(f"{key} {v['bf16']:.5f} vs {v['fp32']:.5f}" for key, v in result["bf16_vs_fp32_loss"].items())
         )
 
-    check = compare_one_step(sides[0], sides[1], floor)  # also the first (untimed) step of both fp32 sides
-    del floor
+    truth = float64_side(model, batch, text) if args.float64 else None
+    check = compare_one_step(sides[0], sides[1], floor, truth)  # also the first (untimed) step of both fp32 sides
+    del floor, truth
     result["agreement"] = check
     print("one step from the same weights, csdn vs authors:")
     for key, value in check["losses"].items():
@@ -499,7 +535,11 @@ def main() -> None:
         ("csdn vs authors", "csdn_vs_authors"),
         ("authors rows reordered vs authors (rounding floor)", "floor_vs_authors"),
         ("csdn vs authors rows reordered", "csdn_vs_floor"),
+        ("csdn vs the authors' step in float64", "csdn_vs_float64"),
+        ("authors vs the authors' step in float64", "authors_vs_float64"),
     ):
+        if key not in check:
+            continue
         d = check[key]
         print(
             f"    {label}: {d['grad_rel_diff']:.1e}; {d['worst_tensor_grad_rel_diff']:.1e} ({d['worst_tensor']}); "

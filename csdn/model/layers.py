@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from csdn.config import CSDNConfig
+from csdn.model.batchnorm import BatchNorm2d, use_accurate_batchnorm
 from csdn.model.clip_code import clip_model
 
 
@@ -29,11 +30,11 @@ class Stem(nn.Module):
         super().__init__()
         half = width // 2
         self.conv1 = nn.Conv2d(3, half, kernel_size=3, stride=2, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(half)
+        self.bn1 = BatchNorm2d(half)
         self.conv2 = nn.Conv2d(half, half, kernel_size=3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(half)
+        self.bn2 = BatchNorm2d(half)
         self.conv3 = nn.Conv2d(half, width, kernel_size=3, padding=1, bias=False)
-        self.bn3 = nn.BatchNorm2d(width)
+        self.bn3 = BatchNorm2d(width)
         self.pool = nn.AvgPool2d(2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -63,6 +64,7 @@ class Trunk(nn.Module):
             inplanes = planes * bottleneck.expansion
             layer += [bottleneck(inplanes, planes) for _ in range(1, blocks)]
             setattr(self, f"layer{index + 1}", nn.Sequential(*layer))
+        use_accurate_batchnorm(self)  # CLIP's blocks build plain ones
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))

@@ -222,15 +222,16 @@ class CSDN(PretrainedMixin, nn.Module):
 
         Same arithmetic as the plain modules, computed faster: the projection takes
         the single-query pool and GeM has a hand-written backward; only rounding
-        changes. The tower stays in the default memory layout: channels-last would
-        be ~1.35x faster on CPU, but torch 2.13's channels-last BatchNorm backward
-        on two threads returned bias gradients 4.5% off (tiny model, AMD Zen 4),
-        against 1e-5 single-threaded or in the default layout.
+        changes. On CPUs the tower runs channels-last (oneDNN's convolutions train
+        ~1.4x faster so), with :mod:`csdn.model.batchnorm` keeping BatchNorm's sums
+        as accurate as in the default layout.
         """
         stems = []
         for x, modality in ((visible, "visible"), (infrared, "infrared")):
             if x is not None:
                 self.check_images(x)
+                if x.device.type == "cpu":
+                    x = x.contiguous(memory_format=torch.channels_last)
                 stems.append(self._stem(modality)(x))
         if not stems:
             raise ValueError("forward_train needs a visible batch, an infrared batch, or both")
