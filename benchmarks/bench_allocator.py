@@ -4,7 +4,7 @@ The setting is per process, so each measurement is a fresh child process: ``defa
 stage-3 steps (``csdn.train.stages.image_step`` + Adam, as in ``bench_train.py``) with glibc's
 defaults, ``kept`` calls ``keep_freed_memory()`` first, as ``csdn`` does. Children alternate,
 ``rounds`` of each; a child reports its seconds per step (median over its timed steps, after one
-warm-up step) and the minor page faults per step. The last line reads
+warm-up step), the minor page faults per step and its peak RSS. The last line reads
 ``ratio <default s/step / kept s/step>`` (the median of per-round ratios).
 
     python benchmarks/bench_allocator.py                    # small images (96x48), ~2 minutes
@@ -62,6 +62,7 @@ def child(setting: str, size: str, steps: int, threads: int) -> dict:
         "applied": applied,
         "seconds": statistics.median(seconds),
         "faults": statistics.median(faults),
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,  # ru_maxrss: KiB on Linux
     }
 
 
@@ -92,13 +93,15 @@ def main() -> None:
         default, kept = results["default"][-1], results["kept"][-1]
         print(
             f"  round {round_ + 1}: default {default['seconds']:.3f} s/step ({default['faults']:.0f} faults), "
-            f"kept {kept['seconds']:.3f} s/step ({kept['faults']:.0f} faults, applied: {kept['applied']})"
+            f"kept {kept['seconds']:.3f} s/step ({kept['faults']:.0f} faults, applied: {kept['applied']}); "
+            f"peak RSS {default['peak_rss_gib']:.2f} / {kept['peak_rss_gib']:.2f} GiB"
         )
     ratio = statistics.median(d["seconds"] / k["seconds"] for d, k in zip(results["default"], results["kept"]))
     for setting, rows in results.items():
         seconds = statistics.median(row["seconds"] for row in rows)
         faults = statistics.median(row["faults"] for row in rows)
-        print(f"{setting:<8} {seconds:8.3f} s/step  {faults:10.0f} minor page faults/step")
+        peak = max(row["peak_rss_gib"] for row in rows)
+        print(f"{setting:<8} {seconds:8.3f} s/step  {faults:10.0f} minor page faults/step  peak RSS {peak:.2f} GiB")
     print(f"ratio {ratio:.2f}")
 
 

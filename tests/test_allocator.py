@@ -16,14 +16,15 @@ from csdn.system.allocator import keep_freed_memory
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
-# a round allocates sixteen 2 MiB buffers and frees them all: glibc's default gives the freed heap
-# top back to the system (it exceeds the trim threshold), so the next round faults it in again
+# a round allocates sixteen 2 MiB buffers and one of 64 MiB and frees them all: glibc's default gives
+# the freed heap top back to the system (it exceeds the trim threshold) and unmaps the large buffer,
+# so the next round faults them in again
 _FAULTS = """
 import json, resource, sys
 from csdn.system.allocator import keep_freed_memory
 applied = keep_freed_memory() if sys.argv[1] == "kept" else False
 def one_round():
-    buffers = [bytearray(2 << 20) for _ in range(16)]
+    buffers = [bytearray(2 << 20) for _ in range(16)] + [bytearray(64 << 20)]  # 64 MiB: above any mmap threshold
     del buffers
 one_round(); one_round()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -44,13 +45,19 @@ def _faults(setting: str) -> dict:
 def test_kept_memory_is_reused_instead_of_page_faulted_in_again():
     default, kept = _faults("default"), _faults("kept")
     assert kept["applied"] is True
-    pages = 10 * 16 * (2 << 20) // 4096
+    pages = 10 * (16 * (2 << 20) + (64 << 20)) // 4096
     assert default["faults"] > pages // 2  # each repeat maps and touches fresh pages
     assert kept["faults"] < pages // 20  # the freed buffer's pages are reused
 
 
 @pytest.mark.parametrize(
-    "environ", [{"CSDN_MALLOC": "default"}, {"MALLOC_MMAP_THRESHOLD_": "65536"}, {"GLIBC_TUNABLES": "glibc.malloc.x=1"}]
+    "environ",
+    [
+        {"CSDN_MALLOC": "default"},
+        {"MALLOC_MMAP_THRESHOLD_": "65536"},
+        {"MALLOC_ARENA_MAX": "2"},
+        {"GLIBC_TUNABLES": "glibc.malloc.x=1"},
+    ],
 )
 def test_the_users_own_choice_stands(environ):
     assert keep_freed_memory(environ) is False
