@@ -199,27 +199,28 @@ def screen_chunks(
             bar.update(len(stored))
 
 
-_WIDENED_ROWS = 256  # float16 rows widened at a time: 3 MiB of float32 at D = 3072, still in cache
+_BLOCK_ROWS = 256  # rows converted at a time: 3 MiB of float32 at D = 3072, still in cache
 
 
 def _narrowed(stored: torch.Tensor, buffers: ScratchBuffers) -> tuple[torch.Tensor, torch.Tensor]:
     """``stored`` rows in bfloat16 for the screen, and their float32 norms.
 
-    float16 has no direct fast path to bfloat16 on CPUs, and a norm of float16 rows is a second
-    slow pass; both run far faster on float32, so float16 rows are widened a block at a time into
-    cache-sized scratch, and each block yields its norms and its bfloat16 copy while it is there
-    (norms exact to float32, within the bound's allowance for norms rounded to the storage dtype).
+    Rows are taken a block at a time, and each block yields its norms and its bfloat16 copy while
+    it is in cache: one pass over the chunk instead of two (3% on a float32 search on Zen 4).
+    float16 has no direct fast path to bfloat16 on CPUs, and a norm of float16 rows is slow too,
+    so float16 blocks are first widened into float32 scratch (norms exact to float32, within the
+    bound's allowance for norms rounded to the storage dtype).
     """
     if stored.dtype == torch.bfloat16:
         return stored, torch.linalg.vector_norm(stored, dim=1).float()
     narrow = buffers.get("narrow", tuple(stored.shape), torch.bfloat16)
-    if stored.dtype != torch.float16:
+    if stored.dtype not in (torch.float32, torch.float16):  # float64: converted directly, not via float32
         return narrow.copy_(stored), torch.linalg.vector_norm(stored, dim=1).float()
     norms = buffers.get("norms", (len(stored),), torch.float32)
-    wide = buffers.get("wide", (_WIDENED_ROWS, *stored.shape[1:]), torch.float32)
-    for start in range(0, len(stored), _WIDENED_ROWS):
-        block = stored[start : start + _WIDENED_ROWS]
-        rows = wide[: len(block)].copy_(block)
+    wide = buffers.get("wide", (_BLOCK_ROWS, *stored.shape[1:]), torch.float32)
+    for start in range(0, len(stored), _BLOCK_ROWS):
+        block = stored[start : start + _BLOCK_ROWS]
+        rows = wide[: len(block)].copy_(block) if block.dtype == torch.float16 else block
         torch.linalg.vector_norm(rows, dim=1, out=norms[start : start + len(block)])
         narrow[start : start + len(block)].copy_(rows)
     return narrow, norms
