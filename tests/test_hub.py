@@ -265,10 +265,11 @@ def test_invalid_stored_config_is_explained(tiny_model, tmp_path):
 
 
 def test_name_resolution_errors_say_what_to_do(tmp_path):
-    checkpoint = tmp_path / "model_119.pth"
-    checkpoint.write_bytes(b"not really")
-    with pytest.raises(ValueError, match="csdn convert"):
-        csdn.load(checkpoint)
+    for name in ("model_119.pth", "MODEL_119.PTH", "last.ckpt"):  # any case: named like a PyTorch checkpoint
+        checkpoint = tmp_path / name
+        checkpoint.write_bytes(b"not really")
+        with pytest.raises(ValueError, match="csdn convert"):
+            csdn.load(checkpoint)
     with pytest.raises(FileNotFoundError, match="hf-hub:acme/model"):
         csdn.load("acme/model")
     with pytest.raises(FileNotFoundError, match="model.safetensors"):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from csdn.cli.embed import add_overwrite_option
+from csdn.system.torchfile import has_torch_file_suffix
 
 # the standard protocol of each dataset: one csdn.evaluate call per settings dict
 PROTOCOLS: dict[str, list[dict[str, Any]]] = {
@@ -23,7 +24,6 @@ PROTOCOLS: dict[str, list[dict[str, Any]]] = {
     "regdb": [{}],  # both directions, on the split the model was trained on (--trial)
     "llcm": [{"shots": 1}],  # both directions, 10 trials
 }
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")
 NONSTANDARD_KEY = "evaluation_note"  # model.provenance: why the card's numbers are not the benchmark's
 
 
@@ -94,7 +94,7 @@ def _load(args: argparse.Namespace):
     from csdn.hub.loading import load
     from csdn.hub.official import from_official
 
-    if Path(args.model).suffix in CHECKPOINT_SUFFIXES:
+    if has_torch_file_suffix(args.model):
         return from_official(args.model, image_size=tuple(args.image_size), dataset=args.dataset)
     return load(args.model, progress=not args.quiet)
 

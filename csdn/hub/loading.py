@@ -55,6 +55,7 @@ from csdn.io.safetensors import TensorInfo, read_safetensors_header, write_safet
 from csdn.model.network import CSDN
 from csdn.system.device import resolve_device
 from csdn.system.fileio import atomic_write
+from csdn.system.torchfile import has_torch_file_suffix
 
 __all__ = [
     "load",
@@ -101,7 +102,7 @@ def _local_weights(
                 f"{path} has no {WEIGHTS_NAME}: expected a folder written by save_pretrained() or `csdn convert`{hint}"
             )
         return WeightsFile(file, fix, sha256, sha256_source, config_json=path / CONFIG_NAME)
-    if path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
+    if has_torch_file_suffix(path):
         raise ValueError(
             f"{path} looks like a PyTorch checkpoint, not a csdn model: convert the authors' checkpoint "
             f"with `csdn convert {path} out/` (or csdn.hub.official.from_official), then load out/; "

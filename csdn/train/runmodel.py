@@ -21,13 +21,12 @@ from csdn.io.pretrained import WEIGHTS_NAME
 from csdn.io.statedict import nonfinite_tensor
 from csdn.model.network import CSDN
 from csdn.system.device import AUTO, resolve_device
-from csdn.system.torchfile import load_torch_file
+from csdn.system.torchfile import has_torch_file_suffix, load_torch_file
 from csdn.train.checkpoint import CHECKPOINT_FORMAT, LAST, checkpoint_model
 from csdn.train.experiment import EXPERIMENT_FILE, RUN_RECORD
 from csdn.train.rundir import checkpoint_dir
 
 FINAL_MODEL = "model"  # the run folder's finished model (csdn.train.fit writes it)
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 _RUN_MARKERS = ("checkpoints", EXPERIMENT_FILE, RUN_RECORD, "train_config.json")
 
 
@@ -80,7 +79,7 @@ def load_model(name_or_path: str | os.PathLike, *, device: str | torch.device = 
     path = Path(os.fspath(name_or_path)).expanduser()
     if is_run_folder(path):
         return hub.load(run_model_folder(path), device=resolved, progress=progress)
-    if path.is_file() and path.suffix.lower() in CHECKPOINT_SUFFIXES:
+    if path.is_file() and has_torch_file_suffix(path):
         state = load_torch_file(path, "PyTorch checkpoint")
         if is_training_checkpoint(state):
             return model_from_checkpoint(path, state, resolved)
