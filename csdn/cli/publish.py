@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from csdn.cli.embed import add_overwrite_option
-from csdn.system.torchfile import has_torch_file_suffix
 
 # the standard protocol of each dataset: one csdn.evaluate call per settings dict
 PROTOCOLS: dict[str, list[dict[str, Any]]] = {
@@ -93,6 +92,7 @@ def _load(args: argparse.Namespace):
     """The model to release: the authors' checkpoint converted, or any model csdn.load reads."""
     from csdn.hub.loading import load
     from csdn.hub.official import from_official
+    from csdn.system.torchfile import has_torch_file_suffix
 
     if has_torch_file_suffix(args.model):
         return from_official(args.model, image_size=tuple(args.image_size), dataset=args.dataset)
