@@ -23,8 +23,8 @@ Before timing, one step of each from identical copies checks that they compute t
 same thing: every loss term, every gradient and the parameter update after Adam, next
 to the authors' step run on the same images in another row order (what reordering the
 batch sums alone moves; see ``compare_one_step``) and, with ``--float64``, next to the
-authors' step in float64 (what float32 rounding moves in all: the gradients' yardstick). The bf16 side's loss is compared with fp32's on
-the same weights and batch. Timing then alternates the sides round by round (rotating
+authors' step in float64 (what float32 rounding moves in all: the gradients' yardstick).
+The bf16 side's loss is compared with fp32's on the same weights and batch. Timing then alternates the sides round by round (rotating
 which goes first), so load from other processes hits them alike; images/s is the
 median over rounds and each speed-up the median of the per-round ratios. Weights and
 inputs are random: speed does not depend on them.

@@ -10,7 +10,7 @@ heap (no ``mmap``, whatever its size: most activations of a full-size step excee
 mmap threshold glibc accepts) and keeping up to 2 GiB of freed heap lets the next iteration
 reuse pages already mapped.
 
-This changes how a process holds memory (a full-size step's peak RSS rose 7%), so it is applied
+This changes how a process holds memory (a full-size step's peak RSS rose 14%), so it is applied
 only by the ``csdn`` command itself (never by ``import csdn``), only on glibc, and not when
 ``CSDN_MALLOC=default`` is set or the user already chose a setting through glibc's own
 ``MALLOC_*`` variables or ``GLIBC_TUNABLES``.

@@ -23,7 +23,6 @@ import torch
 
 from csdn.errors import CheckpointError
 
-# modules whose objects a tensor checkpoint is made of (torch's safe loader accepts these)
 TORCH_FILE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")  # names PyTorch checkpoints are saved under
 
 
@@ -32,6 +31,7 @@ def has_torch_file_suffix(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in TORCH_FILE_SUFFIXES
 
 
+# modules whose objects a tensor checkpoint is made of (torch's safe loader accepts these)
 _TENSOR_MODULES = ("torch", "collections", "_codecs")
 _STRING_PUSHES = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
 _MEMO_GETS = {"BINGET", "LONG_BINGET", "GET"}
