@@ -102,3 +102,5 @@ def test_use_accurate_batchnorm_replaces_plain_ones_and_keeps_their_state() -> N
     after = net.state_dict()
     assert list(after) == list(before)
     assert all(torch.equal(after[key], value) for key, value in before.items())
+    wide = use_accurate_batchnorm(nn.Sequential(nn.BatchNorm2d(4).double()))
+    assert type(wide[0]) is BatchNorm2d and wide[0].weight.dtype == torch.float64  # placed like the original

@@ -12,6 +12,7 @@ default layout's kernel, and the rest is elementwise.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import torch
@@ -121,11 +122,17 @@ def use_accurate_batchnorm(module: nn.Module) -> nn.Module:
     """Replace every plain ``nn.BatchNorm2d`` inside ``module`` by :class:`BatchNorm2d`, keeping its state."""
     for name, child in list(module.named_children()):
         if type(child) is nn.BatchNorm2d:
+            like = next(itertools.chain(child.parameters(), child.buffers()), None)
             replacement = BatchNorm2d(
-                child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
+                child.num_features,
+                child.eps,
+                child.momentum,
+                child.affine,
+                child.track_running_stats,
+                device=None if like is None else like.device,
+                dtype=None if like is None else like.dtype,
             )
             replacement.load_state_dict(child.state_dict())
-            replacement.to(device=child.weight.device if child.affine else None)
             setattr(module, name, replacement)
         else:
             use_accurate_batchnorm(child)
